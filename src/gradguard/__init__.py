@@ -1,0 +1,52 @@
+"""gradguard: is this gradient right?
+
+One finite-difference gradient check for NumPy, PyTorch, JAX, TensorFlow and
+any Array-API library. Importing gradguard imports none of those
+frameworks; an adapter loads only for a framework the caller has imported.
+"""
+
+from ._errors import (
+    ArgumentError as ArgumentError,
+)
+from ._errors import (
+    ArgumentTypeError as ArgumentTypeError,
+)
+from ._errors import (
+    GradguardError as GradguardError,
+)
+from ._errors import (
+    GradientError as GradientError,
+)
+from ._errors import (
+    PrecisionError as PrecisionError,
+)
+from ._errors import (
+    PrecisionWarning as PrecisionWarning,
+)
+from ._errors import (
+    UnsupportedError as UnsupportedError,
+)
+from ._seed import (
+    check_gradient as check_gradient,
+)
+from ._seed import (
+    numerical_gradient as numerical_gradient,
+)
+from ._seed import (
+    relative_error as relative_error,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
+    "GradguardError",
+    "GradientError",
+    "PrecisionError",
+    "PrecisionWarning",
+    "UnsupportedError",
+    "check_gradient",
+    "numerical_gradient",
+    "relative_error",
+]

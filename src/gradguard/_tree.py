@@ -1,0 +1,72 @@
+"""Nested tuples, lists, dicts and namedtuples of leaves, flattened and rebuilt.
+
+Written here rather than borrowed from a framework so that pytrees work the
+same for every framework and ``import gradguard`` imports none of them.
+Every non-container object, ``None`` included, is a leaf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["TreeDef", "flatten", "unflatten"]
+
+
+@dataclass(frozen=True)
+class TreeDef:
+    kind: str  # "leaf", "tuple", "list", "dict", "namedtuple"
+    children: tuple[TreeDef, ...] = ()
+    keys: tuple[Any, ...] = ()
+    cls: Any = None
+
+    @property
+    def num_leaves(self) -> int:
+        if self.kind == "leaf":
+            return 1
+        return sum(c.num_leaves for c in self.children)
+
+
+def flatten(tree: Any, prefix: str = "") -> tuple[list[Any], list[str], TreeDef]:
+    """Leaves in order, their paths (``prefix[0]['w']``), and the structure."""
+    leaves: list[Any] = []
+    paths: list[str] = []
+    treedef = _flatten(tree, prefix, leaves, paths)
+    return leaves, paths, treedef
+
+
+def _flatten(tree: Any, path: str, leaves: list[Any], paths: list[str]) -> TreeDef:
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        children = tuple(
+            _flatten(v, f"{path}.{name}", leaves, paths) for name, v in zip(tree._fields, tree)
+        )
+        return TreeDef("namedtuple", children, tuple(tree._fields), type(tree))
+    if isinstance(tree, (tuple, list)):
+        children = tuple(_flatten(v, f"{path}[{i}]", leaves, paths) for i, v in enumerate(tree))
+        return TreeDef("tuple" if isinstance(tree, tuple) else "list", children)
+    if isinstance(tree, dict):
+        keys = tuple(tree.keys())
+        children = tuple(_flatten(tree[k], f"{path}[{k!r}]", leaves, paths) for k in keys)
+        return TreeDef("dict", children, keys, type(tree))
+    leaves.append(tree)
+    paths.append(path)
+    return TreeDef("leaf")
+
+
+def unflatten(treedef: TreeDef, leaves: list[Any]) -> Any:
+    iterator = iter(leaves)
+    return _build(treedef, iterator)
+
+
+def _build(treedef: TreeDef, leaves: Any) -> Any:
+    if treedef.kind == "leaf":
+        return next(leaves)
+    children = [_build(c, leaves) for c in treedef.children]
+    if treedef.kind == "tuple":
+        return tuple(children)
+    if treedef.kind == "list":
+        return children
+    if treedef.kind == "namedtuple":
+        return treedef.cls(*children)
+    result = dict(zip(treedef.keys, children))
+    return result if treedef.cls is dict else treedef.cls(result)

@@ -1,0 +1,111 @@
+"""What every framework adapter provides.
+
+An adapter knows one framework: how to tell its arrays apart, how to hand
+them to the core (as arrays of an Array API namespace), and how to run its
+autodiff. It holds no numerical logic: steps, stencils, tolerances and
+verdicts live in :mod:`gradguard.core` and are written once.
+
+Functions handed to an adapter (``fn``) take the differentiated arrays as
+positional framework arrays and return a list of framework arrays.
+Batched arguments carry a leading batch axis of size ``k``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from .._errors import UnsupportedError
+
+__all__ = ["Adapter", "LeafFunction"]
+
+LeafFunction = Callable[..., list[Any]]
+
+
+class Adapter:
+    """Base class: conversion defaults for libraries whose arrays already
+    speak the Array API, and no autodiff."""
+
+    #: Short framework name used in reports and options.
+    name: ClassVar[str] = ""
+    #: Top-level module that must already be in ``sys.modules``.
+    module: ClassVar[str] = ""
+    #: True when the framework's reverse mode takes and returns the complex
+    #: conjugate of the real-coordinate cotangent ``a + ib`` (JAX); False
+    #: when it takes ``a + ib`` itself (PyTorch, TensorFlow).
+    conjugate_cotangents: ClassVar[bool] = False
+    #: Whether :meth:`vjp` / :meth:`jvp` exist.
+    has_autodiff: ClassVar[bool] = False
+
+    # -- arrays ---------------------------------------------------------
+    def owns(self, obj: Any) -> bool:
+        """Is ``obj`` an array of this framework?"""
+        raise NotImplementedError
+
+    def namespace(self, core_array: Any) -> Any:
+        """The Array API namespace of the core-side arrays."""
+        import array_api_compat
+
+        return array_api_compat.array_namespace(core_array)
+
+    def to_core(self, array: Any) -> Any:
+        """Framework array -> core array (the same object where possible)."""
+        return array
+
+    def from_core(self, array: Any, like: Any) -> Any:
+        """Core array -> framework array, on the device of ``like``."""
+        return array
+
+    def to_numpy(self, core_array: Any) -> Any:
+        """Core array -> NumPy array on the host (for reports)."""
+        import numpy as np
+
+        try:
+            return np.asarray(core_array)
+        except (TypeError, RuntimeError, ValueError):
+            return np.from_dlpack(core_array)
+
+    def float64_available(self, array: Any) -> bool:
+        """Can this framework compute in float64 here (JAX without x64 cannot)?"""
+        return True
+
+    def asarray_like(self, value: Any, like: Any) -> Any:
+        """Turn a Python or NumPy scalar returned by ``f`` into a framework array."""
+        xp = self.namespace(self.to_core(like))
+        return self.from_core(xp.asarray(value), like)
+
+    # -- evaluation -----------------------------------------------------
+    def vectorize(self, fn: LeafFunction) -> LeafFunction | None:
+        """A version of ``fn`` that maps over a leading batch axis, or None
+        if the framework has no way to do that."""
+        return None
+
+    def no_grad(self) -> Any:
+        """Context in which plain evaluations skip autodiff bookkeeping."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    # -- autodiff -------------------------------------------------------
+    def vjp(self, fn: LeafFunction, primals: list[Any], cotangents: list[Any]) -> list[Any]:
+        """Vector-Jacobian products for each of ``k`` cotangents.
+
+        ``cotangents[j]`` is a framework array ``(k, *shape of output j)``;
+        returns framework arrays ``(k, *shape of primal i)``.
+        """
+        raise UnsupportedError(
+            f"{self.name} has no autodiff: pass the analytical derivative as grad=, vjp= "
+            "or jvp= to gradguard.check"
+        )
+
+    def jvp(self, fn: LeafFunction, primals: list[Any], tangents: list[Any]) -> list[Any]:
+        """Jacobian-vector products for each of ``k`` tangents (batched like :meth:`vjp`)."""
+        raise UnsupportedError(
+            f"{self.name} has no autodiff: pass the analytical derivative as grad=, vjp= "
+            "or jvp= to gradguard.check"
+        )
+
+    def differentiable_vjp(self, fn: LeafFunction, cotangents: list[Any]) -> LeafFunction:
+        """The function ``x -> VJP of fn at x with these fixed cotangents``,
+        itself differentiable by the framework (for second-order checks)."""
+        raise UnsupportedError(f"{self.name} has no autodiff: order=2 needs one")

@@ -1,0 +1,111 @@
+"""TensorFlow: ``tf.GradientTape`` and ``tf.autodiff.ForwardAccumulator``.
+
+TensorFlow has no Array API namespace, so this adapter converts at the
+edge: the core sees NumPy arrays, the function sees tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from .._errors import UnsupportedError
+from .base import Adapter, LeafFunction
+
+
+class TensorflowAdapter(Adapter):
+    name = "tensorflow"
+    module = "tensorflow"
+    conjugate_cotangents = False  # the tape takes dL/d(re) + i dL/d(im)
+    has_autodiff = True
+
+    def owns(self, obj: Any) -> bool:
+        return isinstance(obj, (tf.Tensor, tf.Variable))
+
+    def namespace(self, core_array: Any) -> Any:
+        import array_api_compat.numpy
+
+        return array_api_compat.numpy
+
+    def to_core(self, array: Any) -> Any:
+        return np.array(array)  # a copy: the caller's tensor stays untouched
+
+    def from_core(self, array: Any, like: Any) -> Any:
+        if isinstance(array, (tf.Tensor, tf.Variable)):
+            return array
+        with tf.device(like.device) if getattr(like, "device", "") else _nullcontext():
+            return tf.convert_to_tensor(np.asarray(array))
+
+    def to_numpy(self, core_array: Any) -> Any:
+        return np.asarray(core_array)
+
+    def vectorize(self, fn: LeafFunction) -> LeafFunction:
+        def batched(*leaves: Any) -> list[Any]:
+            return tf.vectorized_map(lambda elems: fn(*elems), tuple(leaves))
+
+        return batched
+
+    def vjp(self, fn: LeafFunction, primals: list[Any], cotangents: list[Any]) -> list[Any]:
+        inputs = [tf.identity(p) for p in primals]
+        with tf.GradientTape(persistent=True) as tape:
+            for x in inputs:
+                tape.watch(x)
+            outputs = fn(*inputs)
+        k = cotangents[0].shape[0]
+        rows = [
+            tape.gradient(
+                outputs,
+                inputs,
+                output_gradients=[c[r] for c in cotangents],
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            for r in range(k)
+        ]
+        del tape
+        return [
+            tf.stack([tf.convert_to_tensor(row[i]) for row in rows]) for i in range(len(inputs))
+        ]
+
+    def jvp(self, fn: LeafFunction, primals: list[Any], tangents: list[Any]) -> list[Any]:
+        k = tangents[0].shape[0]
+        rows = []
+        for r in range(k):
+            with tf.autodiff.ForwardAccumulator(
+                primals=list(primals), tangents=[t[r] for t in tangents]
+            ) as acc:
+                outputs = fn(*primals)
+            try:
+                rows.append(
+                    [
+                        acc.jvp(o, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                        for o in outputs
+                    ]
+                )
+            except Exception as exc:  # pragma: no cover - depends on the op
+                raise UnsupportedError(f"forward mode failed on this function: {exc}") from exc
+        return [tf.stack([row[j] for row in rows]) for j in range(len(rows[0]))]
+
+    def differentiable_vjp(self, fn: LeafFunction, cotangents: list[Any]) -> LeafFunction:
+        def first_derivative(*xs: Any) -> list[Any]:
+            with tf.GradientTape() as tape:
+                for x in xs:
+                    tape.watch(x)
+                outputs = fn(*xs)
+            return list(
+                tape.gradient(
+                    outputs,
+                    list(xs),
+                    output_gradients=list(cotangents),
+                    unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                )
+            )
+
+        return first_derivative
+
+
+def _nullcontext() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext()

@@ -1,0 +1,118 @@
+"""PyTorch: autograd for reverse mode, forward-mode AD for JVPs,
+``torch.func.vmap`` for batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._errors import UnsupportedError
+from .base import Adapter, LeafFunction
+
+
+class TorchAdapter(Adapter):
+    name = "torch"
+    module = "torch"
+    conjugate_cotangents = False  # autograd takes dL/d(re) + i dL/d(im)
+    has_autodiff = True
+
+    def owns(self, obj: Any) -> bool:
+        return isinstance(obj, torch.Tensor)
+
+    def namespace(self, core_array: Any) -> Any:
+        import array_api_compat.torch
+
+        return array_api_compat.torch
+
+    def to_core(self, array: Any) -> Any:
+        # Never hand the caller's tensor itself onward: a detached alias
+        # cannot write into their autograd graph.
+        return array.detach()
+
+    def from_core(self, array: Any, like: Any) -> Any:
+        return array.to(device=like.device)
+
+    def to_numpy(self, core_array: Any) -> Any:
+        return core_array.detach().cpu().resolve_conj().numpy()
+
+    def float64_available(self, array: Any) -> bool:
+        return array.device.type != "mps"
+
+    def vectorize(self, fn: LeafFunction) -> LeafFunction:
+        return torch.func.vmap(fn)
+
+    def no_grad(self) -> Any:
+        return torch.no_grad()
+
+    def vjp(self, fn: LeafFunction, primals: list[Any], cotangents: list[Any]) -> list[Any]:
+        inputs = [p.detach().clone().requires_grad_(True) for p in primals]
+        with torch.enable_grad():
+            outputs = fn(*inputs)
+        k = cotangents[0].shape[0] if cotangents else 0
+        pairs = [(o, c) for o, c in zip(outputs, cotangents) if o.requires_grad]
+        if not pairs:
+            return [torch.zeros((k, *p.shape), dtype=p.dtype, device=p.device) for p in primals]
+        outs, cots = zip(*pairs)
+        try:
+            grads = torch.autograd.grad(
+                outs, inputs, cots, retain_graph=True, allow_unused=True, is_grads_batched=True
+            )
+        except Exception:
+            # Custom Functions without a vmap rule cannot be batched: one
+            # backward per cotangent, which is what they were written for.
+            rows = [
+                torch.autograd.grad(
+                    outs, inputs, [c[r] for c in cots], retain_graph=True, allow_unused=True
+                )
+                for r in range(k)
+            ]
+            grads = tuple(
+                None if rows[0][i] is None else torch.stack([row[i] for row in rows])
+                for i in range(len(inputs))
+            )
+        return [
+            torch.zeros((k, *p.shape), dtype=p.dtype, device=p.device) if g is None else g.detach()
+            for p, g in zip(primals, grads)
+        ]
+
+    def jvp(self, fn: LeafFunction, primals: list[Any], tangents: list[Any]) -> list[Any]:
+        import torch.autograd.forward_ad as fwad
+
+        k = tangents[0].shape[0]
+        rows = []
+        for r in range(k):
+            with fwad.dual_level():
+                duals = [fwad.make_dual(p.detach(), t[r]) for p, t in zip(primals, tangents)]
+                try:
+                    outputs = fn(*duals)
+                except RuntimeError as exc:
+                    raise UnsupportedError(
+                        f"forward-mode AD failed on this function ({exc}); a custom "
+                        "torch.autograd.Function needs a jvp staticmethod for direction='fwd'"
+                    ) from exc
+                rows.append(
+                    [
+                        torch.zeros_like(o)
+                        if fwad.unpack_dual(o).tangent is None
+                        else fwad.unpack_dual(o).tangent.detach()
+                        for o in outputs
+                    ]
+                )
+        return [torch.stack([row[j] for row in rows]) for j in range(len(rows[0]))]
+
+    def differentiable_vjp(self, fn: LeafFunction, cotangents: list[Any]) -> LeafFunction:
+        def first_derivative(*xs: Any) -> list[Any]:
+            with torch.enable_grad():
+                inputs = [x if x.requires_grad else x.detach().requires_grad_(True) for x in xs]
+                outputs = fn(*inputs)
+                pairs = [(o, c) for o, c in zip(outputs, cotangents) if o.requires_grad]
+                if not pairs:
+                    return [torch.zeros_like(x) for x in xs]
+                outs, cots = zip(*pairs)
+                grads = torch.autograd.grad(
+                    outs, inputs, cots, create_graph=True, allow_unused=True
+                )
+            return [torch.zeros_like(x) if g is None else g for x, g in zip(xs, grads)]
+
+        return first_derivative
