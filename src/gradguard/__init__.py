@@ -5,6 +5,8 @@ any Array-API library. Importing gradguard imports none of those
 frameworks; an adapter loads only for a framework the caller has imported.
 """
 
+from ._check import assert_gradients as assert_gradients
+from ._check import check as check
 from ._errors import (
     ArgumentError as ArgumentError,
 )
@@ -26,6 +28,9 @@ from ._errors import (
 from ._errors import (
     UnsupportedError as UnsupportedError,
 )
+from ._report import ArgumentSummary as ArgumentSummary
+from ._report import Mismatch as Mismatch
+from ._report import Report as Report
 from ._seed import (
     check_gradient as check_gradient,
 )
@@ -40,12 +45,17 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArgumentError",
+    "ArgumentSummary",
     "ArgumentTypeError",
     "GradguardError",
     "GradientError",
+    "Mismatch",
     "PrecisionError",
     "PrecisionWarning",
+    "Report",
     "UnsupportedError",
+    "assert_gradients",
+    "check",
     "check_gradient",
     "numerical_gradient",
     "relative_error",

@@ -96,7 +96,7 @@ def check_gradient(
     when both are zero. ``x`` is never modified.
     """
     x, _ = _as_array(x, "x")
-    analytical, ana_adapter = _as_array(analytical_grad, "analytical_grad")
+    analytical, _ = _as_array(analytical_grad, "analytical_grad")
     if tuple(analytical.shape) != tuple(x.shape):
         raise ArgumentError(
             f"analytical_grad: shape {tuple(analytical.shape)} differs from x's "

@@ -1,0 +1,1076 @@
+"""``gradguard.check``: the framework's own derivative against finite differences.
+
+The pipeline, written once for every framework:
+
+1. flatten the arguments (pytrees) and pick the arrays to differentiate;
+2. choose the precision of the numerical side (float64 when f accepts it);
+3. numerical side: centred differences along unit vectors (``full``) or
+   random directions (``probe``), batched, with per-entry error estimates
+   (:mod:`gradguard.core.differences`);
+4. analytical side: the framework's VJP (random and scaled one-hot
+   cotangents) and/or JVP, through its adapter, or the caller's rule;
+5. per-entry tolerances, verdict and diagnosis (:mod:`gradguard.core`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import _tree
+from ._errors import ArgumentError, ArgumentTypeError, GradientError, UnsupportedError
+from ._evaluation import Evaluator
+from ._report import ArgumentSummary, Mismatch, Report
+from .adapters import Adapter, adapter_for, adapter_of
+from .core import diagnosis as core_diagnosis
+from .core.differences import directional_derivatives
+from .core.layout import FlatLayout
+from .core.steps import default_steps
+from .core.verdict import Entries, Tally, classify, tolerance
+
+__all__ = ["assert_gradients", "check"]
+
+MODES = ("auto", "full", "probe")
+DIRECTIONS = ("rev", "fwd", "both")
+PRECISIONS = ("auto", "float64", "native")
+#: ``mode="auto"`` checks every Jacobian entry up to this many inputs...
+AUTO_FULL_INPUTS = 2048
+#: ...and this many Jacobian entries; beyond, random probes.
+AUTO_FULL_ENTRIES = 4_000_000
+#: Random dense cotangents (tangents) compared besides the one-hot rows.
+DENSE_PROBES = 2
+#: Worst entries kept for the report.
+WORST = 8
+#: Bytes of perturbed points and outputs held at once.
+MEMORY_BUDGET = 1 << 27
+#: Sizes up to which the whole numerical Jacobian is kept for diagnosis.
+KEEP_JACOBIAN_ENTRIES = 1 << 20
+#: Exact scale factors for one-hot cotangents: powers of two, so scaling and
+#: unscaling is exact in every dtype, and never 1, so a rule that ignores
+#: its incoming gradient cannot pass.
+ONE_HOT_SCALES = (-2.0, -0.5, 0.5, 2.0, -1.0)
+
+
+def check(
+    f: Callable[..., Any],
+    *args: Any,
+    wrt: int | Sequence[int] | None = None,
+    mode: str = "auto",
+    direction: str = "rev",
+    order: int = 1,
+    seed: int = 0,
+    probes: int | None = None,
+    eps: float | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    grad: Callable[..., Any] | None = None,
+    vjp: Callable[..., Any] | None = None,
+    precision: str = "auto",
+    vectorize: bool = True,
+) -> Report:
+    """Check the derivatives of ``f`` at ``args`` against finite differences.
+
+    Never raises because a gradient is wrong: the returned :class:`Report`
+    says so. Raises a :class:`~gradguard.GradguardError` for unusable
+    arguments.
+
+    - ``wrt``: positional argument index (or indices) to differentiate;
+      default every floating-point array in every argument. Other leaves
+      (integers, strings, non-float arrays) are passed through untouched.
+    - ``mode``: ``"full"`` compares every Jacobian entry; ``"probe"`` a few
+      random projections ``u . J . v`` (cheap for large inputs);
+      ``"auto"`` picks by size.
+    - ``direction``: ``"rev"`` compares vector-Jacobian products (the
+      framework's backward / VJP rule), ``"fwd"`` Jacobian-vector products,
+      ``"both"`` both.
+    - ``order``: 1, or 2 for the derivative of the derivative.
+    - ``seed``: seeds the random cotangents and directions; the same seed
+      gives the same verdict and numbers.
+    - ``probes``: number of random probes in probe mode.
+    - ``eps``: a fixed absolute step instead of per-entry steps.
+    - ``rtol`` / ``atol``: added to the estimated tolerance of each entry.
+    - ``grad`` / ``vjp``: the analytical derivative as a function, for code
+      without autodiff (NumPy): ``grad(*args)`` returns the gradient of a
+      scalar ``f``; ``vjp(cotangent, *args)`` the vector-Jacobian product.
+      Both return one entry per differentiated argument (a tuple when
+      there are several), each shaped like that argument.
+    - ``precision``: ``"auto"`` evaluates the numerical side in float64 when
+      ``f`` accepts it, ``"float64"`` insists, ``"native"`` keeps the dtypes.
+    - ``vectorize``: batch evaluations with the framework's vmap where
+      possible (falls back to a loop by itself when f cannot be batched).
+    """
+    started = time.perf_counter()
+    _validate_options(
+        f, mode, direction, order, seed, probes, eps, rtol, atol, grad, vjp, precision
+    )
+    problem = _Problem.build(f, args, wrt, grad, vjp, precision, vectorize, order, seed)
+    run = _Run(problem, seed=seed, eps=eps, rtol=rtol, atol=atol)
+    n, m = problem.in_layout.size, problem.out_layout.size
+    if mode == "auto":
+        mode = "full" if n <= AUTO_FULL_INPUTS and n * m <= AUTO_FULL_ENTRIES else "probe"
+    if direction in ("fwd", "both") and problem.user_rule:
+        raise ArgumentError("direction: grad= and vjp= rules are reverse mode; use direction='rev'")
+    if mode == "full":
+        run.full(direction)
+    else:
+        run.probe(direction, probes if probes is not None else run.default_probes())
+    return run.report(mode, direction, order, time.perf_counter() - started)
+
+
+def assert_gradients(f: Callable[..., Any], *args: Any, **options: Any) -> Report:
+    """Like :func:`check`, but raise :class:`~gradguard.GradientError` (an
+    ``AssertionError`` whose message is the report) unless the verdict is
+    ``"pass"``; returns the report on a pass."""
+    report = check(f, *args, **options)
+    if not report.passed:
+        raise GradientError(report)
+    return report
+
+
+# -- validation -------------------------------------------------------------
+
+
+def _validate_options(
+    f: Any,
+    mode: Any,
+    direction: Any,
+    order: Any,
+    seed: Any,
+    probes: Any,
+    eps: Any,
+    rtol: Any,
+    atol: Any,
+    grad: Any,
+    vjp: Any,
+    precision: Any,
+) -> None:
+    if not callable(f):
+        raise ArgumentTypeError(f"f: expected a callable, got {type(f).__name__}")
+    _choice("mode", mode, MODES)
+    _choice("direction", direction, DIRECTIONS)
+    _choice("precision", precision, PRECISIONS)
+    if isinstance(order, bool) or order not in (1, 2):
+        raise ArgumentError(f"order: must be 1 or 2, got {order!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ArgumentError(f"seed: must be a non-negative integer, got {seed!r}")
+    if probes is not None and (
+        isinstance(probes, bool) or not isinstance(probes, numbers.Integral) or probes < 1
+    ):
+        raise ArgumentError(f"probes: must be a positive integer, got {probes!r}")
+    for name, value in (("eps", eps), ("rtol", rtol), ("atol", atol)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ArgumentTypeError(f"{name}: expected a float, got {type(value).__name__}")
+        if not math.isfinite(value) or value < 0 or (name == "eps" and value == 0):
+            raise ArgumentError(
+                f"{name}: must be {'positive' if name == 'eps' else 'non-negative'} and "
+                f"finite, got {value!r}"
+            )
+    for name, value in (("grad", grad), ("vjp", vjp)):
+        if value is not None and not callable(value):
+            raise ArgumentTypeError(f"{name}: expected a callable, got {type(value).__name__}")
+    if grad is not None and vjp is not None:
+        raise ArgumentError("grad, vjp: pass one analytical rule, not both")
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ArgumentError(
+            f"{name}: must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}"
+        )
+
+
+# -- the problem: what is differentiated, how f is called -------------------
+
+
+@dataclass
+class _Problem:
+    adapter: Adapter
+    xp: Any
+    fn: Callable[..., list[Any]]
+    primals: list[Any]  # framework arrays, the caller's dtypes
+    eval_like: list[Any]  # framework arrays in the dtypes the numerical side uses
+    in_layout: FlatLayout
+    out_layout: FlatLayout
+    in_names: list[str]
+    out_names: list[str]
+    in_dtypes: list[Any]  # core dtypes of the primals
+    eval_dtypes: list[Any]
+    out_dtypes: list[Any]  # core dtypes of the outputs at the primals
+    out_like: list[Any]  # framework outputs at the primals (device, dtype)
+    work_dtype: Any
+    precision: str
+    x0: Any
+    analytical_vjp: Callable[[list[Any]], list[Any]]
+    user_rule: bool
+    eps_analytical: float
+    notes: list[str]
+
+    @classmethod
+    def build(
+        cls,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        wrt: Any,
+        grad: Any,
+        vjp: Any,
+        precision: str,
+        vectorize: bool,
+        order: int,
+        seed: int,
+    ) -> _Problem:
+        if not args:
+            raise ArgumentError("args: pass the point to check at, e.g. check(f, x)")
+        names = _argument_names(f, len(args))
+        leaves: list[Any] = []
+        paths: list[str] = []
+        positions: list[int] = []
+        for p, arg in enumerate(args):
+            arg_leaves, arg_paths, _ = _tree.flatten(arg, names[p])
+            leaves += arg_leaves
+            paths += arg_paths
+            positions += [p] * len(arg_leaves)
+        _, _, treedef = _tree.flatten(tuple(args))
+        arrays = [i for i, leaf in enumerate(leaves) if adapter_for(leaf) is not None]
+        adapter = adapter_of([leaves[i] for i in arrays], "args")
+        selected = _wrt_positions(wrt, len(args))
+        core_leaves = {i: adapter.to_core(leaves[i]) for i in arrays}
+        xp = adapter.namespace(next(iter(core_leaves.values())))
+        diff = [
+            i
+            for i in arrays
+            if positions[i] in selected
+            and xp.isdtype(core_leaves[i].dtype, ("real floating", "complex floating"))
+        ]
+        if not diff:
+            raise ArgumentTypeError(
+                "args: no floating-point array to differentiate"
+                + (f" among the arguments wrt={wrt!r} selects" if wrt is not None else "")
+                + "; pass float arrays (integers are not differentiable)"
+            )
+        # Copies: neither f nor our perturbations can touch the caller's arrays.
+        primals = [adapter.from_core(_copy(core_leaves[i], xp), like=leaves[i]) for i in diff]
+        diff_core = [core_leaves[i] for i in diff]
+
+        def call(diff_leaves: Sequence[Any]) -> tuple[list[Any], list[str]]:
+            result = f(*_tree.unflatten(treedef, _replace(leaves, diff, list(diff_leaves))))
+            outs, out_paths, _ = _tree.flatten(result)
+            return outs, out_paths
+
+        def fn(*diff_leaves: Any) -> list[Any]:
+            outs, _ = call(diff_leaves)
+            return [o if adapter.owns(o) else adapter.asarray_like(o, diff_leaves[0]) for o in outs]
+
+        with adapter.no_grad():
+            raw_outputs, out_paths = call(primals)
+        outputs0 = _output_arrays(raw_outputs, out_paths, adapter, primals[0])
+        out_core = [adapter.to_core(o) for o in outputs0]
+        for j, o in enumerate(out_core):
+            if not xp.isdtype(o.dtype, ("real floating", "complex floating")):
+                raise ArgumentTypeError(
+                    f"f: output {_name('out', out_paths[j])} has dtype {o.dtype}; "
+                    "every output must be a floating-point array or scalar"
+                )
+        out_names = [_name("out", p) for p in out_paths]
+
+        base_fn = fn
+        user_rule = grad is not None or vjp is not None
+        if order == 2:
+            if user_rule:
+                raise ArgumentError("order: order=2 needs the framework's autodiff, not grad=/vjp=")
+            if not adapter.has_autodiff:
+                raise UnsupportedError(f"order=2 needs autodiff, which {adapter.name} lacks")
+            rng = _rng(seed + 7919)
+            cots = [
+                adapter.from_core(_random_like(o, xp, rng), like=out_fw)
+                for o, out_fw in zip(out_core, outputs0)
+            ]
+            fn = adapter.differentiable_vjp(base_fn, cots)
+            outputs0 = fn(*primals)
+            out_core = [adapter.to_core(o) for o in outputs0]
+            out_names = [f"d/d{paths[i]}" for i in diff]
+
+        in_layout = FlatLayout.of(diff_core, xp)
+        out_layout = FlatLayout.of(out_core, xp)
+        in_dtypes = [c.dtype for c in diff_core]
+        notes: list[str] = []
+
+        eval_dtypes, eval_like, precision_text = _choose_precision(
+            fn, adapter, xp, diff_core, primals, precision, notes
+        )
+        work_dtype = _real_dtype(xp, _widest(xp, eval_dtypes))
+        x0 = in_layout.flatten_one(
+            [xp.astype(c, d) for c, d in zip(diff_core, eval_dtypes)], xp, work_dtype
+        )
+        out_dtypes = [o.dtype for o in out_core]
+        eps_analytical = max(
+            float(xp.finfo(_real_dtype(xp, d)).eps) for d in in_dtypes + out_dtypes
+        )
+
+        if user_rule:
+            analytical_vjp = _user_vjp(
+                grad,
+                vjp,
+                f,
+                args,
+                treedef,
+                leaves,
+                diff,
+                positions,
+                selected,
+                adapter,
+                xp,
+                out_layout,
+                outputs0,
+            )
+        elif adapter.has_autodiff:
+
+            def analytical_vjp(cotangents: list[Any]) -> list[Any]:
+                return adapter.vjp(fn, primals, cotangents)
+
+        else:
+            analytical_vjp = _no_autodiff(adapter)
+
+        return cls(
+            adapter=adapter,
+            xp=xp,
+            fn=fn,
+            primals=primals,
+            eval_like=eval_like,
+            in_layout=in_layout,
+            out_layout=out_layout,
+            in_names=[paths[i] for i in diff],
+            out_names=out_names,
+            in_dtypes=in_dtypes,
+            eval_dtypes=eval_dtypes,
+            out_dtypes=out_dtypes,
+            out_like=outputs0,
+            work_dtype=work_dtype,
+            precision=precision_text,
+            x0=x0,
+            analytical_vjp=analytical_vjp,
+            user_rule=user_rule,
+            eps_analytical=eps_analytical,
+            notes=notes,
+        )
+
+
+def _argument_names(f: Any, count: int) -> list[str]:
+    names = [f"args[{p}]" for p in range(count)]
+    try:
+        params = list(inspect.signature(f).parameters.values())
+    except (TypeError, ValueError):
+        return names
+    for p, param in enumerate(params[:count]):
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            names[p] = param.name
+        else:
+            break
+    return names
+
+
+def _wrt_positions(wrt: Any, count: int) -> set[int]:
+    if wrt is None:
+        return set(range(count))
+    items = [wrt] if isinstance(wrt, numbers.Integral) and not isinstance(wrt, bool) else wrt
+    try:
+        positions = list(items)
+    except TypeError:
+        raise ArgumentTypeError(
+            f"wrt: expected an argument index or a tuple of them, got {wrt!r}"
+        ) from None
+    for p in positions:
+        if isinstance(p, bool) or not isinstance(p, numbers.Integral):
+            raise ArgumentTypeError(f"wrt: argument indices must be integers, got {p!r}")
+        if not -count <= p < count:
+            raise ArgumentError(f"wrt: index {p} is out of range for {count} argument(s)")
+    return {p % count for p in positions}
+
+
+def _name(prefix: str, path: str) -> str:
+    return path if path.startswith(prefix) else f"{prefix}{path}" if path else prefix
+
+
+def _replace(leaves: list[Any], positions: list[int], values: list[Any]) -> list[Any]:
+    full = list(leaves)
+    for i, v in zip(positions, values):
+        full[i] = v
+    return full
+
+
+def _copy(core: Any, xp: Any) -> Any:
+    return xp.asarray(core, copy=True)
+
+
+def _output_arrays(outs: list[Any], paths: list[str], adapter: Adapter, like: Any) -> list[Any]:
+    """f's output leaves as framework arrays; refuses what cannot be one."""
+    if not outs:
+        raise ArgumentTypeError("f: returned an empty container; it must return a float array")
+    arrays = []
+    for out, path in zip(outs, paths):
+        if adapter.owns(out):
+            arrays.append(out)
+        elif isinstance(out, numbers.Number) and not isinstance(out, bool):
+            arrays.append(adapter.asarray_like(out, like))
+        else:
+            raise ArgumentTypeError(
+                f"f: output {_name('out', path)} is {type(out).__name__}; f must return "
+                f"{adapter.name} arrays or floats (or containers of them)"
+            )
+    return arrays
+
+
+def _widest(xp: Any, dtypes: list[Any]) -> Any:
+    return xp.result_type(*dtypes) if len(dtypes) > 1 else dtypes[0]
+
+
+def _real_dtype(xp: Any, dtype: Any) -> Any:
+    if xp.isdtype(dtype, "complex floating"):
+        return xp.float64 if dtype == xp.complex128 else xp.float32
+    return dtype
+
+
+def _wide_dtype(xp: Any, dtype: Any) -> Any:
+    return xp.complex128 if xp.isdtype(dtype, "complex floating") else xp.float64
+
+
+def _choose_precision(
+    fn: Callable[..., list[Any]],
+    adapter: Adapter,
+    xp: Any,
+    diff_core: list[Any],
+    primals: list[Any],
+    precision: str,
+    notes: list[str],
+) -> tuple[list[Any], list[Any], str]:
+    native = [c.dtype for c in diff_core]
+    wide = [_wide_dtype(xp, d) for d in native]
+    if precision == "native" or native == wide:
+        return native, primals, _describe(native)
+    reason = ""
+    if not adapter.float64_available(primals[0]):
+        reason = f"{adapter.name} has float64 disabled here"
+        if adapter.name == "jax":
+            reason += " (jax.config.update('jax_enable_x64', True) enables it)"
+    else:
+        like = [
+            adapter.from_core(xp.astype(c, d), like=p) for c, d, p in zip(diff_core, wide, primals)
+        ]
+        try:
+            with adapter.no_grad():
+                outs = [adapter.to_core(o) for o in fn(*like)]
+        except Exception as exc:  # f refuses float64 input: a float32-only kernel
+            reason = f"f raised {type(exc).__name__} on float64 input"
+        else:
+            if all(o.dtype in (xp.float64, xp.complex128) for o in outs):
+                return wide, like, _describe(wide)
+            reason = "f returns lower precision for float64 input"
+    if precision == "float64":
+        raise ArgumentError(f"precision: 'float64' is not possible: {reason}")
+    notes.append(f"numerical side in the input dtype because {reason}")
+    return native, primals, _describe(native)
+
+
+def _describe(dtypes: list[Any]) -> str:
+    names = sorted({str(d).replace("torch.", "").replace("dtype(", "").strip("')") for d in dtypes})
+    return "/".join(names)
+
+
+def _no_autodiff(adapter: Adapter) -> Callable[[list[Any]], list[Any]]:
+    def missing(cotangents: list[Any]) -> list[Any]:
+        raise UnsupportedError(
+            f"{adapter.name} has no autodiff: pass the analytical derivative as "
+            "grad=fn (fn(*args) returns the gradient of a scalar f) or "
+            "vjp=fn (fn(cotangent, *args) returns the vector-Jacobian product)"
+        )
+
+    return missing
+
+
+def _user_vjp(
+    grad: Any,
+    vjp: Any,
+    f: Any,
+    args: tuple[Any, ...],
+    treedef: Any,
+    leaves: list[Any],
+    diff: list[int],
+    positions: list[int],
+    selected: set[int],
+    adapter: Adapter,
+    xp: Any,
+    out_layout: FlatLayout,
+    outputs0: list[Any],
+) -> Callable[[list[Any]], list[Any]]:
+    """The caller's grad/vjp rule as a batched VJP on framework arrays."""
+    wanted = sorted(selected)
+    call_args = _tree.unflatten(treedef, leaves)
+    if grad is not None and out_layout.size != 1:
+        raise ArgumentError(
+            f"grad: f has {out_layout.size} real outputs; grad= needs a real scalar f, "
+            "use vjp=fn (fn(cotangent, *args)) instead"
+        )
+
+    def gather(result: Any, rule: str) -> list[Any]:
+        per_arg = (
+            [result]
+            if len(wanted) == 1
+            else list(result)
+            if isinstance(result, (tuple, list))
+            else None
+        )
+        if per_arg is None or len(per_arg) != len(wanted):
+            raise ArgumentError(
+                f"{rule}: returned {type(result).__name__}; expected one entry per "
+                f"differentiated argument ({len(wanted)}), a tuple when there are several"
+            )
+        values: list[Any] = []
+        for p, item in zip(wanted, per_arg):
+            item_leaves, _, _ = _tree.flatten(item)
+            mine = [i for i in range(len(leaves)) if positions[i] == p]
+            if len(item_leaves) != len(mine):
+                raise ArgumentError(
+                    f"{rule}: the entry for argument {p} has {len(item_leaves)} leaves, "
+                    f"the argument has {len(mine)}; mirror its structure"
+                )
+            for i, value in zip(mine, item_leaves):
+                if i in diff:
+                    values.append(value)
+        out = []
+        for value, i in zip(values, diff):
+            target = leaves[i]
+            if not adapter.owns(value):
+                value = adapter.from_core(
+                    adapter.namespace(adapter.to_core(target)).asarray(value), like=target
+                )
+            if tuple(value.shape) != tuple(target.shape):
+                raise ArgumentError(
+                    f"{rule}: gradient of shape {tuple(value.shape)} for an argument of "
+                    f"shape {tuple(target.shape)}; return one derivative per entry"
+                )
+            out.append(adapter.to_core(value))
+        return out
+
+    def rule_vjp(cotangents: list[Any]) -> list[Any]:
+        k = cotangents[0].shape[0]
+        rows = []
+        for r in range(k):
+            cot = [c[r, ...] for c in cotangents]
+            if grad is not None:
+                g = gather(grad(*call_args), "grad")
+                scale = cot[0]
+                rows.append([gi * xp.reshape(adapter.to_core(scale), ()) for gi in g])
+            else:
+                out_tree = _tree.unflatten(_output_treedef(f, call_args), cot)
+                rows.append(gather(vjp(out_tree, *call_args), "vjp"))
+        return [
+            adapter.from_core(xp.stack([row[i] for row in rows], axis=0), like=leaves[diff[i]])
+            for i in range(len(diff))
+        ]
+
+    return rule_vjp
+
+
+def _output_treedef(f: Any, call_args: Any) -> Any:
+    _, _, treedef = _tree.flatten(f(*call_args))
+    return treedef
+
+
+# -- running the comparison -------------------------------------------------
+
+
+def _rng(seed: int) -> Any:
+    import numpy as np
+
+    return np.random.default_rng(seed)
+
+
+def _random_like(core: Any, xp: Any, rng: Any) -> Any:
+    """Standard normal entries shaped like ``core`` (complex: both parts)."""
+    shape = tuple(core.shape)
+    values = rng.standard_normal(shape)
+    if xp.isdtype(core.dtype, "complex floating"):
+        values = values + 1j * rng.standard_normal(shape)
+    return _to_xp(values, xp, core)
+
+
+def _to_xp(host: Any, xp: Any, like: Any) -> Any:
+    """NumPy -> the namespace of ``like`` (same device and dtype)."""
+    import numpy as np
+
+    array = xp.asarray(np.asarray(host), device=_device(like))
+    return xp.astype(array, like.dtype)
+
+
+def _device(array: Any) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(array)
+
+
+class _Run:
+    """The numerical and analytical sides of one check, and their comparison."""
+
+    def __init__(self, problem: _Problem, *, seed: int, eps: float | None, rtol: Any, atol: Any):
+        self.p = problem
+        self.xp = problem.xp
+        self.seed = seed
+        self.rng = _rng(seed)
+        self.rtol = rtol
+        self.atol = atol
+        xp = self.xp
+        p = problem
+        k_rows = max(1, MEMORY_BUDGET // (8 * 4 * (p.in_layout.size + p.out_layout.size + 1)))
+        self.evaluator = Evaluator(
+            p.adapter,
+            p.fn,
+            p.eval_like,
+            vectorize=True,
+            chunk_rows=k_rows,
+        )
+        self.columns_per_chunk = max(1, k_rows // 4)
+        self.f0 = self.evaluate(p.x0[None, :])[0, :]
+        again = self.evaluate_single(p.x0)
+        self.noise = xp.abs(again - self.f0)
+        self.nondeterministic = bool(xp.any(self.noise > 0))
+        if eps is not None:
+            self.steps = xp.full(p.x0.shape, float(eps), dtype=p.work_dtype)
+        else:
+            self.steps = self._default_steps()
+        self.tally = Tally()
+        self.by_argument = [Tally() for _ in p.in_layout.slots]
+        self.worst: list[Mismatch] = []
+        self.reasons: list[str] = []
+        self.uncertain_kinds: dict[str, int] = {}
+        self.keep = p.in_layout.size * p.out_layout.size <= KEEP_JACOBIAN_ENTRIES
+        self.jacobians: dict[str, Any] = {}
+        self.row_scales: Any = None
+        self.row_cross: Any = None
+        self.row_num_sq: Any = None
+        self.dense_wrong = 0
+        self.one_hot_wrong = 0
+
+    # -- evaluation ------------------------------------------------------
+    def evaluate(self, points: Any) -> Any:
+        p = self.p
+        leaves = p.in_layout.unflatten(points, self.xp, p.eval_dtypes)
+        outputs = self.evaluator(leaves)
+        return p.out_layout.flatten(outputs, self.xp, p.work_dtype)
+
+    def evaluate_single(self, x: Any) -> Any:
+        p = self.p
+        leaves = [a[0, ...] for a in p.in_layout.unflatten(x[None, :], self.xp, p.eval_dtypes)]
+        outputs = self.evaluator.single(leaves)
+        return p.out_layout.flatten_one(outputs, self.xp, p.work_dtype)
+
+    def _default_steps(self) -> Any:
+        xp, p = self.xp, self.p
+        parts = []
+        for slot, dtype in zip(p.in_layout.slots, p.eval_dtypes):
+            x = p.x0[slot.offset : slot.offset + slot.width]
+            real = _real_dtype(xp, dtype)
+            h = default_steps(xp.astype(x, real), xp, order=2)
+            parts.append(xp.astype(h, p.work_dtype))
+        return xp.concat(parts) if parts else xp.zeros((0,), dtype=p.work_dtype)
+
+    def default_probes(self) -> int:
+        # Low precision on either side hides a small error in any one probe:
+        # more probes keep the chance of missing it negligible.
+        eps = max(float(self.xp.finfo(self.p.work_dtype).eps), self.p.eps_analytical)
+        return 16 if eps > 1e-10 else 4
+
+    # -- analytical side ---------------------------------------------------
+    def vjp(self, cotangents: Any) -> Any:
+        """``(k, m)`` real cotangents -> ``(k, n)`` real VJPs, via the framework."""
+        p, xp = self.p, self.xp
+        cots = p.out_layout.unflatten(cotangents, xp, p.out_dtypes)
+        if p.adapter.conjugate_cotangents and not p.user_rule:
+            cots = [xp.conj(c) if xp.isdtype(c.dtype, "complex floating") else c for c in cots]
+        framework = [p.adapter.from_core(c, like=o) for c, o in zip(cots, p.out_like)]
+        grads = [p.adapter.to_core(g) for g in p.analytical_vjp(framework)]
+        if p.adapter.conjugate_cotangents and not p.user_rule:
+            grads = [xp.conj(g) if xp.isdtype(g.dtype, "complex floating") else g for g in grads]
+        for g, like, name in zip(grads, p.primals, p.in_names):
+            if tuple(g.shape[1:]) != tuple(like.shape):
+                raise ArgumentError(
+                    f"f: its derivative for {name} has shape {tuple(g.shape[1:])}, the "
+                    f"argument has {tuple(like.shape)}; a backward rule must return one "
+                    "gradient per input entry"
+                )
+        return p.in_layout.flatten(grads, xp, p.work_dtype)
+
+    def jvp(self, tangents: Any) -> Any:
+        """``(k, n)`` real tangents -> ``(k, m)`` real JVPs."""
+        p, xp = self.p, self.xp
+        tans = p.in_layout.unflatten(tangents, xp, p.in_dtypes)
+        framework = [p.adapter.from_core(t, like=x) for t, x in zip(tans, p.primals)]
+        outs = [p.adapter.to_core(o) for o in p.adapter.jvp(p.fn, p.primals, framework)]
+        return p.out_layout.flatten(outs, xp, p.work_dtype)
+
+    def _round_to(self, values: Any, layout: FlatLayout, dtypes: list[Any]) -> Any:
+        """Round real coordinates to what the analytical side actually receives."""
+        xp = self.xp
+        return layout.flatten(layout.unflatten(values, xp, dtypes), xp, self.p.work_dtype)
+
+    def _random(self, rows: int, cols: int) -> Any:
+        host = self.rng.standard_normal((rows, cols))
+        return _to_xp(host, self.xp, self.p.x0)
+
+    # -- full Jacobian -------------------------------------------------------
+    def full(self, direction: str) -> None:
+        xp, p = self.xp, self.p
+        n, m = p.in_layout.size, p.out_layout.size
+        rev = direction in ("rev", "both")
+        fwd = direction in ("fwd", "both")
+        if rev:
+            scales = self.rng.choice(ONE_HOT_SCALES, size=m)
+            self.row_scales = _to_xp(scales, xp, p.x0)
+            jac_rows = []
+            for start in range(0, m, self.columns_per_chunk):
+                stop = min(m, start + self.columns_per_chunk)
+                onehot = xp.eye(stop - start, m, k=start, dtype=p.work_dtype)
+                onehot = onehot * self.row_scales[start:stop][:, None]
+                jac_rows.append(self.vjp(onehot) / self.row_scales[start:stop][:, None])
+            jac_ana = xp.concat(jac_rows, axis=0) if jac_rows else xp.zeros((0, n))
+            dense_cots = self._round_to(self._random(DENSE_PROBES, m), p.out_layout, p.out_dtypes)
+            dense_ana = self.vjp(dense_cots)
+            self.row_cross = xp.zeros((m,), dtype=p.work_dtype)
+            self.row_num_sq = xp.zeros((m,), dtype=p.work_dtype)
+        if fwd:
+            dense_tans = self._round_to(self._random(DENSE_PROBES, n), p.in_layout, p.in_dtypes)
+            dense_fwd_num = xp.zeros((DENSE_PROBES, m), dtype=p.work_dtype)
+            dense_fwd_trunc = xp.zeros((DENSE_PROBES, m), dtype=p.work_dtype)
+            dense_fwd_round = xp.zeros((DENSE_PROBES, m), dtype=p.work_dtype)
+            dense_fwd_rough = xp.zeros((DENSE_PROBES, m), dtype=p.work_dtype)
+        kept = []
+        for start in range(0, n, self.columns_per_chunk):
+            stop = min(n, start + self.columns_per_chunk)
+            c = stop - start
+            mask = xp.eye(c, n, k=start, dtype=p.work_dtype)
+            dd = directional_derivatives(
+                self.evaluate, p.x0, mask * self.steps[None, :], self.f0, xp
+            )
+            step = xp.sum(dd.direction * mask, axis=1)  # represented step per column
+            num = xp.matrix_transpose(dd.value / step[:, None])  # (m, c)
+            trunc = xp.matrix_transpose(dd.truncation / xp.abs(step)[:, None])
+            rnd = xp.matrix_transpose((dd.rounding + self.noise[None, :]) / xp.abs(step)[:, None])
+            rough = xp.matrix_transpose(dd.roughness / xp.abs(step)[:, None])
+            bad = xp.matrix_transpose(dd.nonfinite)
+            if self.keep:
+                kept.append(num)
+            scale = self._entry_scale(num)
+            if rev:
+                ana = jac_ana[:, start:stop]
+                self._compare("entry", ana, num, trunc, rnd, rough, bad, scale, start, rows=True)
+                # Random dense cotangents: u^T J for the columns of this chunk.
+                d_num = dense_cots @ num
+                d_trunc = xp.abs(dense_cots) @ trunc
+                d_rnd = xp.abs(dense_cots) @ rnd
+                d_rough = xp.abs(dense_cots) @ rough
+                d_bad = xp.broadcast_to(xp.any(bad, axis=0)[None, :], d_num.shape)
+                d_ana = dense_ana[:, start:stop]
+                d_scale = xp.abs(dense_cots) @ xp.abs(num)
+                self._compare(
+                    "cotangent", d_ana, d_num, d_trunc, d_rnd, d_rough, d_bad, d_scale, start
+                )
+            if fwd:
+                tscales = _to_xp(self.rng.choice(ONE_HOT_SCALES, size=c), xp, p.x0)
+                cols = self.jvp(mask * tscales[:, None]) / tscales[:, None]  # (c, m)
+                self._compare(
+                    "entry", xp.matrix_transpose(cols), num, trunc, rnd, rough, bad, scale, start
+                )
+                v = dense_tans[:, start:stop]
+                dense_fwd_num = dense_fwd_num + v @ xp.matrix_transpose(num)
+                dense_fwd_trunc = dense_fwd_trunc + xp.abs(v) @ xp.matrix_transpose(trunc)
+                dense_fwd_round = dense_fwd_round + xp.abs(v) @ xp.matrix_transpose(rnd)
+                dense_fwd_rough = dense_fwd_rough + xp.abs(v) @ xp.matrix_transpose(rough)
+        if fwd:
+            dense_fwd_ana = self.jvp(dense_tans)
+            scale = xp.abs(dense_fwd_num) + xp.abs(dense_fwd_ana)
+            self._compare(
+                "tangent",
+                dense_fwd_ana,
+                dense_fwd_num,
+                dense_fwd_trunc,
+                dense_fwd_round,
+                dense_fwd_rough,
+                xp.zeros(dense_fwd_num.shape, dtype=xp.bool),
+                scale,
+                0,
+            )
+        if self.keep and kept:
+            self.jacobians["numerical"] = xp.concat(kept, axis=1)
+            if rev:
+                self.jacobians["analytical"] = jac_ana
+
+    def _entry_scale(self, num: Any) -> Any:
+        """Size of the terms behind an entry, which its rounding scales with:
+        the largest numerical entry of its row, column and chunk. An entry that
+        comes out small by cancellation carries the rounding of its terms."""
+        xp = self.xp
+        magnitude = xp.abs(num)
+        row = xp.max(magnitude, axis=1, keepdims=True)
+        col = xp.max(magnitude, axis=0, keepdims=True)
+        return xp.maximum(xp.maximum(row, col), xp.max(magnitude))
+
+    # -- random probes -------------------------------------------------------
+    def probe(self, direction: str, count: int) -> None:
+        xp, p = self.xp, self.p
+        n, m = p.in_layout.size, p.out_layout.size
+        v = self._random(count, n)
+        dd = directional_derivatives(self.evaluate, p.x0, v * self.steps[None, :], self.f0, xp)
+        rnd = dd.rounding + self.noise[None, :]
+        if direction in ("rev", "both"):
+            u = self._round_to(self._random(count, m), p.out_layout, p.out_dtypes)
+            grads = self.vjp(u)  # (k, n)
+            ana = xp.sum(grads * dd.direction, axis=1)
+            num = xp.sum(u * dd.value, axis=1)
+            trunc = xp.sqrt(xp.sum((u * dd.truncation) ** 2, axis=1))
+            rounding = xp.sum(xp.abs(u) * rnd, axis=1)
+            rough = xp.sum(xp.abs(u) * dd.roughness, axis=1)
+            bad = xp.any(dd.nonfinite, axis=1)
+            # Rounding of the analytical side enters each term independently,
+            # so it grows like the 2-norm of the terms, not their sum.
+            scale = xp.sqrt(xp.sum((grads * dd.direction) ** 2, axis=1)) + xp.sqrt(
+                xp.sum((u * dd.value) ** 2, axis=1)
+            )
+            self._compare("probe", ana, num, trunc, rounding, rough, bad, scale, 0)
+        if direction in ("fwd", "both"):
+            tangents = self._round_to(dd.direction, p.in_layout, p.in_dtypes)
+            ana = self.jvp(tangents)  # (k, m)
+            scale = xp.max(xp.abs(dd.value), axis=1, keepdims=True)
+            self._compare(
+                "probe",
+                ana,
+                dd.value,
+                dd.truncation,
+                rnd,
+                dd.roughness,
+                dd.nonfinite,
+                xp.broadcast_to(scale, ana.shape),
+                0,
+            )
+
+    # -- comparison and bookkeeping -----------------------------------------
+    def _compare(
+        self,
+        kind: str,
+        ana: Any,
+        num: Any,
+        trunc: Any,
+        rnd: Any,
+        rough: Any,
+        bad: Any,
+        scale: Any,
+        start: int,
+        rows: bool = False,
+    ) -> None:
+        xp, p = self.xp, self.p
+        tol = tolerance(num, ana, trunc, rnd, scale, p.eps_analytical, xp, self.rtol, self.atol)
+        entries = classify(ana, num, tol, rough, rnd, bad, xp)
+        self.tally.add(entries, xp)
+        wrong = int(xp.sum(xp.astype(entries.wrong, xp.int64)))
+        if kind == "cotangent":
+            self.dense_wrong += wrong
+        elif kind == "entry":
+            self.one_hot_wrong += wrong
+        uncertain = entries.uncertain & ~entries.wrong
+        if bool(xp.any(uncertain)):
+            nonfinite = int(xp.sum(xp.astype(uncertain & entries.nonfinite, xp.int64)))
+            rough_count = int(xp.sum(xp.astype(uncertain, xp.int64))) - nonfinite
+            for key, count in (("nonfinite", nonfinite), ("rough", rough_count)):
+                if count:
+                    self.uncertain_kinds[key] = self.uncertain_kinds.get(key, 0) + count
+        if kind in ("entry", "cotangent") and ana.ndim == 2:
+            self._tally_arguments(entries, start)
+        if rows and self.row_cross is not None:
+            a0 = xp.where(xp.isfinite(ana) & xp.isfinite(num), ana, xp.zeros_like(ana))
+            n0 = xp.where(xp.isfinite(num), num, xp.zeros_like(num))
+            self.row_cross = self.row_cross + xp.sum(a0 * n0, axis=1)
+            self.row_num_sq = self.row_num_sq + xp.sum(n0 * n0, axis=1)
+        self._keep_worst(kind, entries, start)
+
+    def _tally_arguments(self, entries: Entries, start: int) -> None:
+        xp, p = self.xp, self.p
+        width = entries.error.shape[1]
+        for slot, tally in zip(p.in_layout.slots, self.by_argument):
+            lo = max(start, slot.offset)
+            hi = min(start + width, slot.offset + slot.width)
+            if lo >= hi:
+                continue
+            part = Entries(*(a[:, lo - start : hi - start] for a in _fields(entries)))
+            tally.add(part, xp)
+
+    def _keep_worst(self, kind: str, entries: Entries, start: int) -> None:
+        xp = self.xp
+        ratio = entries.error / xp.where(
+            entries.tolerance > 0, entries.tolerance, xp.full_like(entries.tolerance, 1e-300)
+        )
+        ratio = xp.where(xp.isnan(ratio), xp.full_like(ratio, math.inf), ratio)
+        flat = xp.reshape(ratio, (-1,))
+        if flat.shape[0] == 0:
+            return
+        order = xp.argsort(-flat)[:WORST]
+        host = self.p.adapter.to_numpy
+        idx = [int(i) for i in host(order)]
+        fields = [xp.reshape(a, (-1,)) for a in _fields(entries)]
+        picked = [host(xp.take(a, order, axis=0)) for a in fields]
+        cols = entries.error.shape[1] if entries.error.ndim == 2 else 1
+        for r, flat_index in enumerate(idx):
+            ana, num, err, tol, wrong, unc, _bad = (float(x[r]) for x in picked)
+            status = "wrong" if wrong else "uncertain" if unc else "ok"
+            row, col = divmod(flat_index, cols) if entries.error.ndim == 2 else (flat_index, 0)
+            self.worst.append(self._mismatch(kind, row, col + start, ana, num, err, tol, status))
+        rank = {"wrong": 0, "uncertain": 1, "ok": 2}
+        self.worst.sort(key=lambda m: (rank[m.status], -m.ratio))
+        del self.worst[WORST:]
+
+    def _mismatch(
+        self,
+        kind: str,
+        row: int,
+        col: int,
+        ana: float,
+        num: float,
+        err: float,
+        tol: float,
+        status: str,
+    ) -> Mismatch:
+        p = self.p
+        if kind == "probe":
+            return Mismatch(kind, f"probe {row}", (), "", (), ana, num, err, tol, status)
+        if kind == "tangent":
+            o_slot, o_index, o_part = p.out_layout.owner(col)
+            return Mismatch(
+                kind,
+                f"random tangent {row}",
+                (),
+                p.out_names[o_slot],
+                o_index,
+                ana,
+                num,
+                err,
+                tol,
+                status,
+                o_part,
+            )
+        slot, index, part = p.in_layout.owner(col)
+        if kind == "cotangent":
+            return Mismatch(
+                kind, p.in_names[slot], index, str(row), (), ana, num, err, tol, status, part
+            )
+        o_slot, o_index, _ = p.out_layout.owner(row)
+        return Mismatch(
+            kind,
+            p.in_names[slot],
+            index,
+            p.out_names[o_slot],
+            o_index,
+            ana,
+            num,
+            err,
+            tol,
+            status,
+            part,
+        )
+
+    # -- the report ------------------------------------------------------------
+    def report(self, mode: str, direction: str, order: int, seconds: float) -> Report:
+        p, t = self.p, self.tally
+        reasons = []
+        if self.uncertain_kinds.get("rough"):
+            reasons.append(
+                f"{self.uncertain_kinds['rough']} compared value(s) sit where f is not smooth "
+                "or not deterministic (one-sided differences disagree: a kink such as relu "
+                "at 0, a max with ties, or noise); move x off the kink or check there by hand"
+            )
+        if self.uncertain_kinds.get("nonfinite"):
+            reasons.append(
+                f"{self.uncertain_kinds['nonfinite']} compared value(s) have NaN or inf in "
+                "f near x; check at a point where f is finite"
+            )
+        if self.nondeterministic:
+            reasons_note = (
+                "f is not deterministic: two evaluations at x differ by up to "
+                f"{float(self.xp.max(self.noise)):.3g}"
+            )
+            if t.uncertain:
+                reasons.append(reasons_note)
+            else:
+                p.notes.append(reasons_note)
+        verdict = "fail" if t.wrong else "inconclusive" if t.uncertain else "pass"
+        arguments = tuple(
+            ArgumentSummary(
+                name=p.in_names[i],
+                shape=tuple(int(s) for s in p.primals[i].shape),
+                dtype=_describe([p.in_dtypes[i]]),
+                relative_error=tally.relative_error,
+                checked=tally.checked,
+                wrong=tally.wrong,
+                uncertain=tally.uncertain,
+            )
+            for i, tally in enumerate(self.by_argument)
+        )
+        diagnosis: tuple[str, ...] = ()
+        if verdict == "fail":
+            diagnosis = core_diagnosis.diagnose(
+                core_diagnosis.Evidence(
+                    tally=t,
+                    arguments=[(a.name, a.wrong, a.checked) for a in arguments],
+                    mode=mode,
+                    one_hot_wrong=self.one_hot_wrong,
+                    dense_wrong=self.dense_wrong,
+                    row_scales=self.row_scales,
+                    row_cross=self.row_cross,
+                    row_num_sq=self.row_num_sq,
+                    jacobians=self.jacobians,
+                    in_widths=[s.width for s in p.in_layout.slots],
+                    out_widths=[s.width for s in p.out_layout.slots],
+                    in_names=list(p.in_names),
+                ),
+                self.xp,
+            )
+        notes = list(p.notes)
+        if mode == "probe" and verdict == "fail":
+            notes.append("probe mode cannot locate entries; rerun with mode='full' to see which")
+        return Report(
+            verdict=verdict,
+            relative_error=t.relative_error,
+            framework=p.adapter.name,
+            mode=mode,
+            direction=direction,
+            order=order,
+            precision=p.precision,
+            path=self.evaluator.path or "vectorized",
+            evaluations=self.evaluator.evaluations,
+            seconds=seconds,
+            seed=self.seed,
+            num_inputs=p.in_layout.size,
+            num_outputs=p.out_layout.size,
+            checked=t.checked,
+            wrong=t.wrong,
+            uncertain=t.uncertain,
+            worst=tuple(self.worst),
+            arguments=arguments,
+            diagnosis=diagnosis,
+            reasons=tuple(reasons),
+            notes=tuple(notes),
+        )
+
+
+def _fields(entries: Entries) -> list[Any]:
+    return [
+        entries.analytical,
+        entries.numerical,
+        entries.error,
+        entries.tolerance,
+        entries.wrong,
+        entries.uncertain,
+        entries.nonfinite,
+    ]
