@@ -690,12 +690,8 @@ class _Run:
         """``(k, m)`` real cotangents -> ``(k, n)`` real VJPs, via the framework."""
         p, xp = self.p, self.xp
         cots = p.out_layout.unflatten(cotangents, xp, p.out_dtypes)
-        if p.adapter.conjugate_cotangents and not p.user_rule:
-            cots = [xp.conj(c) if xp.isdtype(c.dtype, "complex floating") else c for c in cots]
         framework = [p.adapter.from_core(c, like=o) for c, o in zip(cots, p.out_like)]
         grads = [p.adapter.to_core(g) for g in p.analytical_vjp(framework)]
-        if p.adapter.conjugate_cotangents and not p.user_rule:
-            grads = [xp.conj(g) if xp.isdtype(g.dtype, "complex floating") else g for g in grads]
         for g, like, name in zip(grads, p.primals, p.in_names):
             if tuple(g.shape[1:]) != tuple(like.shape):
                 raise ArgumentError(

@@ -8,6 +8,11 @@ verdicts live in :mod:`gradguard.core` and are written once.
 Functions handed to an adapter (``fn``) take the differentiated arrays as
 positional framework arrays and return a list of framework arrays.
 Batched arguments carry a leading batch axis of size ``k``.
+
+Complex numbers: a cotangent ``a + ib`` handed to :meth:`Adapter.vjp` means
+dL/d(re) + i dL/d(im), and the result means the same for the inputs (the
+convention of PyTorch and TensorFlow). An adapter whose framework uses
+another convention (JAX takes and returns the conjugate) converts inside.
 """
 
 from __future__ import annotations
@@ -30,10 +35,6 @@ class Adapter:
     name: ClassVar[str] = ""
     #: Top-level module that must already be in ``sys.modules``.
     module: ClassVar[str] = ""
-    #: True when the framework's reverse mode takes and returns the complex
-    #: conjugate of the real-coordinate cotangent ``a + ib`` (JAX); False
-    #: when it takes ``a + ib`` itself (PyTorch, TensorFlow).
-    conjugate_cotangents: ClassVar[bool] = False
     #: Whether :meth:`vjp` / :meth:`jvp` exist.
     has_autodiff: ClassVar[bool] = False
 

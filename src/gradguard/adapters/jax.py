@@ -1,4 +1,11 @@
-"""JAX: ``jax.vjp`` / ``jax.jvp``, and ``jax.vmap`` (jitted) for batches."""
+"""JAX: ``jax.vjp`` / ``jax.jvp``, and ``jax.vmap`` (jitted) for batches.
+
+The core works on NumPy copies of JAX arrays, converting at the edge as for
+TensorFlow: JAX compiles every eager operation for every new shape, so the
+core's many small bookkeeping operations would cost a compilation each
+(seconds per check). Only ``f`` and its derivatives run in JAX, jitted and
+vmapped over whole batches.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._errors import UnsupportedError
 from .base import Adapter, LeafFunction
@@ -14,21 +22,28 @@ from .base import Adapter, LeafFunction
 class JaxAdapter(Adapter):
     name = "jax"
     module = "jax"
-    # jax.vjp takes and returns the conjugate of dL/d(re) + i dL/d(im).
-    conjugate_cotangents = True
     has_autodiff = True
 
     def owns(self, obj: Any) -> bool:
         return isinstance(obj, jax.Array)
 
     def namespace(self, core_array: Any) -> Any:
-        return jnp
+        import array_api_compat.numpy
+
+        return array_api_compat.numpy
+
+    def to_core(self, array: Any) -> Any:
+        return np.asarray(array)
 
     def from_core(self, array: Any, like: Any) -> Any:
-        devices = getattr(like, "devices", None)
-        if devices is None:
+        if isinstance(array, jax.Array):
             return array
-        return jax.device_put(array, next(iter(like.devices())))
+        devices = like.devices() if isinstance(like, jax.Array) else None
+        device = next(iter(devices)) if devices else None
+        return jax.device_put(np.asarray(array), device)
+
+    def to_numpy(self, core_array: Any) -> Any:
+        return np.asarray(core_array)
 
     def float64_available(self, array: Any) -> bool:
         return bool(jax.config.jax_enable_x64)
@@ -37,24 +52,31 @@ class JaxAdapter(Adapter):
         return jax.jit(jax.vmap(fn))
 
     def vjp(self, fn: LeafFunction, primals: list[Any], cotangents: list[Any]) -> list[Any]:
-        _, pullback = jax.vjp(fn, *primals)
         cots = [jnp.conj(c) for c in cotangents]
+
+        def batched(primals: list[Any], cots: list[Any]) -> Any:
+            _, pullback = jax.vjp(fn, *primals)
+            return jax.vmap(lambda *c: pullback(list(c)))(*cots)
+
         try:
-            grads = jax.vmap(lambda *c: pullback(list(c)))(*cots)
+            grads = jax.jit(batched)(list(primals), cots)
         except Exception:
+            # Not traceable as a whole (Python control flow on values):
+            # one pullback per cotangent, eagerly.
+            _, pullback = jax.vjp(fn, *primals)
             k = cots[0].shape[0]
             rows = [pullback([c[r] for c in cots]) for r in range(k)]
             grads = tuple(jnp.stack([row[i] for row in rows]) for i in range(len(primals)))
         return [jnp.conj(g) for g in grads]
 
     def jvp(self, fn: LeafFunction, primals: list[Any], tangents: list[Any]) -> list[Any]:
-        def one(*t: Any) -> list[Any]:
-            return jax.jvp(fn, tuple(primals), tuple(t))[1]
+        def batched(primals: list[Any], tangents: list[Any]) -> Any:
+            return jax.vmap(lambda *t: jax.jvp(fn, tuple(primals), tuple(t))[1])(*tangents)
 
         try:
-            return list(jax.vmap(one)(*tangents))
+            return list(jax.jit(batched)(list(primals), list(tangents)))
         except TypeError as exc:
-            if "custom_vjp" in str(exc) or "can't apply forward-mode" in str(exc):
+            if "custom_vjp" in str(exc) or "forward-mode" in str(exc):
                 raise UnsupportedError(
                     f"forward mode is not defined for this function ({exc}); "
                     "check a jax.custom_vjp rule with direction='rev'"

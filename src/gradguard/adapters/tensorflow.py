@@ -18,7 +18,6 @@ from .base import Adapter, LeafFunction
 class TensorflowAdapter(Adapter):
     name = "tensorflow"
     module = "tensorflow"
-    conjugate_cotangents = False  # the tape takes dL/d(re) + i dL/d(im)
     has_autodiff = True
 
     def owns(self, obj: Any) -> bool:

@@ -14,7 +14,6 @@ from .base import Adapter, LeafFunction
 class TorchAdapter(Adapter):
     name = "torch"
     module = "torch"
-    conjugate_cotangents = False  # autograd takes dL/d(re) + i dL/d(im)
     has_autodiff = True
 
     def owns(self, obj: Any) -> bool:
