@@ -1,0 +1,56 @@
+"""Test, lint and type-check sessions.
+
+``python -m nox`` runs what CI runs (``nox.options.sessions``);
+``python -m nox -s tests -- -k seed`` passes arguments on to pytest.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+# Quick checks first, the full test run last so its summary closes the log.
+nox.options.sessions = ["lint", "typecheck", "minimal", "tests"]
+
+CONSTRAINTS = ("-c", "constraints/test.txt")
+LINTED = ("src", "tests", "benchmarks", "noxfile.py")
+FRAMEWORKS = ("torch", "jax", "tensorflow")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Every test, with every framework installed."""
+    session.install(*CONSTRAINTS, "-e", ".[test,torch,jax,tensorflow,dask,plot]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def minimal(session: nox.Session) -> None:
+    """The tests with NumPy and array_api_strict only: framework tests must skip."""
+    session.install(*CONSTRAINTS, "-e", ".[test]")
+    # A reused environment could still hold a framework from elsewhere.
+    session.run(
+        "python",
+        "-c",
+        "import importlib.util, sys; "
+        f"found = [m for m in {FRAMEWORKS!r} if importlib.util.find_spec(m)]; "
+        "sys.exit(f'frameworks installed in the minimal session: {found}' if found else 0)",
+    )
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install(*CONSTRAINTS, "ruff")
+    session.run("ruff", "check", *LINTED)
+    session.run("ruff", "format", "--check", *LINTED)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy on the package."""
+    session.install(*CONSTRAINTS, "mypy", "-e", ".")
+    session.run("mypy", "src/gradguard")
