@@ -19,6 +19,7 @@ import math
 import numbers
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,8 @@ def check(
     vjp: Callable[..., Any] | None = None,
     precision: str = "auto",
     vectorize: bool = True,
+    executor: Executor | None = None,
+    progress: bool | None = None,
 ) -> Report:
     """Check the derivatives of ``f`` at ``args`` against finite differences.
 
@@ -103,13 +106,27 @@ def check(
       ``f`` accepts it, ``"float64"`` insists, ``"native"`` keeps the dtypes.
     - ``vectorize``: batch evaluations with the framework's vmap where
       possible (falls back to a loop by itself when f cannot be batched).
+    - ``executor``: a :class:`concurrent.futures.Executor` (threads, processes,
+      or ``dask.distributed.Client.get_executor()``) to run chunks of
+      evaluations on; default: in this process.
+    - ``progress``: show a progress bar for long checks; default: only when
+      attached to a terminal.
     """
     started = time.perf_counter()
     _validate_options(
         f, mode, direction, order, seed, probes, eps, rtol, atol, grad, vjp, precision
     )
-    problem = _Problem.build(f, args, wrt, grad, vjp, precision, vectorize, order, seed)
-    run = _Run(problem, seed=seed, eps=eps, rtol=rtol, atol=atol)
+    problem = _Problem.build(f, args, wrt, grad, vjp, precision, order, seed)
+    run = _Run(
+        problem,
+        seed=seed,
+        eps=eps,
+        rtol=rtol,
+        atol=atol,
+        vectorize=vectorize,
+        executor=executor,
+        progress=progress,
+    )
     n, m = problem.in_layout.size, problem.out_layout.size
     if mode == "auto":
         mode = "full" if n <= AUTO_FULL_INPUTS and n * m <= AUTO_FULL_ENTRIES else "probe"
@@ -221,7 +238,6 @@ class _Problem:
         grad: Any,
         vjp: Any,
         precision: str,
-        vectorize: bool,
         order: int,
         seed: int,
     ) -> _Problem:
@@ -617,7 +633,18 @@ def _device(array: Any) -> Any:
 class _Run:
     """The numerical and analytical sides of one check, and their comparison."""
 
-    def __init__(self, problem: _Problem, *, seed: int, eps: float | None, rtol: Any, atol: Any):
+    def __init__(
+        self,
+        problem: _Problem,
+        *,
+        seed: int,
+        eps: float | None,
+        rtol: Any,
+        atol: Any,
+        vectorize: bool,
+        executor: Executor | None,
+        progress: bool | None,
+    ):
         self.p = problem
         self.xp = problem.xp
         self.seed = seed
@@ -631,8 +658,10 @@ class _Run:
             p.adapter,
             p.fn,
             p.eval_like,
-            vectorize=True,
+            vectorize=vectorize,
             chunk_rows=k_rows,
+            executor=executor,
+            progress=progress,
         )
         self.columns_per_chunk = max(1, k_rows // 4)
         self.f0 = self.evaluate(p.x0[None, :])[0, :]

@@ -8,6 +8,7 @@ them into framework arrays, runs the function and hands back core arrays.
 from __future__ import annotations
 
 import math
+from concurrent.futures import Executor
 from typing import Any
 
 from .adapters.base import Adapter, LeafFunction
@@ -33,11 +34,15 @@ class Evaluator:
         *,
         vectorize: bool = True,
         chunk_rows: int = 1024,
+        executor: Executor | None = None,
+        progress: bool | None = None,
     ) -> None:
         self.adapter = adapter
         self.fn = fn
         self.like = like
         self.chunk_rows = max(1, int(chunk_rows))
+        self.executor = executor  # not used yet: chunks run in this process
+        self.progress = progress
         self.evaluations = 0
         self.path: str | None = None if vectorize else LOOP
         self._batched = adapter.vectorize(fn) if vectorize else None
