@@ -14,6 +14,7 @@ The pipeline, written once for every framework:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import numbers
@@ -32,7 +33,7 @@ from .core import diagnosis as core_diagnosis
 from .core.differences import directional_derivatives
 from .core.layout import FlatLayout
 from .core.steps import default_steps
-from .core.verdict import Entries, Tally, classify, tolerance
+from .core.verdict import BAND, Entries, Tally, compare
 
 __all__ = ["assert_gradients", "check"]
 
@@ -45,6 +46,9 @@ AUTO_FULL_INPUTS = 2048
 AUTO_FULL_ENTRIES = 4_000_000
 #: Random dense cotangents (tangents) compared besides the one-hot rows.
 DENSE_PROBES = 2
+#: Differences between two evaluations at the same point beyond this many
+#: units of rounding make f "noisy": flagged, not judged.
+NOISE_ULPS = 64
 #: Worst entries kept for the report.
 WORST = 8
 #: Bytes of perturbed points and outputs held at once.
@@ -67,6 +71,7 @@ def check(
     seed: int = 0,
     probes: int | None = None,
     eps: float | None = None,
+    accuracy: int | None = None,
     rtol: float | None = None,
     atol: float | None = None,
     grad: Callable[..., Any] | None = None,
@@ -96,6 +101,9 @@ def check(
       gives the same verdict and numbers.
     - ``probes``: number of random probes in probe mode.
     - ``eps``: a fixed absolute step instead of per-entry steps.
+    - ``accuracy``: order of the central stencil, 4 (points ±h, ±2h) or 6
+      (also ±3h); default 4 when the numerical side runs in float64 and 6
+      in lower precision, where the step grows and truncation matters.
     - ``rtol`` / ``atol``: added to the estimated tolerance of each entry.
     - ``grad`` / ``vjp``: the analytical derivative as a function, for code
       without autodiff (NumPy): ``grad(*args)`` returns the gradient of a
@@ -121,6 +129,7 @@ def check(
         problem,
         seed=seed,
         eps=eps,
+        accuracy=accuracy,
         rtol=rtol,
         atol=atol,
         vectorize=vectorize,
@@ -465,32 +474,55 @@ def _choose_precision(
     precision: str,
     notes: list[str],
 ) -> tuple[list[Any], list[Any], str]:
+    """Dtypes for the numerical side: float64 if f accepts it, else float32
+    for inputs narrower than that, else the inputs' own."""
     native = [c.dtype for c in diff_core]
-    wide = [_wide_dtype(xp, d) for d in native]
-    if precision == "native" or native == wide:
-        return native, primals, _describe(native)
-    reason = ""
-    if not adapter.float64_available(primals[0]):
-        reason = f"{adapter.name} has float64 disabled here"
-        if adapter.name == "jax":
-            reason += " (jax.config.update('jax_enable_x64', True) enables it)"
-    else:
+    ladder = [(xp.float64, xp.complex128)]
+    if precision == "native":
+        ladder = []
+    elif precision == "auto":
+        ladder.append((xp.float32, xp.complex64))
+    reasons = []
+    for real, complex_ in ladder:
+        wanted = [complex_ if xp.isdtype(d, "complex floating") else real for d in native]
+        if wanted == native:
+            return native, primals, _describe(native)
+        if any(_bits(xp, w) < _bits(xp, d) for w, d in zip(wanted, native)):
+            continue  # never evaluate below the caller's own precision
+        if real == xp.float64 and not adapter.float64_available(primals[0]):
+            reason = f"{adapter.name} has float64 disabled here"
+            if adapter.name == "jax":
+                reason += " (jax.config.update('jax_enable_x64', True) enables it)"
+            reasons.append(reason)
+            continue
         like = [
-            adapter.from_core(xp.astype(c, d), like=p) for c, d, p in zip(diff_core, wide, primals)
+            adapter.from_core(xp.astype(c, d), like=p)
+            for c, d, p in zip(diff_core, wanted, primals)
         ]
         try:
             with adapter.no_grad():
                 outs = [adapter.to_core(o) for o in fn(*like)]
-        except Exception as exc:  # f refuses float64 input: a float32-only kernel
-            reason = f"f raised {type(exc).__name__} on float64 input"
-        else:
-            if all(o.dtype in (xp.float64, xp.complex128) for o in outs):
-                return wide, like, _describe(wide)
-            reason = "f returns lower precision for float64 input"
+        except Exception as exc:  # f refuses this dtype: a float32-only kernel, say
+            reasons.append(f"f raised {type(exc).__name__} on {_describe([real])} input")
+            continue
+        if all(_bits(xp, o.dtype) >= _bits(xp, real) for o in outs):
+            if reasons:
+                notes.append(
+                    "numerical side in " + _describe(wanted) + " because " + "; ".join(reasons)
+                )
+            return wanted, like, _describe(wanted)
+        reasons.append(f"f returns lower precision for {_describe([real])} input")
     if precision == "float64":
-        raise ArgumentError(f"precision: 'float64' is not possible: {reason}")
-    notes.append(f"numerical side in the input dtype because {reason}")
+        raise ArgumentError(f"precision: 'float64' is not possible: {'; '.join(reasons)}")
+    if reasons:
+        notes.append("numerical side in the input dtype because " + "; ".join(reasons))
     return native, primals, _describe(native)
+
+
+def _bits(xp: Any, dtype: Any) -> int:
+    """Precision rank of a floating dtype (complex counts by its parts)."""
+    real = _real_dtype(xp, dtype)
+    return int(-math.log2(float(xp.finfo(real).eps)))
 
 
 def _describe(dtypes: list[Any]) -> str:
@@ -639,6 +671,7 @@ class _Run:
         *,
         seed: int,
         eps: float | None,
+        accuracy: int | None,
         rtol: Any,
         atol: Any,
         vectorize: bool,
@@ -663,11 +696,17 @@ class _Run:
             executor=executor,
             progress=progress,
         )
-        self.columns_per_chunk = max(1, k_rows // 4)
         self.f0 = self.evaluate(p.x0[None, :])[0, :]
-        again = self.evaluate_single(p.x0)
-        self.noise = xp.abs(again - self.f0)
+        # Two plain evaluations at x: any difference is nondeterminism (the
+        # batched f0 may differ from them by rounding of the batched path).
+        first = self.evaluate_single(p.x0)
+        self.noise = xp.abs(self.evaluate_single(p.x0) - first)
+        unit = float(xp.finfo(p.work_dtype).eps)
         self.nondeterministic = bool(xp.any(self.noise > 0))
+        self.noisy = bool(xp.any(self.noise > NOISE_ULPS * unit * xp.abs(first)))
+        low_precision = float(xp.finfo(p.work_dtype).eps) > 1e-10
+        self.accuracy = accuracy if accuracy is not None else 6 if low_precision else 4
+        self.columns_per_chunk = max(1, k_rows // self.accuracy)
         if eps is not None:
             self.steps = xp.full(p.x0.shape, float(eps), dtype=p.work_dtype)
         else:
@@ -704,7 +743,8 @@ class _Run:
         for slot, dtype in zip(p.in_layout.slots, p.eval_dtypes):
             x = p.x0[slot.offset : slot.offset + slot.width]
             real = _real_dtype(xp, dtype)
-            h = default_steps(xp.astype(x, real), xp, order=2)
+            # The error estimate is the order (accuracy - 2) stencil's: step for it.
+            h = default_steps(xp.astype(x, real), xp, order=self.accuracy - 2)
             parts.append(xp.astype(h, p.work_dtype))
         return xp.concat(parts) if parts else xp.zeros((0,), dtype=p.work_dtype)
 
@@ -779,7 +819,7 @@ class _Run:
             c = stop - start
             mask = xp.eye(c, n, k=start, dtype=p.work_dtype)
             dd = directional_derivatives(
-                self.evaluate, p.x0, mask * self.steps[None, :], self.f0, xp
+                self.evaluate, p.x0, mask * self.steps[None, :], self.f0, xp, self.accuracy
             )
             step = xp.sum(dd.direction * mask, axis=1)  # represented step per column
             num = xp.matrix_transpose(dd.value / step[:, None])  # (m, c)
@@ -849,7 +889,9 @@ class _Run:
         xp, p = self.xp, self.p
         n, m = p.in_layout.size, p.out_layout.size
         v = self._random(count, n)
-        dd = directional_derivatives(self.evaluate, p.x0, v * self.steps[None, :], self.f0, xp)
+        dd = directional_derivatives(
+            self.evaluate, p.x0, v * self.steps[None, :], self.f0, xp, self.accuracy
+        )
         rnd = dd.rounding + self.noise[None, :]
         if direction in ("rev", "both"):
             u = self._round_to(self._random(count, m), p.out_layout, p.out_dtypes)
@@ -897,21 +939,24 @@ class _Run:
         rows: bool = False,
     ) -> None:
         xp, p = self.xp, self.p
-        tol = tolerance(num, ana, trunc, rnd, scale, p.eps_analytical, xp, self.rtol, self.atol)
-        entries = classify(ana, num, tol, rough, rnd, bad, xp)
+        entries = compare(
+            ana, num, trunc, rnd, rough, bad, scale, p.eps_analytical, xp, self.rtol, self.atol
+        )
         self.tally.add(entries, xp)
         wrong = int(xp.sum(xp.astype(entries.wrong, xp.int64)))
         if kind == "cotangent":
             self.dense_wrong += wrong
         elif kind == "entry":
             self.one_hot_wrong += wrong
-        uncertain = entries.uncertain & ~entries.wrong
-        if bool(xp.any(uncertain)):
-            nonfinite = int(xp.sum(xp.astype(uncertain & entries.nonfinite, xp.int64)))
-            rough_count = int(xp.sum(xp.astype(uncertain, xp.int64))) - nonfinite
-            for key, count in (("nonfinite", nonfinite), ("rough", rough_count)):
-                if count:
-                    self.uncertain_kinds[key] = self.uncertain_kinds.get(key, 0) + count
+        for key, flags in (
+            ("nonfinite", entries.nonfinite),
+            ("rough", entries.rough),
+            ("marginal", entries.marginal),
+            ("rough_agreeing", entries.rough_agreeing),
+        ):
+            count = int(xp.sum(xp.astype(flags, xp.int64)))
+            if count:
+                self.uncertain_kinds[key] = self.uncertain_kinds.get(key, 0) + count
         if kind in ("entry", "cotangent") and ana.ndim == 2:
             self._tally_arguments(entries, start)
         if rows and self.row_cross is not None:
@@ -944,12 +989,18 @@ class _Run:
         order = xp.argsort(-flat)[:WORST]
         host = self.p.adapter.to_numpy
         idx = [int(i) for i in host(order)]
-        fields = [xp.reshape(a, (-1,)) for a in _fields(entries)]
-        picked = [host(xp.take(a, order, axis=0)) for a in fields]
+        picked = {
+            f.name: host(xp.take(xp.reshape(getattr(entries, f.name), (-1,)), order, axis=0))
+            for f in dataclasses.fields(entries)
+        }
         cols = entries.error.shape[1] if entries.error.ndim == 2 else 1
         for r, flat_index in enumerate(idx):
-            ana, num, err, tol, wrong, unc, _bad = (float(x[r]) for x in picked)
-            status = "wrong" if wrong else "uncertain" if unc else "ok"
+            ana, num, err, tol = (
+                float(picked[name][r]) for name in ("analytical", "numerical", "error", "tolerance")
+            )
+            status = (
+                "wrong" if picked["wrong"][r] else "uncertain" if picked["uncertain"][r] else "ok"
+            )
             row, col = divmod(flat_index, cols) if entries.error.ndim == 2 else (flat_index, 0)
             self.worst.append(self._mismatch(kind, row, col + start, ana, num, err, tol, status))
         rank = {"wrong": 0, "uncertain": 1, "ok": 2}
@@ -1020,16 +1071,31 @@ class _Run:
                 f"{self.uncertain_kinds['nonfinite']} compared value(s) have NaN or inf in "
                 "f near x; check at a point where f is finite"
             )
-        if self.nondeterministic:
-            reasons_note = (
-                "f is not deterministic: two evaluations at x differ by up to "
-                f"{float(self.xp.max(self.noise)):.3g}"
+        if self.uncertain_kinds.get("marginal"):
+            reasons.append(
+                f"{self.uncertain_kinds['marginal']} compared value(s) differ by 1 to "
+                f"{BAND:g} times the estimated precision, too close to call; check with "
+                "float64 inputs (or a float64-capable f) to decide"
             )
-            if t.uncertain:
-                reasons.append(reasons_note)
-            else:
-                p.notes.append(reasons_note)
-        verdict = "fail" if t.wrong else "inconclusive" if t.uncertain else "pass"
+        if self.uncertain_kinds.get("rough_agreeing"):
+            p.notes.append(
+                f"{self.uncertain_kinds['rough_agreeing']} compared value(s) sit on a kink "
+                "(f is not differentiable there) and agree with the mean of the one-sided "
+                "slopes"
+            )
+        noise_text = (
+            "f is not deterministic: two evaluations at the same x differ by up to "
+            f"{float(self.xp.max(self.noise)):.3g} (random dropout, unseeded noise, or "
+            "nondeterministic reductions); seed or disable the randomness"
+        )
+        if self.noisy:
+            reasons.insert(0, noise_text)
+        elif self.nondeterministic:
+            p.notes.append(noise_text)
+        if self.noisy:
+            verdict = "inconclusive"
+        else:
+            verdict = "fail" if t.wrong else "inconclusive" if t.uncertain else "pass"
         arguments = tuple(
             ArgumentSummary(
                 name=p.in_names[i],
@@ -1090,12 +1156,4 @@ class _Run:
 
 
 def _fields(entries: Entries) -> list[Any]:
-    return [
-        entries.analytical,
-        entries.numerical,
-        entries.error,
-        entries.tolerance,
-        entries.wrong,
-        entries.uncertain,
-        entries.nonfinite,
-    ]
+    return [getattr(entries, f.name) for f in dataclasses.fields(entries)]

@@ -33,7 +33,10 @@ class TorchAdapter(Adapter):
         return array.to(device=like.device)
 
     def to_numpy(self, core_array: Any) -> Any:
-        return core_array.detach().cpu().resolve_conj().numpy()
+        array = core_array.detach().cpu().resolve_conj()
+        if array.dtype == torch.bfloat16:  # NumPy has no bfloat16
+            array = array.float()
+        return array.numpy()
 
     def float64_available(self, array: Any) -> bool:
         return array.device.type != "mps"

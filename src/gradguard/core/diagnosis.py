@@ -76,10 +76,11 @@ def diagnose(evidence: Evidence, xp: Any) -> tuple[str, ...]:
             f"only {', '.join(wrong_args)} {'is' if len(wrong_args) == 1 else 'are'} wrong; "
             f"{', '.join(right_args)} agree"
         )
-    if t.checked and 0 < t.wrong < t.checked / 2 and evidence.mode == "full" and not found:
+    if 0 < t.wrong < t.active and evidence.mode == "full" and not found:
         found.append(
-            f"only some entries are wrong: {t.wrong} of {t.checked} compared "
-            "(see the worst entries; a branch or a term missing for part of the input)"
+            f"only some entries are wrong: {t.wrong} of the {t.active} nonzero ones "
+            "(see the worst entries: a branch, a term or an index missing for part of "
+            "the input)"
         )
     if not found:
         found.append(

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .stencils import CENTRAL, FOURTH_DIFFERENCE, Stencil
+from .stencils import CENTRAL, EVEN_DIFFERENCE, KINK_RESPONSE, Stencil
 
 __all__ = [
     "DirectionalDerivatives",
@@ -50,15 +50,16 @@ class DirectionalDerivatives:
     (``value[r] ~ J @ direction[r]``).
     """
 
-    #: 4th-order (Richardson) estimate of ``J @ direction``.
+    #: High-order (4 or 6) estimate of ``J @ direction``.
     value: Any
-    #: Truncation error estimate: |N(h) - N(2h)| / 3, the error of the
-    #: 2nd-order quotient, which bounds that of ``value``.
+    #: Truncation error estimate: the distance to the next lower-order
+    #: stencil, whose error it estimates and which bounds that of ``value``.
     truncation: Any
     #: Rounding floor of ``value``: one unit of rounding in each evaluation.
     rounding: Any
-    #: |fourth difference| / 2: ~ |jump in slope| * |direction| at a kink,
-    #: ~ evaluation noise for a noisy ``f``, ~ 0 for a smooth one.
+    #: |highest even difference| scaled so that it is ~ |jump in slope| *
+    #: |direction| at a kink, ~ evaluation noise for a noisy ``f``, and ~ 0
+    #: for a smooth one.
     roughness: Any
     #: Some evaluation near ``x`` was NaN or infinite.
     nonfinite: Any
@@ -73,40 +74,44 @@ def directional_derivatives(
     displacements: Any,
     f0: Any,
     xp: Any,
+    accuracy: int = 4,
 ) -> DirectionalDerivatives:
-    """Evaluate ``f`` at ``x0 + o * displacements[r]`` for o in (-2, -1, 1, 2).
+    """Evaluate ``f`` at ``x0 + o * displacements[r]`` for the offsets of the
+    central stencil of order ``accuracy`` (4: ±1, ±2; 6: ±1, ±2, ±3).
 
     ``x0`` is ``(n,)``, ``displacements`` ``(k, n)``, ``f0 = f(x0)`` ``(m,)``.
-    Costs ``4k`` evaluations, done as one batch of ``4k`` points.
+    The value is the order-``accuracy`` stencil; its error is estimated by
+    its distance to the order ``accuracy - 2`` stencil on the same points
+    (which bounds it), so the step should suit that lower order:
+    ``eps**(1/(accuracy - 1))``. Costs ``accuracy * k`` evaluations, done as
+    one batch.
     """
+    if accuracy not in CENTRAL or accuracy < 4:
+        raise ValueError(f"accuracy must be one of {sorted(a for a in CENTRAL if a >= 4)}")
+    stencil = CENTRAL[accuracy]
+    coarse = CENTRAL[accuracy - 2]
     k = displacements.shape[0]
-    offsets = (-2, -1, 1, 2)
+    offsets = stencil.offsets
     points = xp.concat([x0[None, :] + displacements * float(o) for o in offsets], axis=0)
     outputs = evaluate(points)
     values = {o: outputs[i * k : (i + 1) * k, :] for i, o in enumerate(offsets)}
     moved = {o: points[i * k : (i + 1) * k, :] - x0[None, :] for i, o in enumerate(offsets)}
     values[0] = f0[None, :]
 
-    # Second-order quotients at h and 2h, in units of the displacement.
-    narrow = (values[1] - values[-1]) / 2.0
-    wide = (values[2] - values[-2]) / 4.0
-    value = apply_stencil(CENTRAL[4], values)
-    fourth = apply_stencil(FOURTH_DIFFERENCE, values)
-    d_narrow = (moved[1] - moved[-1]) / 2.0
-    d_wide = (moved[2] - moved[-2]) / 4.0
-
+    value = apply_stencil(stencil, values)
+    even = apply_stencil(EVEN_DIFFERENCE[accuracy], values)
     eps = float(xp.finfo(outputs.dtype).eps)
-    abs_sum = sum(
-        abs(w) * xp.abs(values[o]) for o, w in zip(CENTRAL[4].offsets, CENTRAL[4].weights)
-    )
-    nonfinite = ~xp.isfinite(values[-2])
-    for o in (-1, 0, 1, 2):
+    abs_sum = sum(abs(w) * xp.abs(values[o]) for o, w in zip(stencil.offsets, stencil.weights))
+    nonfinite = ~xp.isfinite(values[0])
+    for o in offsets:
         nonfinite = nonfinite | ~xp.isfinite(values[o])
     return DirectionalDerivatives(
         value=value,
-        truncation=xp.abs(narrow - wide) / 3.0,
+        truncation=xp.abs(value - apply_stencil(coarse, values)),
         rounding=abs_sum * eps,
-        roughness=xp.abs(fourth) / 2.0,
+        roughness=xp.abs(even) / KINK_RESPONSE[accuracy],
         nonfinite=nonfinite,
-        direction=(d_narrow * 4.0 - d_wide) / 3.0,
+        # The stencil is linear in the points, so the quotient is the
+        # derivative along the same combination of the actual displacements.
+        direction=apply_stencil(stencil, moved),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CENTRAL", "FOURTH_DIFFERENCE", "Stencil"]
+__all__ = ["CENTRAL", "EVEN_DIFFERENCE", "KINK_RESPONSE", "Stencil"]
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,13 @@ CENTRAL: dict[int, Stencil] = {
     ),
 }
 
-#: The fourth difference f(x-2h) - 4f(x-h) + 6f(x) - 4f(x+h) + f(x+2h).
-#: For a smooth f it is h**4 f''''(x), far below rounding at the steps we
-#: use, so what is left measures rounding noise; a kink (a jump j in f')
-#: makes it about 2|j|h. It needs no evaluation beyond the 4th-order stencil
-#: and the centre.
-FOURTH_DIFFERENCE = Stencil((-2, -1, 0, 1, 2), (1, -4, 6, -4, 1), order=0, power=0)
+#: Even differences used to measure roughness, keyed by the accuracy of the
+#: derivative stencil they accompany (they use the same points plus the
+#: centre). For a smooth f, the difference of order q is h**q f^(q)(x): far
+#: below rounding at the steps used, so what is left measures rounding noise.
+#: A kink (a jump j in f') at x makes it about KINK_RESPONSE[q] * |j| * h.
+EVEN_DIFFERENCE: dict[int, Stencil] = {
+    4: Stencil((-2, -1, 0, 1, 2), (1, -4, 6, -4, 1), order=0, power=0),
+    6: Stencil((-3, -2, -1, 0, 1, 2, 3), (1, -6, 15, -20, 15, -6, 1), order=0, power=0),
+}
+KINK_RESPONSE: dict[int, float] = {4: 2.0, 6: 6.0}

@@ -2,14 +2,16 @@
 
 A tolerance is never a fixed constant. For each compared entry it is
 
-    SAFETY * (truncation + ROUNDING * rounding)     finite-difference error estimate
-  + ANALYTICAL * eps_analytical * (|ana| + |num| + scale)   rounding of the analytical side
-  + atol + rtol * |num|                             optional user overrides
+    SAFETY * (truncation + ROUNDING * rounding + noise)   finite-difference error estimate
+  + ANALYTICAL * eps_analytical * (|ana| + |num| + scale) rounding of the analytical side
+  + atol + rtol * |num|                                   optional user overrides
 
-An entry whose error exceeds it is *wrong* when the function is smooth
-there, and *uncertain* when it is not (a kink, noise, or non-finite values
-nearby): there the finite differences cannot decide, and a wrong verdict
-must not be given.
+where ``noise`` is what the fourth difference shows of f's own rounding
+noise. An entry whose error exceeds its tolerance is *wrong* only when the
+evidence is clear; it is *uncertain* when f is not smooth there (a kink, or
+noise beyond ROUGH rounding floors), when f is not finite nearby, or when the
+error is within BAND tolerances (the precision cannot decide). Uncertain
+entries make the verdict "inconclusive", never "fail".
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from typing import Any
 
 __all__ = [
     "ANALYTICAL",
+    "BAND",
     "ROUGH",
     "ROUNDING",
     "SAFETY",
     "Entries",
     "Tally",
-    "classify",
-    "tolerance",
+    "compare",
 ]
 
 #: Multiple of the finite-difference error estimate that still counts as
@@ -40,27 +42,9 @@ ANALYTICAL = 32.0
 #: The fourth difference above this many rounding floors means f is not
 #: smooth (or not deterministic) at this step.
 ROUGH = 256.0
-
-
-def tolerance(
-    numerical: Any,
-    analytical: Any,
-    truncation: Any,
-    rounding: Any,
-    scale: Any,
-    eps_analytical: float,
-    xp: Any,
-    rtol: float | None = None,
-    atol: float | None = None,
-) -> Any:
-    """Per-entry tolerance (see the module docstring)."""
-    tol = SAFETY * (truncation + ROUNDING * rounding)
-    tol = tol + ANALYTICAL * eps_analytical * (xp.abs(analytical) + xp.abs(numerical) + scale)
-    if atol is not None:
-        tol = tol + atol
-    if rtol is not None:
-        tol = tol + rtol * xp.abs(numerical)
-    return tol
+#: Errors up to this many tolerances are too close to the precision limit
+#: to call wrong.
+BAND = 3.0
 
 
 @dataclass(frozen=True)
@@ -74,25 +58,54 @@ class Entries:
     wrong: Any
     uncertain: Any
     nonfinite: Any
+    #: Uncertain because f is not smooth (or noisy) there.
+    rough: Any
+    #: Uncertain only because the error is within BAND tolerances.
+    marginal: Any
+    #: f is not smooth there, yet both sides agree (e.g. a subgradient that
+    #: equals the mean of the one-sided slopes).
+    rough_agreeing: Any
 
 
-def classify(
+def compare(
     analytical: Any,
     numerical: Any,
-    tol: Any,
-    roughness: Any,
+    truncation: Any,
     rounding: Any,
+    roughness: Any,
     nonfinite: Any,
+    scale: Any,
+    eps_analytical: float,
     xp: Any,
+    rtol: float | None = None,
+    atol: float | None = None,
 ) -> Entries:
-    """Split entries into agreeing, wrong and uncertain ones."""
+    """Tolerances and classification of entries (see the module docstring)."""
+    rough = roughness > ROUGH * rounding
+    noise = xp.where(rough, xp.zeros_like(roughness), roughness)
+    tol = SAFETY * (truncation + ROUNDING * rounding + noise)
+    tol = tol + ANALYTICAL * eps_analytical * (xp.abs(analytical) + xp.abs(numerical) + scale)
+    if atol is not None:
+        tol = tol + atol
+    if rtol is not None:
+        tol = tol + rtol * xp.abs(numerical)
     error = xp.abs(analytical - numerical)
     bad_value = ~xp.isfinite(numerical) | nonfinite
-    rough = roughness > ROUGH * rounding
     exceeds = (error > tol) | ~xp.isfinite(error)
-    wrong = exceeds & ~rough & ~bad_value
-    uncertain = exceeds & (rough | bad_value)
-    return Entries(analytical, numerical, error, tol, wrong, uncertain, bad_value)
+    marginal = exceeds & ~rough & ~bad_value & (error <= BAND * tol)
+    uncertain = exceeds & (rough | bad_value | marginal)
+    wrong = exceeds & ~uncertain
+    return Entries(
+        analytical,
+        numerical,
+        error,
+        tol,
+        wrong,
+        uncertain,
+        bad_value & exceeds,
+        rough & exceeds & ~bad_value,
+        marginal,
+    )
 
 
 @dataclass
@@ -109,6 +122,8 @@ class Tally:
     cross: float = 0.0
     ana_nonzero: int = 0
     num_nonzero: int = 0
+    #: Entries where either side is nonzero.
+    active: int = 0
     worst_ratio: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -129,6 +144,7 @@ class Tally:
         self.cross += float(xp.sum(a0 * n0))
         self.ana_nonzero += int(xp.sum(xp.astype(a0 != 0, xp.int64)))
         self.num_nonzero += int(xp.sum(xp.astype(n0 != 0, xp.int64)))
+        self.active += int(xp.sum(xp.astype((a0 != 0) | (n0 != 0), xp.int64)))
         if size:
             ratio = entries.error / xp.where(
                 entries.tolerance > 0, entries.tolerance, xp.ones_like(entries.tolerance)
