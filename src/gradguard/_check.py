@@ -56,9 +56,9 @@ MEMORY_BUDGET = 1 << 27
 #: Sizes up to which the whole numerical Jacobian is kept for diagnosis.
 KEEP_JACOBIAN_ENTRIES = 1 << 20
 #: Exact scale factors for one-hot cotangents: powers of two, so scaling and
-#: unscaling is exact in every dtype, and never 1, so a rule that ignores
-#: its incoming gradient cannot pass.
-ONE_HOT_SCALES = (-2.0, -0.5, 0.5, 2.0, -1.0)
+#: unscaling is exact in every dtype, and never +-1, so a rule that ignores
+#: its incoming gradient can neither pass nor pass for a sign flip.
+ONE_HOT_SCALES = (-2.0, -0.5, 0.5, 2.0)
 
 
 def check(
@@ -713,6 +713,7 @@ class _Run:
             self.steps = self._default_steps()
         self.tally = Tally()
         self.by_argument = [Tally() for _ in p.in_layout.slots]
+        self.directions: dict[str, Tally] = {}
         self.worst: list[Mismatch] = []
         self.reasons: list[str] = []
         self.uncertain_kinds: dict[str, int] = {}
@@ -848,7 +849,16 @@ class _Run:
                 tscales = _to_xp(self.rng.choice(ONE_HOT_SCALES, size=c), xp, p.x0)
                 cols = self.jvp(mask * tscales[:, None]) / tscales[:, None]  # (c, m)
                 self._compare(
-                    "entry", xp.matrix_transpose(cols), num, trunc, rnd, rough, bad, scale, start
+                    "entry",
+                    xp.matrix_transpose(cols),
+                    num,
+                    trunc,
+                    rnd,
+                    rough,
+                    bad,
+                    scale,
+                    start,
+                    forward=True,
                 )
                 v = dense_tans[:, start:stop]
                 dense_fwd_num = dense_fwd_num + v @ xp.matrix_transpose(num)
@@ -868,6 +878,7 @@ class _Run:
                 xp.zeros(dense_fwd_num.shape, dtype=xp.bool),
                 scale,
                 0,
+                forward=True,
             )
         if self.keep and kept:
             self.jacobians["numerical"] = xp.concat(kept, axis=1)
@@ -922,6 +933,7 @@ class _Run:
                 dd.nonfinite,
                 xp.broadcast_to(scale, ana.shape),
                 0,
+                forward=True,
             )
 
     # -- comparison and bookkeeping -----------------------------------------
@@ -937,12 +949,14 @@ class _Run:
         scale: Any,
         start: int,
         rows: bool = False,
+        forward: bool = False,
     ) -> None:
         xp, p = self.xp, self.p
         entries = compare(
             ana, num, trunc, rnd, rough, bad, scale, p.eps_analytical, xp, self.rtol, self.atol
         )
         self.tally.add(entries, xp)
+        self.directions.setdefault("fwd" if forward else "rev", Tally()).add(entries, xp)
         wrong = int(xp.sum(xp.astype(entries.wrong, xp.int64)))
         if kind == "cotangent":
             self.dense_wrong += wrong
@@ -1113,8 +1127,9 @@ class _Run:
             diagnosis = core_diagnosis.diagnose(
                 core_diagnosis.Evidence(
                     tally=t,
-                    arguments=[(a.name, a.wrong, a.checked) for a in arguments],
+                    arguments=list(zip(p.in_names, self.by_argument)),
                     mode=mode,
+                    directions=self.directions,
                     one_hot_wrong=self.one_hot_wrong,
                     dense_wrong=self.dense_wrong,
                     row_scales=self.row_scales,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -84,7 +85,12 @@ class TorchAdapter(Adapter):
         k = tangents[0].shape[0]
         rows = []
         for r in range(k):
-            with fwad.dual_level():
+            with fwad.dual_level(), warnings.catch_warnings():
+                # Forward AD's first use imports decompositions through the
+                # deprecated torch.jit.script: torch's warning, not the caller's.
+                warnings.filterwarnings(
+                    "ignore", message=".*torch.jit.script.*", category=DeprecationWarning
+                )
                 duals = [fwad.make_dual(p.detach(), t[r]) for p, t in zip(primals, tangents)]
                 try:
                     outputs = fn(*duals)

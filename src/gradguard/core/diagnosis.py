@@ -22,9 +22,11 @@ FIT = 1e-3
 @dataclass
 class Evidence:
     tally: Tally
-    #: (name, wrong, checked) per differentiated argument.
-    arguments: list[tuple[str, int, int]]
+    #: (name, tally) per differentiated argument.
+    arguments: list[tuple[str, Tally]]
     mode: str
+    #: Tallies of the reverse ("rev") and forward ("fwd") comparisons run.
+    directions: dict[str, Tally] = field(default_factory=dict)
     one_hot_wrong: int = 0
     dense_wrong: int = 0
     #: Scale of each one-hot cotangent, and per output row <ana, num> and
@@ -42,6 +44,12 @@ class Evidence:
 def diagnose(evidence: Evidence, xp: Any) -> tuple[str, ...]:
     t = evidence.tally
     found: list[str] = []
+    failing = [d for d, tally in evidence.directions.items() if tally.wrong]
+    if len(evidence.directions) == 2 and len(failing) == 1:
+        good = "reverse-mode (VJP)" if failing[0] == "fwd" else "forward-mode (JVP)"
+        bad = "forward-mode (JVP)" if failing[0] == "fwd" else "reverse-mode (VJP)"
+        found.append(f"the {bad} rule disagrees while the {good} one agrees")
+        t = evidence.directions[failing[0]]
     if t.ana_nonzero == 0 and t.num_nonzero > 0:
         found.append(
             "the analytical derivative is zero everywhere while finite differences are "
@@ -52,29 +60,35 @@ def diagnose(evidence: Evidence, xp: Any) -> tuple[str, ...]:
     cotangent = _cotangent_pattern(evidence, xp)
     if cotangent:
         found.append(cotangent)
-    factor = _constant_factor(t)
-    if factor is not None and not cotangent:
-        if abs(factor + 1.0) < FIT:
-            found.append("sign flipped: the analytical derivative is minus the numerical one")
-        elif abs(factor) > FIT and abs(factor - 1.0) > FIT:
-            found.append(
-                f"off by a constant factor: the analytical derivative is {factor:.4g} times "
-                "the numerical one"
-            )
-    transposed = _transposed(evidence, xp)
-    found.extend(transposed)
+    wrong_args = [(name, tally) for name, tally in evidence.arguments if tally.wrong]
+    right_args = [name for name, tally in evidence.arguments if not tally.wrong and tally.checked]
+    if not cotangent:
+        factor = _constant_factor(t)
+        if factor is not None:
+            found.append(_factor_text(factor, ""))
+        elif right_args:
+            for name, tally in wrong_args:
+                if tally.ana_nonzero == 0 and tally.num_nonzero > 0:
+                    found.append(
+                        f"the derivative for {name} is zero everywhere while finite "
+                        "differences are not: its gradient does not flow"
+                    )
+                    continue
+                factor = _constant_factor(tally)
+                if factor is not None:
+                    found.append(_factor_text(factor, name))
+    found.extend(_transposed(evidence, xp))
     if evidence.dense_wrong and not evidence.one_hot_wrong and not cotangent:
         found.append(
             "one-hot cotangents agree but random ones do not: the backward is not linear "
             "in the incoming gradient (it uses only part of it, e.g. its first entry or "
             "its sum)"
         )
-    wrong_args = [name for name, wrong, _ in evidence.arguments if wrong]
-    right_args = [name for name, wrong, checked in evidence.arguments if not wrong and checked]
     if wrong_args and right_args:
+        names = ", ".join(name for name, _ in wrong_args)
         found.append(
-            f"only {', '.join(wrong_args)} {'is' if len(wrong_args) == 1 else 'are'} wrong; "
-            f"{', '.join(right_args)} agree"
+            f"only {names} {'is' if len(wrong_args) == 1 else 'are'} wrong; "
+            f"{', '.join(right_args)} {'agrees' if len(right_args) == 1 else 'agree'}"
         )
     if 0 < t.wrong < t.active and evidence.mode == "full" and not found:
         found.append(
@@ -90,13 +104,20 @@ def diagnose(evidence: Evidence, xp: Any) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _factor_text(factor: float, name: str) -> str:
+    subject = f"the derivative for {name}" if name else "the analytical derivative"
+    if abs(factor + 1.0) < FIT:
+        return f"sign flipped: {subject} is minus the numerical one"
+    return f"off by a constant factor: {subject} is {factor:.4g} times the numerical one"
+
+
 def _constant_factor(t: Tally) -> float | None:
     """``r`` if analytical ~ r * numerical over everything compared."""
     if t.num_sq == 0.0 or t.ana_sq == 0.0:
         return None
     r = t.cross / t.num_sq
     residual_sq = max(0.0, t.ana_sq - t.cross**2 / t.num_sq)
-    if math.sqrt(residual_sq) <= FIT * math.sqrt(t.ana_sq):
+    if math.sqrt(residual_sq) <= FIT * math.sqrt(t.ana_sq) and abs(r - 1.0) > FIT:
         return r
     return None
 

@@ -105,6 +105,7 @@ def compare(
         bad_value & exceeds,
         rough & exceeds & ~bad_value,
         marginal,
+        rough & ~exceeds,
     )
 
 
