@@ -1,16 +1,49 @@
 """Evaluate a function at many points: vectorised when the framework can,
-in bounded chunks, in a loop when it cannot.
+in bounded chunks, in a loop when it cannot, in this process or on any
+:class:`concurrent.futures.Executor`.
 
 The core asks for batches of points in its own arrays; this class turns
 them into framework arrays, runs the function and hands back core arrays.
+
+Executors
+---------
+With ``executor=`` the rows of a batch are split into chunks that become
+tasks (``executor.submit``). The first chunk of a check runs in this
+process, where it decides between the vectorised and the loop path (and
+validates the vectorised one); every later chunk runs on the executor along
+the same path, with the same code, so the results equal the in-process ones.
+
+- :class:`~concurrent.futures.ThreadPoolExecutor`: the function and the
+  arrays are shared, nothing is copied or pickled.
+- Any other executor (:class:`~concurrent.futures.ProcessPoolExecutor`,
+  ``dask.distributed.Client(...).get_executor()``, loky, mpi4py, ...): each
+  task carries the function and the chunk to another process, so the
+  function ``f`` given to :func:`gradguard.check`, everything it refers to,
+  and its arguments must be picklable. gradguard pickles the function with
+  ``cloudpickle`` (installed with ``dask``), which also sends functions
+  defined in ``__main__``, lambdas and closures by value; functions defined
+  at module level in an importable module are sent by reference (that
+  module must be importable on the workers). Open files, locks, sockets and
+  the like cannot travel: gradguard raises
+  :class:`~gradguard.ArgumentTypeError` naming what failed. The workers
+  need the same framework (and gradguard) installed.
 """
 
 from __future__ import annotations
 
 import math
-from concurrent.futures import Executor
-from typing import Any
+import os
+import sys
+import threading
+import time
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Any, TextIO
 
+from ._errors import ArgumentTypeError
 from .adapters.base import Adapter, LeafFunction
 
 __all__ = ["Evaluator"]
@@ -18,12 +51,24 @@ __all__ = ["Evaluator"]
 VECTORIZED = "vectorized"
 LOOP = "loop"
 
+#: Fewest rows worth a task of their own on an executor.
+MIN_TASK_ROWS = 8
+#: Seconds a check runs before a progress bar appears.
+PROGRESS_DELAY = 1.0
+#: Seconds between two redraws of the progress bar.
+PROGRESS_INTERVAL = 0.1
+
 
 class Evaluator:
     """Callable: ``[(k, *shape_i)] core -> [(k, *out_shape_j)] core``.
 
     ``like`` are framework arrays fixing the device of the inputs.
     ``chunk_rows`` bounds how many points are evaluated at once.
+    ``executor`` runs chunks as tasks (see the module docstring);
+    ``progress`` shows a progress bar on stderr for long checks: ``None``
+    only when stderr is a terminal, ``True`` always, ``False`` never.
+    ``expected`` is the number of points a full check evaluates (``1 + 4n``),
+    the 100% of the bar; the caller may set it to something else.
     """
 
     def __init__(
@@ -37,18 +82,30 @@ class Evaluator:
         executor: Executor | None = None,
         progress: bool | None = None,
     ) -> None:
+        if executor is not None and not isinstance(executor, Executor):
+            if not callable(getattr(executor, "submit", None)):
+                raise ArgumentTypeError(
+                    "executor: expected a concurrent.futures.Executor (or an object with "
+                    f"submit()), got {type(executor).__name__}"
+                )
         self.adapter = adapter
         self.fn = fn
         self.like = like
         self.chunk_rows = max(1, int(chunk_rows))
-        self.executor = executor  # not used yet: chunks run in this process
-        self.progress = progress
+        self.executor = executor
         self.evaluations = 0
         self.path: str | None = None if vectorize else LOOP
         self._batched = adapter.vectorize(fn) if vectorize else None
         if self._batched is None:
             self.path = LOOP
+        self._remote: _Remote | None = None
+        self.points = 0
+        self.expected = 1 + 4 * sum(_real_size(adapter, a) for a in like)
+        self._progress = _Progress(progress)
+        # Finish (or erase) the bar when the check is over and drops us.
+        weakref.finalize(self, self._progress.close)
 
+    # -- one point -------------------------------------------------------
     def single(self, leaves: list[Any]) -> list[Any]:
         """One evaluation at one point (core arrays without batch axis)."""
         framework = [self.adapter.from_core(a, like) for a, like in zip(leaves, self.like)]
@@ -57,17 +114,46 @@ class Evaluator:
         self.evaluations += 1
         return [self.adapter.to_core(o) for o in outputs]
 
+    # -- a batch of points -------------------------------------------------
     def __call__(self, leaves: list[Any]) -> list[Any]:
         xp = self.adapter.namespace(leaves[0])
         k = leaves[0].shape[0]
-        parts = []
-        for start in range(0, k, self.chunk_rows):
-            stop = min(k, start + self.chunk_rows)
-            chunk = [a[start:stop, ...] for a in leaves]
-            parts.append(self._chunk(chunk, xp))
+        bounds = self._bounds(k)
+        chunks = [[a[start:stop, ...] for a in leaves] for start, stop in bounds]
+        parts: list[list[Any]] = []
+        if self.executor is None:
+            for chunk in chunks:
+                parts.append(self._chunk(chunk, xp))
+                self._advance(chunk[0].shape[0])
+        else:
+            if self.path is None and chunks:
+                # Decide (and validate) the vectorised path here, once.
+                parts.append(self._chunk(chunks[0], xp))
+                self._advance(chunks[0][0].shape[0])
+                chunks = chunks[1:]
+            futures = [self._submit(chunk) for chunk in chunks]
+            for chunk, future in zip(chunks, futures):
+                outputs, path, count = future.result()
+                if path == LOOP:
+                    self.path = LOOP
+                self.evaluations += count
+                parts.append(outputs)
+                self._advance(chunk[0].shape[0])
         if len(parts) == 1:
             return parts[0]
         return [xp.concat([p[j] for p in parts], axis=0) for j in range(len(parts[0]))]
+
+    def _bounds(self, k: int) -> list[tuple[int, int]]:
+        rows = self.chunk_rows
+        if self.executor is not None:
+            # One task per worker at least, so that every worker has work.
+            per_worker = -(-k // max(1, _workers(self.executor)))
+            rows = max(1, min(rows, max(MIN_TASK_ROWS, per_worker)))
+        return [(start, min(k, start + rows)) for start in range(0, k, rows)]
+
+    def _advance(self, rows: int) -> None:
+        self.points += rows
+        self._progress.update(self.points, self.expected)
 
     def _chunk(self, leaves: list[Any], xp: Any) -> list[Any]:
         if self.path != LOOP:
@@ -78,11 +164,8 @@ class Evaluator:
 
     def _vectorized(self, leaves: list[Any], xp: Any) -> list[Any] | None:
         assert self._batched is not None
-        framework = [self.adapter.from_core(a, like) for a, like in zip(leaves, self.like)]
         try:
-            with self.adapter.no_grad():
-                outputs = self._batched(*framework)
-            result = [self.adapter.to_core(o) for o in outputs]
+            result = _run_batched(self.adapter, self._batched, self.like, leaves)
         except Exception:
             # Data-dependent control flow, .item(), in-place updates and
             # custom rules without a batching rule all end up here.
@@ -108,6 +191,156 @@ class Evaluator:
         rows = [self.single([a[r, ...] for a in leaves]) for r in range(k)]
         return [xp.stack([row[j] for row in rows], axis=0) for j in range(len(rows[0]))]
 
+    # -- executors ---------------------------------------------------------
+    def _submit(self, chunk: list[Any]) -> Any:
+        assert self.executor is not None
+        path = self.path or VECTORIZED
+        if isinstance(self.executor, ThreadPoolExecutor):
+            # Same process: share the function, copy nothing.
+            return self.executor.submit(
+                _run_chunk, self.adapter, self.fn, self._batched, self.like, path, chunk
+            )
+        if self._remote is None:
+            self._remote = _Remote.of(self.adapter, self.fn, self.like, self.executor)
+        return self.executor.submit(_remote_chunk, self._remote, path, chunk)
+
+
+# -- what runs in a task ------------------------------------------------------
+
+
+def _run_batched(
+    adapter: Adapter, batched: LeafFunction, like: list[Any], leaves: list[Any]
+) -> list[Any]:
+    framework = [adapter.from_core(a, lk) for a, lk in zip(leaves, like)]
+    with adapter.no_grad():
+        outputs = batched(*framework)
+    return [adapter.to_core(o) for o in outputs]
+
+
+def _run_loop(adapter: Adapter, fn: LeafFunction, like: list[Any], leaves: list[Any]) -> list[Any]:
+    xp = adapter.namespace(leaves[0])
+    rows = []
+    for r in range(leaves[0].shape[0]):
+        framework = [adapter.from_core(a[r, ...], lk) for a, lk in zip(leaves, like)]
+        with adapter.no_grad():
+            rows.append([adapter.to_core(o) for o in fn(*framework)])
+    return [xp.stack([row[j] for row in rows], axis=0) for j in range(len(rows[0]))]
+
+
+def _run_chunk(
+    adapter: Adapter,
+    fn: LeafFunction,
+    batched: LeafFunction | None,
+    like: list[Any],
+    path: str,
+    leaves: list[Any],
+) -> tuple[list[Any], str, int]:
+    """One chunk along ``path``; a vectorised chunk that fails falls back to
+    the loop, as in process. Returns (outputs, path taken, evaluations)."""
+    k = leaves[0].shape[0]
+    if path == VECTORIZED and batched is not None:
+        try:
+            return _run_batched(adapter, batched, like, leaves), VECTORIZED, k
+        except Exception:
+            pass
+    return _run_loop(adapter, fn, like, leaves), LOOP, k
+
+
+class _Remote:
+    """The function of a check, pickled once, for executors in other processes.
+
+    Each task carries the pickled bytes; a worker unpickles them (and
+    vectorises the function) once per check and keeps the result in
+    ``_WORKER_CACHE`` under ``token``.
+    """
+
+    def __init__(self, token: str, blob: bytes) -> None:
+        self.token = token
+        self.blob = blob
+
+    def __dask_tokenize__(self) -> str:
+        # dask hashes task arguments; the token names these bytes already.
+        return self.token
+
+    @classmethod
+    def of(cls, adapter: Adapter, fn: LeafFunction, like: list[Any], executor: Any) -> _Remote:
+        import importlib.util
+
+        # cloudpickle (installed with dask) also sends lambdas and closures.
+        pickler = "cloudpickle" if importlib.util.find_spec("cloudpickle") else "pickle"
+        dumps = importlib.import_module(pickler).dumps
+        try:
+            blob = dumps((adapter, fn, like))
+        except Exception as exc:
+            raise ArgumentTypeError(
+                f"executor: {type(executor).__name__} runs tasks in other processes, so f, "
+                "what it refers to and its arguments must be picklable; pickling failed: "
+                f"{type(exc).__name__}: {exc}. Define f at module level or make what it "
+                "captures picklable (no open files, locks or sockets), install cloudpickle "
+                "(it comes with dask) for lambdas and closures, or pass a "
+                "concurrent.futures.ThreadPoolExecutor, which needs no pickling"
+            ) from exc
+        return cls(uuid.uuid4().hex, blob)
+
+
+#: Per worker process: token -> (adapter, fn, batched fn, like), newest last.
+_WORKER_CACHE: OrderedDict[str, tuple[Adapter, LeafFunction, Any, list[Any]]] = OrderedDict()
+_WORKER_CACHE_SIZE = 4
+_WORKER_LOCK = threading.Lock()
+
+
+def _remote_chunk(remote: _Remote, path: str, leaves: list[Any]) -> tuple[list[Any], str, int]:
+    """A task on another process: unpickle (once per check), then one chunk."""
+    with _WORKER_LOCK:
+        entry = _WORKER_CACHE.get(remote.token)
+        if entry is None:
+            import pickle
+
+            try:
+                adapter, fn, like = pickle.loads(remote.blob)
+            except Exception as exc:
+                raise ArgumentTypeError(
+                    "executor: a worker could not unpickle f: "
+                    f"{type(exc).__name__}: {exc}. The workers need the same packages as "
+                    "this process (gradguard, the framework) and must be able to import "
+                    "the module that defines f"
+                ) from None
+            batched = adapter.vectorize(fn) if path == VECTORIZED else None
+            entry = (adapter, fn, batched, like)
+            _WORKER_CACHE[remote.token] = entry
+            while len(_WORKER_CACHE) > _WORKER_CACHE_SIZE:
+                _WORKER_CACHE.popitem(last=False)
+        else:
+            _WORKER_CACHE.move_to_end(remote.token)
+    adapter, fn, batched, like = entry
+    return _run_chunk(adapter, fn, batched, like, path, leaves)
+
+
+def _workers(executor: Any) -> int:
+    """How many tasks the executor runs at once (a guess for unknown kinds)."""
+    count = getattr(executor, "_max_workers", None)
+    if isinstance(count, int) and count > 0:
+        return count
+    client = getattr(executor, "_client", None)  # dask.distributed's ClientExecutor
+    if client is not None:
+        try:
+            return max(1, sum(client.nthreads().values()))
+        except Exception:
+            pass
+    return os.cpu_count() or 1
+
+
+def _real_size(adapter: Adapter, array: Any) -> int:
+    size = math.prod(int(s) for s in array.shape)
+    try:
+        core = adapter.to_core(array)
+        xp = adapter.namespace(core)
+        if xp.isdtype(core.dtype, "complex floating"):
+            return 2 * size
+    except Exception:
+        pass
+    return size
+
 
 def _close(a: Any, b: Any, xp: Any) -> bool:
     if a.dtype != b.dtype:
@@ -119,3 +352,96 @@ def _close(a: Any, b: Any, xp: Any) -> bool:
     scale = xp.max(xp.abs(a)) if math.prod(a.shape) else 0.0
     close = (xp.abs(a - b) <= 64 * eps * (xp.abs(a) + float(scale) + eps)) | both_nan | (a == b)
     return bool(xp.all(close))
+
+
+# -- progress -----------------------------------------------------------------
+
+
+class _Progress:
+    """A one-line progress bar on stderr, drawn only for checks that run
+    longer than :data:`PROGRESS_DELAY` seconds.
+
+    ``enabled``: ``None`` draws only when the stream is a terminal, ``True``
+    always, ``False`` never. A bar that reaches 100% ends with a newline; one
+    left unfinished (the check evaluated fewer points than expected, as probe
+    mode does) is erased when the check ends.
+    """
+
+    def __init__(
+        self,
+        enabled: bool | None,
+        stream: TextIO | None = None,
+        delay: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.enabled = enabled
+        self.stream = stream
+        self.delay = PROGRESS_DELAY if delay is None else delay
+        self.clock = clock
+        self.started = clock()
+        self.last_draw = -math.inf
+        self.width = 0  # characters on the line now
+        self.done = False
+
+    def _out(self) -> TextIO | None:
+        stream = self.stream if self.stream is not None else sys.stderr
+        if self.enabled is False or stream is None:
+            return None
+        if self.enabled is None:
+            try:
+                if not stream.isatty():
+                    return None
+            except (AttributeError, ValueError):
+                return None
+        return stream
+
+    def update(self, count: int, total: int) -> None:
+        if self.done or self.enabled is False:
+            return
+        now = self.clock()
+        elapsed = now - self.started
+        finished = count >= total
+        if elapsed < self.delay and not (finished and self.width):
+            return
+        if not finished and now - self.last_draw < PROGRESS_INTERVAL:
+            return
+        stream = self._out()
+        if stream is None:
+            self.done = True
+            return
+        self.last_draw = now
+        self._draw(stream, min(count, total), total, elapsed, finished)
+
+    def _draw(self, stream: TextIO, count: int, total: int, elapsed: float, end: bool) -> None:
+        fraction = count / total if total else 1.0
+        filled = round(24 * fraction)
+        line = (
+            f"gradguard: [{'#' * filled}{'.' * (24 - filled)}] {100 * fraction:3.0f}% "
+            f"{count}/{total} evaluations, {elapsed:.1f} s"
+        )
+        pad = " " * max(0, self.width - len(line))
+        try:
+            stream.write("\r" + line + pad + ("\n" if end else ""))
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken stream: stay quiet
+            self.done = True
+            return
+        self.width = 0 if end else len(line)
+        if end:
+            self.done = True
+
+    def close(self) -> None:
+        """Erase a bar left unfinished."""
+        if self.done or not self.width:
+            self.done = True
+            return
+        self.done = True
+        stream = self._out()
+        if stream is None:
+            return
+        try:
+            stream.write("\r" + " " * self.width + "\r")
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+        self.width = 0

@@ -1,0 +1,272 @@
+"""``executor=``: chunks of evaluations run as tasks on any
+``concurrent.futures.Executor`` (threads, processes, a dask.distributed
+cluster), and the report equals the in-process one."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import multiprocessing
+import threading
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import gradguard
+from gradguard import _evaluation
+
+# -- functions at module level: picklable by reference ------------------------
+
+
+def sin_times_x(x):
+    return x.sin() * x
+
+
+def scalar_valued(x):
+    return (x.sin() * x).sum() + (x[:-1] * x[1:]).sum()
+
+
+def not_vectorizable(x):
+    # .item() is data-dependent control flow: vmap refuses, the loop runs.
+    return x * 2.0 if float(x.sum().item()) > -1e9 else x
+
+
+def numpy_f(x):
+    return np.sin(x) * x
+
+
+def numpy_vjp(cotangent, x):
+    return cotangent * (np.cos(x) * x + np.sin(x))
+
+
+def numpy_wrong_vjp(cotangent, x):
+    wrong = cotangent * (np.cos(x) * x + np.sin(x))
+    wrong[3] *= -1.0
+    return wrong
+
+
+def _torch_wrong_sin():
+    torch = pytest.importorskip("torch")
+
+    class WrongSinTimesX(torch.autograd.Function):
+        """Backward drops the ``sin(x)`` term: wrong everywhere."""
+
+        @staticmethod
+        def forward(x):
+            return x.sin() * x
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(inputs[0])
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * x.cos() * x
+
+    return WrongSinTimesX.apply
+
+
+def _same(a: gradguard.Report, b: gradguard.Report) -> None:
+    """Everything but the wall-clock time, NaN equal to NaN."""
+    left = dataclasses.asdict(dataclasses.replace(a, seconds=0.0))
+    right = dataclasses.asdict(dataclasses.replace(b, seconds=0.0))
+    assert _normalise(left) == _normalise(right)
+
+
+def _normalise(value):
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def _torch_cases():
+    torch = pytest.importorskip("torch")
+    x = torch.randn(200, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    return torch, x
+
+
+class CountingExecutor(Executor):
+    """Runs tasks inline and counts them: the evaluator must submit work."""
+
+    def __init__(self) -> None:
+        self.tasks = 0
+        self.lock = threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs):
+        with self.lock:
+            self.tasks += 1
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # pragma: no cover - reported through the future
+            future.set_exception(exc)
+        return future
+
+
+# -- threads --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["full", "probe"])
+def test_thread_pool_equals_in_process_torch(mode):
+    _, x = _torch_cases()
+    reference = gradguard.check(sin_times_x, x, mode=mode)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        report = gradguard.check(sin_times_x, x, mode=mode, executor=pool)
+    assert reference.verdict == "pass"
+    _same(reference, report)
+
+
+def test_thread_pool_equals_in_process_on_a_wrong_gradient():
+    wrong = _torch_wrong_sin()
+    _, x = _torch_cases()
+    reference = gradguard.check(wrong, x, mode="full")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        report = gradguard.check(wrong, x, mode="full", executor=pool)
+    assert reference.verdict == "fail"
+    _same(reference, report)
+
+
+def test_thread_pool_numpy_loop_path():
+    x = np.linspace(-2.0, 2.0, 40)
+    reference = gradguard.check(numpy_f, x, vjp=numpy_wrong_vjp, mode="full")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        report = gradguard.check(numpy_f, x, vjp=numpy_wrong_vjp, mode="full", executor=pool)
+    assert reference.verdict == "fail" and reference.path == "loop"
+    _same(reference, report)
+
+
+def test_thread_pool_jax():
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    x = jnp.linspace(-2.0, 2.0, 64)
+
+    def f(x):
+        return jnp.sin(x) * x
+
+    reference = gradguard.check(f, x, mode="full")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        report = gradguard.check(f, x, mode="full", executor=pool)
+    _same(reference, report)
+
+
+def test_chunks_become_tasks_and_fall_back_to_the_loop():
+    _, x = _torch_cases()
+    executor = CountingExecutor()
+    reference = gradguard.check(not_vectorizable, x[:50], mode="full")
+    report = gradguard.check(not_vectorizable, x[:50], mode="full", executor=executor)
+    assert executor.tasks > 0
+    assert reference.path == report.path == "loop"
+    _same(reference, report)
+
+
+def test_scalar_valued_function_on_an_inline_executor():
+    _, x = _torch_cases()
+    executor = CountingExecutor()
+    reference = gradguard.check(scalar_valued, x, mode="full")
+    report = gradguard.check(scalar_valued, x, mode="full", executor=executor)
+    assert executor.tasks > 0 and report.verdict == "pass"
+    _same(reference, report)
+
+
+def test_not_an_executor_is_refused():
+    _, x = _torch_cases()
+    with pytest.raises(gradguard.ArgumentTypeError, match="executor"):
+        gradguard.check(sin_times_x, x, executor=object())
+
+
+# -- processes ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def process_pool():
+    # spawn: a forked child of a process running torch's or JAX's threads
+    # can deadlock (and JAX warns about it).
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
+        yield pool
+
+
+def test_process_pool_equals_in_process(process_pool):
+    _, x = _torch_cases()
+    reference = gradguard.check(sin_times_x, x, mode="full")
+    report = gradguard.check(sin_times_x, x, mode="full", executor=process_pool)
+    _same(reference, report)
+
+
+def test_process_pool_numpy(process_pool):
+    x = np.linspace(-2.0, 2.0, 40)
+    reference = gradguard.check(numpy_f, x, vjp=numpy_vjp, mode="full")
+    report = gradguard.check(numpy_f, x, vjp=numpy_vjp, mode="full", executor=process_pool)
+    assert reference.verdict == "pass"
+    _same(reference, report)
+
+
+def test_unpicklable_function_gives_a_gradguard_error(process_pool):
+    _, x = _torch_cases()
+    lock = threading.Lock()
+
+    def holds_a_lock(x):
+        with lock:
+            return x.sin() * x
+
+    with pytest.raises(gradguard.ArgumentTypeError, match=r"picklable.*_thread\.lock"):
+        gradguard.check(holds_a_lock, x, mode="full", executor=process_pool)
+
+
+def test_unpicklable_error_names_the_fix():
+    pytest.importorskip("cloudpickle")
+    with pytest.raises(gradguard.ArgumentTypeError, match="ThreadPoolExecutor"):
+        _evaluation._Remote.of(None, threading.Lock(), [], CountingExecutor())  # type: ignore[arg-type]
+
+
+# -- dask.distributed -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    distributed = pytest.importorskip("dask.distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+    client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+def test_dask_local_cluster_equals_in_process(dask_client):
+    _, x = _torch_cases()
+    executor = dask_client.get_executor()
+    for f in (sin_times_x, scalar_valued):
+        reference = gradguard.check(f, x, mode="full")
+        report = gradguard.check(f, x, mode="full", executor=executor)
+        assert reference.verdict == "pass"
+        _same(reference, report)
+    # The tasks ran on the workers: they hold the unpickled function.
+    assert any(dask_client.run(lambda: len(_evaluation._WORKER_CACHE)).values())
+
+
+def test_dask_wrong_gradient_and_closures(dask_client):
+    """A custom Function defined in a function body, and a lambda, travel by value."""
+    wrong = _torch_wrong_sin()
+    _, x = _torch_cases()
+    executor = dask_client.get_executor()
+    reference = gradguard.check(wrong, x, mode="full")
+    report = gradguard.check(wrong, x, mode="full", executor=executor)
+    assert reference.verdict == "fail"
+    _same(reference, report)
+    scale = 3.0
+    report = gradguard.check(lambda y: scale * y.sin() * y, x, mode="full", executor=executor)
+    assert report.verdict == "pass"
