@@ -1,0 +1,165 @@
+"""``progress=``: a bar on stderr for a check that runs longer than about a
+second and only when stderr is a terminal (or ``progress=True``); quiet
+otherwise and with ``progress=False``."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import gradguard
+from gradguard import _evaluation
+from gradguard._evaluation import _Progress
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_no_bar_before_the_delay():
+    clock, stream = Clock(), Tty()
+    bar = _Progress(None, stream=stream, clock=clock)
+    clock.now = 0.5
+    bar.update(10, 100)
+    bar.update(100, 100)
+    bar.close()
+    assert stream.getvalue() == ""
+
+
+def test_bar_after_the_delay_ends_with_a_newline():
+    clock, stream = Clock(), Tty()
+    bar = _Progress(None, stream=stream, clock=clock)
+    clock.now = 1.5
+    bar.update(25, 100)
+    clock.now = 2.0
+    bar.update(100, 100)
+    bar.close()
+    text = stream.getvalue()
+    assert text.startswith("\rgradguard: [")
+    assert " 25% 25/100 evaluations, 1.5 s" in text
+    assert text.endswith(" 100% 100/100 evaluations, 2.0 s\n")
+    assert text.count("\n") == 1
+
+
+def test_unfinished_bar_is_erased():
+    clock, stream = Clock(), Tty()
+    bar = _Progress(None, stream=stream, clock=clock)
+    clock.now = 3.0
+    bar.update(5, 100)
+    bar.close()
+    line = stream.getvalue().split("\r")[1]
+    assert stream.getvalue().endswith("\r" + " " * len(line) + "\r")
+    assert "\n" not in stream.getvalue()
+
+
+def test_redraws_are_throttled():
+    clock, stream = Clock(), Tty()
+    bar = _Progress(None, stream=stream, clock=clock)
+    clock.now = 2.0
+    for count in range(1, 50):
+        bar.update(count, 100)
+    assert stream.getvalue().count("\r") == 1
+
+
+def test_quiet_when_not_a_terminal_unless_asked():
+    clock = Clock()
+    plain = io.StringIO()
+    bar = _Progress(None, stream=plain, clock=clock)
+    clock.now = 5.0
+    bar.update(50, 100)
+    bar.update(100, 100)
+    assert plain.getvalue() == ""
+    forced = io.StringIO()
+    bar = _Progress(True, stream=forced, clock=clock)
+    clock.now = 7.0
+    bar.update(100, 100)
+    assert forced.getvalue().endswith("100/100 evaluations, 2.0 s\n")
+
+
+def test_quiet_when_turned_off():
+    clock, stream = Clock(), Tty()
+    bar = _Progress(False, stream=stream, clock=clock)
+    clock.now = 5.0
+    bar.update(50, 100)
+    bar.update(100, 100)
+    bar.close()
+    assert stream.getvalue() == ""
+
+
+def test_a_closed_stream_is_no_error():
+    clock, stream = Clock(), Tty()
+    bar = _Progress(True, stream=stream, clock=clock)
+    stream.close()
+    clock.now = 5.0
+    bar.update(50, 100)
+    bar.close()
+
+
+# -- through gradguard.check -----------------------------------------------------
+
+
+def slow_f(x):
+    time.sleep(0.002)
+    return np.sin(x) * x
+
+
+def slow_vjp(cotangent, x):
+    return cotangent * (np.cos(x) * x + np.sin(x))
+
+
+@pytest.fixture
+def quick(monkeypatch):
+    """A bar after 0.05 s instead of a second."""
+    monkeypatch.setattr(_evaluation, "PROGRESS_DELAY", 0.05)
+
+
+def _check(progress):
+    x = np.linspace(-1.0, 1.0, 30)
+    return gradguard.check(slow_f, x, vjp=slow_vjp, mode="full", progress=progress)
+
+
+def test_check_draws_a_bar_on_a_terminal(quick, monkeypatch):
+    primary, secondary = os.openpty()
+    with os.fdopen(secondary, "w") as tty, os.fdopen(primary, "rb", buffering=0) as reader:
+        monkeypatch.setattr(sys, "stderr", tty)
+        report = _check(None)
+        tty.flush()
+        text = reader.read(65536).decode()
+    assert report.verdict == "pass"
+    expected = 1 + 4 * 30
+    assert f"100% {expected}/{expected} evaluations" in text
+    assert text.rstrip("\r\n").count("\n") == 0  # one line, redrawn in place
+
+
+@pytest.mark.parametrize("progress", [None, False])
+def test_check_is_quiet_off_a_terminal_and_when_off(quick, capsys, progress):
+    report = _check(progress)
+    assert report.verdict == "pass"
+    assert capsys.readouterr().err == ""
+
+
+def test_check_progress_true_draws_even_off_a_terminal(quick, capsys):
+    _check(True)
+    err = capsys.readouterr().err
+    assert err.startswith("\rgradguard: [") and err.endswith(" s\n")
+    assert "100% 121/121 evaluations" in err
+
+
+def test_a_quick_check_is_quiet_even_when_asked(capsys):
+    x = np.linspace(-1.0, 1.0, 5)
+    gradguard.check(np.sin, x, vjp=lambda c, x: c * np.cos(x), mode="full", progress=True)
+    assert capsys.readouterr().err == ""
