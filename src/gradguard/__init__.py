@@ -7,6 +7,8 @@ frameworks; an adapter loads only for a framework the caller has imported.
 
 from ._check import assert_gradients as assert_gradients
 from ._check import check as check
+from ._compare import Comparison as Comparison
+from ._compare import compare as compare
 from ._errors import (
     ArgumentError as ArgumentError,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "ArgumentError",
     "ArgumentSummary",
     "ArgumentTypeError",
+    "Comparison",
     "GradguardError",
     "GradientError",
     "Mismatch",
@@ -57,6 +60,7 @@ __all__ = [
     "assert_gradients",
     "check",
     "check_gradient",
+    "compare",
     "numerical_gradient",
     "relative_error",
 ]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import json
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import IO, Any
 
 __all__ = ["ArgumentSummary", "Mismatch", "Report"]
 
@@ -92,6 +97,18 @@ class Report:
     reasons: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    #: For pictures (:meth:`plot`), filled by :func:`gradguard.check` where it
+    #: can and by ``report.plot(path, f, *args)`` otherwise; empty by default.
+    #: ``(step, relative error, relative tolerance)`` of one random probe
+    #: along ``h * max(1, |x|) * v`` at a range of steps ``h``: the
+    #: error-versus-step V curve.
+    step_curve: tuple[tuple[float, float, float], ...] = ()
+    #: ``(step, relative error, relative tolerance)`` of the same probe at
+    #: the check's own step.
+    chosen_step: tuple[float, ...] = ()
+    #: Full checks: ``error / tolerance`` of every Jacobian entry, one row per
+    #: (flattened) output entry, one column per (flattened) input entry.
+    error_map: tuple[tuple[float, ...], ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -102,6 +119,81 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """Strict JSON (NaN and infinities written as the strings ``"NaN"``,
+        ``"Infinity"``, ``"-Infinity"``); :meth:`from_json` reads it back."""
+        return json.dumps(_encode(self.to_dict()), indent=indent, default=str)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """Inverse of :meth:`to_dict` (and of ``json.loads(report.to_json())``).
+        Keys this version does not know are kept in ``extra``."""
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {}
+        extra = dict(data.get("extra") or {})
+        for key, value in data.items():
+            if key == "extra":
+                continue
+            if key not in known:
+                extra[key] = value
+            elif key == "worst":
+                values[key] = tuple(_mismatch(m) for m in value)
+            elif key == "arguments":
+                values[key] = tuple(_argument(a) for a in value)
+            else:
+                values[key] = _decode(value)
+        return cls(**values, extra=extra)
+
+    @classmethod
+    def from_json(cls, text: str) -> Report:
+        return cls.from_dict(json.loads(text))
+
+    def __repr__(self) -> str:
+        return (
+            f"<Report {self.verdict}: relative error {self.relative_error:.3g}, "
+            f"{self.wrong} wrong and {self.uncertain} undecided of {self.checked} "
+            f"({self.framework}, {self.mode})>"
+        )
+
+    def show(self, file: IO[str] | None = None, color: bool | None = None) -> None:
+        """Print the report: a rich table on a terminal (when ``rich`` is
+        installed and ``NO_COLOR`` is unset), plain text elsewhere."""
+        file = sys.stdout if file is None else file
+        if color is None:
+            color = _is_terminal(file)
+        if color:
+            try:
+                from rich.console import Console
+            except ImportError:
+                color = False
+            else:
+                Console(file=file, highlight=False).print(self.__rich__())
+                return
+        print(str(self), file=file)
+
+    def __rich__(self) -> Any:
+        from ._render import rich_report
+
+        return rich_report(self)
+
+    def plot(self, path: str | os.PathLike[str], f: Any = None, *args: Any, **options: Any) -> Path:
+        """Draw the report's pictures into ``path`` (PNG, SVG, PDF: by suffix).
+
+        The error-versus-step curve and, for full checks, the per-entry map
+        of error / tolerance. A report that does not carry them draws them
+        from ``f`` and ``args`` (the same as given to the check, with the
+        same options, e.g. ``grad=``) when they are passed; otherwise its
+        worst entries. Needs matplotlib (``pip install gradguard[plot]``).
+        """
+        from ._plot import plot_report
+
+        report = self
+        if f is not None:
+            from ._plot import add_plot_data
+
+            report = add_plot_data(self, f, *args, **options)
+        return plot_report(report, path)
 
     def __str__(self) -> str:
         head = {
@@ -129,12 +221,12 @@ class Report:
             width = max(len(m.where()) for m in bad)
             lines.append(
                 f"    {'where':<{width}}  {'analytical':>13} {'numerical':>13} "
-                f"{'|error|':>10} {'tolerance':>10}  status"
+                f"{'|error|':>10} {'tolerance':>10} {'error/tol':>9}  status"
             )
             for m in bad:
                 lines.append(
                     f"    {m.where():<{width}}  {m.analytical:>13.6g} {m.numerical:>13.6g} "
-                    f"{m.error:>10.3g} {m.tolerance:>10.3g}  {m.status}"
+                    f"{m.error:>10.3g} {m.tolerance:>10.3g} {_ratio(m.ratio):>9}  {m.status}"
                 )
         if len(self.arguments) > 1 and self.verdict != "pass":
             lines.append("  by argument:")
@@ -150,3 +242,58 @@ class Report:
 
 def _index(index: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(i) for i in index) + "]" if index else ""
+
+
+def _ratio(ratio: float) -> str:
+    if math.isinf(ratio):
+        return "inf"
+    return f"{ratio:.3g}" if ratio < 1e4 else f"{ratio:.1e}"
+
+
+def _is_terminal(file: IO[str]) -> bool:
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(file, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # closed file
+        return False
+
+
+# -- JSON --------------------------------------------------------------------
+
+_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _encode(value: Any) -> Any:
+    """Non-finite floats as strings, so that the JSON is strict."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    """Lists back to tuples, the strings of :func:`_encode` back to floats."""
+    if isinstance(value, str):
+        return _NONFINITE.get(value, value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_decode(v) for v in value)
+    return value
+
+
+def _mismatch(data: Any) -> Mismatch:
+    if isinstance(data, Mismatch):
+        return data
+    known = {f.name for f in fields(Mismatch)}
+    return Mismatch(**{k: _decode(v) for k, v in data.items() if k in known})
+
+
+def _argument(data: Any) -> ArgumentSummary:
+    if isinstance(data, ArgumentSummary):
+        return data
+    known = {f.name for f in fields(ArgumentSummary)}
+    return ArgumentSummary(**{k: _decode(v) for k, v in data.items() if k in known})
