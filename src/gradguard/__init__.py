@@ -9,39 +9,20 @@ from ._check import assert_gradients as assert_gradients
 from ._check import check as check
 from ._compare import Comparison as Comparison
 from ._compare import compare as compare
-from ._errors import (
-    ArgumentError as ArgumentError,
-)
-from ._errors import (
-    ArgumentTypeError as ArgumentTypeError,
-)
-from ._errors import (
-    GradguardError as GradguardError,
-)
-from ._errors import (
-    GradientError as GradientError,
-)
-from ._errors import (
-    PrecisionError as PrecisionError,
-)
-from ._errors import (
-    PrecisionWarning as PrecisionWarning,
-)
-from ._errors import (
-    UnsupportedError as UnsupportedError,
-)
+from ._errors import ArgumentError as ArgumentError
+from ._errors import ArgumentTypeError as ArgumentTypeError
+from ._errors import GradguardError as GradguardError
+from ._errors import GradientError as GradientError
+from ._errors import MutationError as MutationError
+from ._errors import PrecisionError as PrecisionError
+from ._errors import PrecisionWarning as PrecisionWarning
+from ._errors import UnsupportedError as UnsupportedError
 from ._report import ArgumentSummary as ArgumentSummary
 from ._report import Mismatch as Mismatch
 from ._report import Report as Report
-from ._seed import (
-    check_gradient as check_gradient,
-)
-from ._seed import (
-    numerical_gradient as numerical_gradient,
-)
-from ._seed import (
-    relative_error as relative_error,
-)
+from ._seed import check_gradient as check_gradient
+from ._seed import numerical_gradient as numerical_gradient
+from ._seed import relative_error as relative_error
 
 __version__ = "0.1.0"
 
@@ -53,6 +34,7 @@ __all__ = [
     "GradguardError",
     "GradientError",
     "Mismatch",
+    "MutationError",
     "PrecisionError",
     "PrecisionWarning",
     "Report",

@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _tree
-from ._errors import ArgumentError, ArgumentTypeError, GradientError, UnsupportedError
+from ._errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    GradientError,
+    MutationError,
+    UnsupportedError,
+)
 from ._evaluation import Evaluator
 from ._report import ArgumentSummary, Mismatch, Report
 from .adapters import Adapter, adapter_for, adapter_of
@@ -279,9 +285,14 @@ class _Problem:
                 + (f" among the arguments wrt={wrt!r} selects" if wrt is not None else "")
                 + "; pass float arrays (integers are not differentiable)"
             )
-        # Copies: neither f nor our perturbations can touch the caller's arrays.
-        primals = [adapter.from_core(_copy(core_leaves[i], xp), like=leaves[i]) for i in diff]
         diff_core = [core_leaves[i] for i in diff]
+        _check_points(diff_core, [paths[i] for i in diff], xp, adapter)
+        # f only ever sees copies: the caller's arrays cannot change, whatever f does.
+        leaves = list(leaves)
+        for i in arrays:
+            leaves[i] = adapter.from_core(_copy(core_leaves[i], xp), like=leaves[i])
+        primals = [leaves[i] for i in diff]
+        snapshot = {i: _copy(adapter.to_core(leaves[i]), xp) for i in arrays}
 
         def call(diff_leaves: Sequence[Any]) -> tuple[list[Any], list[str]]:
             result = f(*_tree.unflatten(treedef, _replace(leaves, diff, list(diff_leaves))))
@@ -293,7 +304,12 @@ class _Problem:
             return [o if adapter.owns(o) else adapter.asarray_like(o, diff_leaves[0]) for o in outs]
 
         with adapter.no_grad():
-            raw_outputs, out_paths = call(primals)
+            try:
+                raw_outputs, out_paths = call(primals)
+            except Exception as exc:
+                _note(exc, "gradguard: f raised this when called at the point being checked")
+                raise
+        _check_unchanged(snapshot, leaves, paths, adapter, xp)
         outputs0 = _output_arrays(raw_outputs, out_paths, adapter, primals[0])
         out_core = [adapter.to_core(o) for o in outputs0]
         for j, o in enumerate(out_core):
@@ -303,6 +319,7 @@ class _Problem:
                     "every output must be a floating-point array or scalar"
                 )
         out_names = [_name("out", p) for p in out_paths]
+        _check_outputs(out_core, out_names, xp)
 
         base_fn = fn
         user_rule = grad is not None or vjp is not None
@@ -384,6 +401,68 @@ class _Problem:
             eps_analytical=eps_analytical,
             notes=notes,
         )
+
+
+def _note(exc: BaseException, text: str) -> None:
+    """Say where a user's exception came from, keeping it their exception."""
+    if hasattr(exc, "add_note"):  # Python >= 3.11
+        exc.add_note(text)
+
+
+def _check_points(arrays: list[Any], names: list[str], xp: Any, adapter: Adapter) -> None:
+    """The point must be finite and not empty."""
+    if sum(math.prod(a.shape) for a in arrays) == 0:
+        raise ArgumentError(
+            f"args: every array to differentiate is empty ({', '.join(names)}); "
+            "pass arrays with at least one entry"
+        )
+    for a, name in zip(arrays, names):
+        finite = xp.isfinite(a)
+        if not bool(xp.all(finite)):
+            flat = adapter.to_numpy(xp.reshape(~finite, (-1,)))
+            first = int(flat.nonzero()[0][0])
+            index = tuple(int(i) for i in _unravel(first, tuple(a.shape)))
+            raise ArgumentError(
+                f"{name}: contains NaN or inf (first at index {index}); finite differences "
+                "need a finite point: check at another x"
+            )
+
+
+def _unravel(flat_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    import numpy as np
+
+    return tuple(int(i) for i in np.unravel_index(flat_index, shape)) if shape else ()
+
+
+def _check_unchanged(
+    snapshot: dict[int, Any], leaves: list[Any], paths: list[str], adapter: Adapter, xp: Any
+) -> None:
+    """f must not write into its arguments: the check's points would move under it."""
+    for i, before in snapshot.items():
+        after = adapter.to_core(leaves[i])
+        same = tuple(after.shape) == tuple(before.shape) and bool(
+            xp.all((after == before) | (xp.isnan(xp.abs(after)) & xp.isnan(xp.abs(before))))
+            if xp.isdtype(before.dtype, ("real floating", "complex floating"))
+            else xp.all(after == before)
+        )
+        if not same:
+            raise MutationError(
+                f"f: modifies its argument {paths[i]} in place; gradguard evaluates f at "
+                "many points and cannot check a function that changes them (your own arrays "
+                "are untouched: f was given copies). Work on a copy inside f (x = x.clone(), "
+                "x.copy()) or use out-of-place operations"
+            )
+
+
+def _check_outputs(outputs: list[Any], names: list[str], xp: Any) -> None:
+    if sum(math.prod(o.shape) for o in outputs) == 0:
+        raise ArgumentError("f: returned only empty arrays; there is nothing to compare")
+    for o, name in zip(outputs, names):
+        if not bool(xp.all(xp.isfinite(o))):
+            raise ArgumentError(
+                f"f: returned NaN or inf in {name} at the point itself; finite differences "
+                "need f finite at x: check at another x"
+            )
 
 
 def _argument_names(f: Any, count: int) -> list[str]:
@@ -729,7 +808,11 @@ class _Run:
     def evaluate(self, points: Any) -> Any:
         p = self.p
         leaves = p.in_layout.unflatten(points, self.xp, p.eval_dtypes)
-        outputs = self.evaluator(leaves)
+        try:
+            outputs = self.evaluator(leaves)
+        except Exception as exc:
+            _note(exc, "gradguard: f raised this at a perturbed point near x (numerical side)")
+            raise
         return p.out_layout.flatten(outputs, self.xp, p.work_dtype)
 
     def evaluate_single(self, x: Any) -> Any:
@@ -761,7 +844,12 @@ class _Run:
         p, xp = self.p, self.xp
         cots = p.out_layout.unflatten(cotangents, xp, p.out_dtypes)
         framework = [p.adapter.from_core(c, like=o) for c, o in zip(cots, p.out_like)]
-        grads = [p.adapter.to_core(g) for g in p.analytical_vjp(framework)]
+        try:
+            grads = [p.adapter.to_core(g) for g in p.analytical_vjp(framework)]
+        except Exception as exc:
+            if not isinstance(exc, UnsupportedError):
+                _note(exc, "gradguard: raised by the derivative rule (reverse mode, VJP)")
+            raise
         for g, like, name in zip(grads, p.primals, p.in_names):
             if tuple(g.shape[1:]) != tuple(like.shape):
                 raise ArgumentError(

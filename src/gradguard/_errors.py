@@ -12,6 +12,7 @@ __all__ = [
     "ArgumentTypeError",
     "GradguardError",
     "GradientError",
+    "MutationError",
     "PrecisionError",
     "PrecisionWarning",
     "UnsupportedError",
@@ -32,6 +33,10 @@ class ArgumentTypeError(GradguardError, TypeError):
 
 class PrecisionError(ArgumentError):
     """The finite-difference step cannot be represented at the input's precision."""
+
+
+class MutationError(ArgumentError):
+    """The checked function writes into its own arguments."""
 
 
 class UnsupportedError(GradguardError, NotImplementedError):
