@@ -36,7 +36,12 @@ from ._evaluation import Evaluator
 from ._report import ArgumentSummary, Mismatch, Report
 from .adapters import Adapter, adapter_for, adapter_of
 from .core import diagnosis as core_diagnosis
-from .core.differences import directional_derivatives
+from .core.differences import (
+    COMPLEX_STEP,
+    DirectionalDerivatives,
+    complex_step_derivatives,
+    directional_derivatives,
+)
 from .core.layout import FlatLayout
 from .core.steps import default_steps
 from .core.verdict import BAND, Entries, Tally, compare
@@ -46,6 +51,7 @@ __all__ = ["assert_gradients", "check"]
 MODES = ("auto", "full", "probe")
 DIRECTIONS = ("rev", "fwd", "both")
 PRECISIONS = ("auto", "float64", "native")
+METHODS = ("central", "complex-step")
 #: ``mode="auto"`` checks every Jacobian entry up to this many inputs...
 AUTO_FULL_INPUTS = 2048
 #: ...and this many Jacobian entries; beyond, random probes.
@@ -78,6 +84,7 @@ def check(
     probes: int | None = None,
     eps: float | None = None,
     accuracy: int | None = None,
+    method: str = "central",
     rtol: float | None = None,
     atol: float | None = None,
     grad: Callable[..., Any] | None = None,
@@ -110,6 +117,9 @@ def check(
     - ``accuracy``: order of the central stencil, 4 (points ±h, ±2h) or 6
       (also ±3h); default 4 when the numerical side runs in float64 and 6
       in lower precision, where the step grows and truncation matters.
+    - ``method``: ``"central"`` differences, or ``"complex-step"``
+      (``Im f(x + ih) / h``: exact to rounding, one evaluation per entry, for
+      f analytic in real inputs: no abs, max, comparisons or casts).
     - ``rtol`` / ``atol``: added to the estimated tolerance of each entry.
     - ``grad`` / ``vjp``: the analytical derivative as a function, for code
       without autodiff (NumPy): ``grad(*args)`` returns the gradient of a
@@ -136,6 +146,7 @@ def check(
         seed=seed,
         eps=eps,
         accuracy=accuracy,
+        method=method,
         rtol=rtol,
         atol=atol,
         vectorize=vectorize,
@@ -751,6 +762,7 @@ class _Run:
         seed: int,
         eps: float | None,
         accuracy: int | None,
+        method: str,
         rtol: Any,
         atol: Any,
         vectorize: bool,
@@ -786,6 +798,9 @@ class _Run:
         low_precision = float(xp.finfo(p.work_dtype).eps) > 1e-10
         self.accuracy = accuracy if accuracy is not None else 6 if low_precision else 4
         self.columns_per_chunk = max(1, k_rows // self.accuracy)
+        self.complex_step = method == "complex-step"
+        if self.complex_step:
+            self._check_complex_step()
         if eps is not None:
             self.steps = xp.full(p.x0.shape, float(eps), dtype=p.work_dtype)
         else:
@@ -820,6 +835,72 @@ class _Run:
         leaves = [a[0, ...] for a in p.in_layout.unflatten(x[None, :], self.xp, p.eval_dtypes)]
         outputs = self.evaluator.single(leaves)
         return p.out_layout.flatten_one(outputs, self.xp, p.work_dtype)
+
+    def derivatives(self, directions: Any) -> DirectionalDerivatives:
+        """Numerical ``J @ d`` along the rows of ``directions`` (scaled per entry)."""
+        xp, p = self.xp, self.p
+        if self.complex_step:
+            small = directions * (self._scale() * COMPLEX_STEP)[None, :]
+            return complex_step_derivatives(self.evaluate_complex, p.x0, small, xp)
+        return directional_derivatives(
+            self.evaluate, p.x0, directions * self.steps[None, :], self.f0, xp, self.accuracy
+        )
+
+    def evaluate_complex(self, points: Any) -> Any:
+        """``(k, n)`` complex points -> ``(k, m)`` complex outputs (complex step)."""
+        p, xp = self.p, self.xp
+        k = points.shape[0]
+        leaves = [
+            xp.reshape(points[:, s.offset : s.offset + s.size], (k, *s.shape))
+            for s in p.in_layout.slots
+        ]
+        try:
+            outputs = self.evaluator(leaves)
+        except Exception as exc:
+            raise ArgumentError(
+                f"method: 'complex-step' needs f to accept complex input; it raised "
+                f"{type(exc).__name__}: {exc}. Use method='central'"
+            ) from exc
+        return xp.concat([xp.reshape(o, (k, -1)) for o in outputs], axis=1)
+
+    def _scale(self) -> Any:
+        xp = self.xp
+        return xp.maximum(xp.abs(self.p.x0), xp.ones_like(self.p.x0))
+
+    def _check_complex_step(self) -> None:
+        """Complex step is exact only for analytic f: compare one random
+        direction with central differences before trusting it."""
+        xp, p = self.xp, self.p
+        if any(s.is_complex for s in p.in_layout.slots + p.out_layout.slots):
+            raise ArgumentError(
+                "method: 'complex-step' needs real inputs and outputs; use method='central'"
+            )
+        v = self._random(1, p.in_layout.size)
+        self.complex_step = False
+        h = default_steps(p.x0, xp, order=2)
+        central = directional_derivatives(self.evaluate, p.x0, v * h[None, :], self.f0, xp, 4)
+        self.complex_step = True
+        small = v * (self._scale() * COMPLEX_STEP)[None, :]
+        exact = complex_step_derivatives(self.evaluate_complex, p.x0, small, xp)
+        # Same direction, different lengths: compare per unit of length.
+        ratio = xp.sum(small * v) / xp.sum((v * h[None, :]) * v)
+        agree = compare(
+            exact.value / ratio,
+            central.value,
+            central.truncation,
+            central.rounding,
+            central.roughness,
+            central.nonfinite,
+            xp.abs(central.value),
+            p.eps_analytical,
+            xp,
+        )
+        if bool(xp.any(agree.wrong | agree.uncertain)):
+            raise ArgumentError(
+                "method: 'complex-step' disagrees with central differences for this f, so f "
+                "is not analytic in x (abs, max, comparisons, casts to real or .real); use "
+                "method='central'"
+            )
 
     def _default_steps(self) -> Any:
         xp, p = self.xp, self.p
@@ -907,9 +988,7 @@ class _Run:
             stop = min(n, start + self.columns_per_chunk)
             c = stop - start
             mask = xp.eye(c, n, k=start, dtype=p.work_dtype)
-            dd = directional_derivatives(
-                self.evaluate, p.x0, mask * self.steps[None, :], self.f0, xp, self.accuracy
-            )
+            dd = self.derivatives(mask)
             step = xp.sum(dd.direction * mask, axis=1)  # represented step per column
             num = xp.matrix_transpose(dd.value / step[:, None])  # (m, c)
             trunc = xp.matrix_transpose(dd.truncation / xp.abs(step)[:, None])
@@ -988,9 +1067,7 @@ class _Run:
         xp, p = self.xp, self.p
         n, m = p.in_layout.size, p.out_layout.size
         v = self._random(count, n)
-        dd = directional_derivatives(
-            self.evaluate, p.x0, v * self.steps[None, :], self.f0, xp, self.accuracy
-        )
+        dd = self.derivatives(v)
         rnd = dd.rounding + self.noise[None, :]
         if direction in ("rev", "both"):
             u = self._round_to(self._random(count, m), p.out_layout, p.out_dtypes)
