@@ -29,6 +29,8 @@ __all__ = ["check_gradient", "numerical_gradient", "relative_error"]
 # A requested step is "swamped" when rounding changes it by more than this
 # fraction: the quotient would then carry that much error before f adds any.
 _STEP_TOLERANCE = 1e-3
+#: Perturbed points held at once: bounds memory for large x.
+_CHUNK_ENTRIES = 1 << 24
 
 
 def numerical_gradient(
@@ -47,27 +49,40 @@ def numerical_gradient(
 
     ``x`` may be any supported array or a list of floats; the result is the
     same kind of array (a NumPy array for a list), shape, dtype and device.
-    If the step vanishes in ``x``'s precision, ``f`` is evaluated in float64
-    with a :class:`~gradguard.PrecisionWarning`, or a
-    :class:`~gradguard.PrecisionError` names a step that works.
+    ``f`` receives arrays of that kind. If the step vanishes in ``x``'s
+    precision, ``f`` is evaluated in float64 with a
+    :class:`~gradguard.PrecisionWarning`, or a :class:`~gradguard.PrecisionError`
+    names a step that works.
     """
+    x, adapter, core_x, xp, gradient = _numerical_gradient(f, x, epsilon, order)
+    return adapter.from_core(xp.astype(gradient, core_x.dtype), like=x)
+
+
+def _numerical_gradient(
+    f: Callable[[Any], Any], x: Any, epsilon: float | None, order: int
+) -> tuple[Any, Adapter, Any, Any, Any]:
+    """The gradient in the working dtype (float64 when the step needed it)."""
     if not callable(f):
         raise ArgumentTypeError(f"f: expected a callable, got {type(f).__name__}")
-    if order not in CENTRAL:
+    if isinstance(order, bool) or order not in CENTRAL:
         raise ArgumentError(f"order: must be one of {sorted(CENTRAL)}, got {order!r}")
     x, adapter = _as_array(x, "x")
     core_x = adapter.to_core(x)
     xp = adapter.namespace(core_x)
     if not xp.isdtype(core_x.dtype, "real floating"):
         raise ArgumentTypeError(
-            f"x: needs a real floating dtype, got {core_x.dtype}; convert it, "
-            "e.g. x.astype(float64)"
+            f"x: needs a real floating dtype, got {core_x.dtype}; convert it first "
+            "(integers are not differentiable: e.g. x.astype(float64), x.double())"
         )
+    n = math.prod(core_x.shape)
+    if n == 0:
+        raise ArgumentError("x: is empty; pass an array with at least one entry")
+    if not bool(xp.all(xp.isfinite(core_x))):
+        raise ArgumentError("x: contains NaN or inf; finite differences need a finite point")
     if epsilon is not None:
         _check_epsilon(epsilon)
     work_dtype = _working_dtype(f, x, core_x, adapter, xp, epsilon)
     x_work = xp.reshape(xp.astype(core_x, work_dtype), (-1,))
-    n = x_work.shape[0]
     stencil = CENTRAL[2] if epsilon is not None else CENTRAL[order]
     if epsilon is not None:
         # The seed's formula: divide by the nominal step.
@@ -75,13 +90,25 @@ def numerical_gradient(
     else:
         steps = represented_displacement(x_work, default_steps(x_work, xp, order))
     evaluate = _scalar_evaluator(f, x, adapter, core_x.shape, xp, work_dtype)
-    eye = xp.eye(n, dtype=work_dtype) * steps[None, :]
-    points = xp.concat([x_work[None, :] + eye * float(o) for o in stencil.offsets], axis=0)
-    outputs = evaluate(points)
-    values = {o: outputs[i * n : (i + 1) * n] for i, o in enumerate(stencil.offsets)}
-    gradient = apply_stencil(stencil, values) / steps
-    gradient = xp.astype(xp.reshape(gradient, core_x.shape), core_x.dtype)
-    return adapter.from_core(gradient, like=x)
+    # Columns in chunks: never an n-by-n array for large n.
+    chunk = max(1, _CHUNK_ENTRIES // (n * len(stencil.offsets)))
+    parts = []
+    for start in range(0, n, chunk):
+        count = min(n, start + chunk) - start
+        eye = xp.eye(count, n, k=start, dtype=work_dtype) * steps[None, :]
+        points = xp.concat([x_work[None, :] + eye * float(o) for o in stencil.offsets], axis=0)
+        outputs = evaluate(points)
+        if not bool(xp.all(xp.isfinite(outputs))):
+            bad = int(adapter.to_numpy(xp.argmax(xp.astype(~xp.isfinite(outputs), xp.int8))))
+            raise ArgumentError(
+                f"f: returned NaN or inf at a perturbed point (entry {start + bad % count} of "
+                "x moved by a step); check at a point where f is finite around x, or pass "
+                "a smaller epsilon"
+            )
+        values = {o: outputs[i * count : (i + 1) * count] for i, o in enumerate(stencil.offsets)}
+        parts.append(apply_stencil(stencil, values) / steps[start : start + count])
+    gradient = xp.reshape(xp.concat(parts), core_x.shape)
+    return x, adapter, core_x, xp, gradient
 
 
 def check_gradient(
@@ -102,8 +129,11 @@ def check_gradient(
             f"analytical_grad: shape {tuple(analytical.shape)} differs from x's "
             f"{tuple(x.shape)}; return one derivative per entry of x"
         )
-    numerical = numerical_gradient(f, x, epsilon)
-    return numerical, relative_error(numerical, analytical)
+    x, adapter, core_x, xp, gradient = _numerical_gradient(f, x, epsilon, 2)
+    numerical = adapter.from_core(xp.astype(gradient, core_x.dtype), like=x)
+    # The error of the gradient as computed (float64 when the step needed
+    # it), before rounding it back to x's dtype.
+    return numerical, relative_error(adapter.from_core(gradient, like=x), analytical)
 
 
 def relative_error(a: Any, b: Any) -> float:
@@ -202,6 +232,15 @@ def _scalar_evaluator(
     def leaf_function(point: Any) -> list[Any]:
         value = f(point)
         if not adapter.owns(value):
+            if (
+                value is None
+                or isinstance(value, (str, bytes, bool))
+                or not (isinstance(value, numbers.Number) or hasattr(value, "__array__"))
+            ):
+                raise ArgumentTypeError(
+                    f"f: returned {type(value).__name__}; it must return a scalar "
+                    f"(a float or a 0-d {adapter.name} array)"
+                )
             value = adapter.asarray_like(value, like=point)
         return [value]
 
