@@ -41,6 +41,7 @@ from .core.differences import (
     DirectionalDerivatives,
     complex_step_derivatives,
     directional_derivatives,
+    partial_derivatives,
 )
 from .core.layout import FlatLayout
 from .core.steps import default_steps
@@ -846,6 +847,27 @@ class _Run:
             self.evaluate, p.x0, directions * self.steps[None, :], self.f0, xp, self.accuracy
         )
 
+    def partials(self, start: int, stop: int) -> DirectionalDerivatives:
+        """Numerical ``J[:, start:stop]``, transposed: ``(stop - start, m)``,
+        every field per unit of the coordinate."""
+        xp, p = self.xp, self.p
+        if not self.complex_step:
+            return partial_derivatives(
+                self.evaluate, p.x0, self.steps[start:stop], start, self.f0, xp, self.accuracy
+            )
+        c = stop - start
+        mask = xp.eye(c, p.in_layout.size, k=start, dtype=p.work_dtype)
+        dd = self.derivatives(mask)
+        step = xp.sum(dd.direction * mask, axis=1)[:, None]
+        return DirectionalDerivatives(
+            value=dd.value / step,
+            truncation=dd.truncation,
+            rounding=dd.rounding / xp.abs(step),
+            roughness=dd.roughness,
+            nonfinite=dd.nonfinite,
+            direction=step[:, 0],
+        )
+
     def evaluate_complex(self, points: Any) -> Any:
         """``(k, n)`` complex points -> ``(k, m)`` complex outputs (complex step)."""
         p, xp = self.p, self.xp
@@ -959,6 +981,8 @@ class _Run:
 
     # -- full Jacobian -------------------------------------------------------
     def full(self, direction: str) -> None:
+        """Every Jacobian entry. Arrays here are ``(columns, outputs)``: one
+        row per input coordinate, the orientation the differences come in."""
         xp, p = self.xp, self.p
         n, m = p.in_layout.size, p.out_layout.size
         rev = direction in ("rev", "both")
@@ -966,91 +990,80 @@ class _Run:
         if rev:
             scales = self.rng.choice(ONE_HOT_SCALES, size=m)
             self.row_scales = _to_xp(scales, xp, p.x0)
-            jac_rows = []
+            blocks = []
             for start in range(0, m, self.columns_per_chunk):
                 stop = min(m, start + self.columns_per_chunk)
                 onehot = xp.eye(stop - start, m, k=start, dtype=p.work_dtype)
                 onehot = onehot * self.row_scales[start:stop][:, None]
-                jac_rows.append(self.vjp(onehot) / self.row_scales[start:stop][:, None])
-            jac_ana = xp.concat(jac_rows, axis=0) if jac_rows else xp.zeros((0, n))
+                rows = self.vjp(onehot) / self.row_scales[start:stop][:, None]
+                blocks.append(xp.matrix_transpose(rows))
+            # The analytical Jacobian, transposed: (n, m).
+            jac_t = xp.concat(blocks, axis=1) if blocks else xp.zeros((n, 0), dtype=p.work_dtype)
             dense_cots = self._round_to(self._random(DENSE_PROBES, m), p.out_layout, p.out_dtypes)
+            dense_cots_t = xp.matrix_transpose(dense_cots)
             dense_ana = self.vjp(dense_cots)
             self.row_cross = xp.zeros((m,), dtype=p.work_dtype)
             self.row_num_sq = xp.zeros((m,), dtype=p.work_dtype)
         if fwd:
             dense_tans = self._round_to(self._random(DENSE_PROBES, n), p.in_layout, p.in_dtypes)
-            dense_fwd_num = xp.zeros((DENSE_PROBES, m), dtype=p.work_dtype)
-            dense_fwd_trunc = xp.zeros((DENSE_PROBES, m), dtype=p.work_dtype)
-            dense_fwd_round = xp.zeros((DENSE_PROBES, m), dtype=p.work_dtype)
-            dense_fwd_rough = xp.zeros((DENSE_PROBES, m), dtype=p.work_dtype)
+            zeros = xp.zeros((DENSE_PROBES, m), dtype=p.work_dtype)
+            fwd_num, fwd_trunc, fwd_round, fwd_rough = zeros, zeros, zeros, zeros
         kept = []
         for start in range(0, n, self.columns_per_chunk):
             stop = min(n, start + self.columns_per_chunk)
-            c = stop - start
-            mask = xp.eye(c, n, k=start, dtype=p.work_dtype)
-            dd = self.derivatives(mask)
-            step = xp.sum(dd.direction * mask, axis=1)  # represented step per column
-            num = xp.matrix_transpose(dd.value / step[:, None])  # (m, c)
-            trunc = xp.matrix_transpose(dd.truncation / xp.abs(step)[:, None])
-            rnd = xp.matrix_transpose((dd.rounding + self.noise[None, :]) / xp.abs(step)[:, None])
-            rough = xp.matrix_transpose(dd.roughness / xp.abs(step)[:, None])
-            bad = xp.matrix_transpose(dd.nonfinite)
+            dd = self.partials(start, stop)
+            num, trunc, rough, bad = dd.value, dd.truncation, dd.roughness, dd.nonfinite
+            rnd = dd.rounding + self.noise[None, :] / xp.abs(dd.direction)[:, None]
             if self.keep:
                 kept.append(num)
             scale = self._entry_scale(num)
             if rev:
-                ana = jac_ana[:, start:stop]
+                ana = jac_t[start:stop, :]
                 self._compare("entry", ana, num, trunc, rnd, rough, bad, scale, start, rows=True)
                 # Random dense cotangents: u^T J for the columns of this chunk.
-                d_num = dense_cots @ num
-                d_trunc = xp.abs(dense_cots) @ trunc
-                d_rnd = xp.abs(dense_cots) @ rnd
-                d_rough = xp.abs(dense_cots) @ rough
-                d_bad = xp.broadcast_to(xp.any(bad, axis=0)[None, :], d_num.shape)
-                d_ana = dense_ana[:, start:stop]
-                d_scale = xp.abs(dense_cots) @ xp.abs(num)
+                weights = xp.abs(dense_cots_t)
                 self._compare(
-                    "cotangent", d_ana, d_num, d_trunc, d_rnd, d_rough, d_bad, d_scale, start
+                    "cotangent",
+                    dense_ana[:, start:stop],
+                    xp.matrix_transpose(num @ dense_cots_t),
+                    xp.matrix_transpose(trunc @ weights),
+                    xp.matrix_transpose(rnd @ weights),
+                    xp.matrix_transpose(rough @ weights),
+                    xp.broadcast_to(xp.any(bad, axis=1)[None, :], (DENSE_PROBES, stop - start)),
+                    xp.matrix_transpose(xp.abs(num) @ weights),
+                    start,
                 )
             if fwd:
+                c = stop - start
                 tscales = _to_xp(self.rng.choice(ONE_HOT_SCALES, size=c), xp, p.x0)
-                cols = self.jvp(mask * tscales[:, None]) / tscales[:, None]  # (c, m)
+                tangents = xp.eye(c, n, k=start, dtype=p.work_dtype) * tscales[:, None]
+                columns = self.jvp(tangents) / tscales[:, None]  # (c, m)
                 self._compare(
-                    "entry",
-                    xp.matrix_transpose(cols),
-                    num,
-                    trunc,
-                    rnd,
-                    rough,
-                    bad,
-                    scale,
-                    start,
-                    forward=True,
+                    "entry", columns, num, trunc, rnd, rough, bad, scale, start, forward=True
                 )
                 v = dense_tans[:, start:stop]
-                dense_fwd_num = dense_fwd_num + v @ xp.matrix_transpose(num)
-                dense_fwd_trunc = dense_fwd_trunc + xp.abs(v) @ xp.matrix_transpose(trunc)
-                dense_fwd_round = dense_fwd_round + xp.abs(v) @ xp.matrix_transpose(rnd)
-                dense_fwd_rough = dense_fwd_rough + xp.abs(v) @ xp.matrix_transpose(rough)
+                fwd_num = fwd_num + v @ num
+                fwd_trunc = fwd_trunc + xp.abs(v) @ trunc
+                fwd_round = fwd_round + xp.abs(v) @ rnd
+                fwd_rough = fwd_rough + xp.abs(v) @ rough
         if fwd:
-            dense_fwd_ana = self.jvp(dense_tans)
-            scale = xp.abs(dense_fwd_num) + xp.abs(dense_fwd_ana)
+            fwd_ana = self.jvp(dense_tans)
             self._compare(
                 "tangent",
-                dense_fwd_ana,
-                dense_fwd_num,
-                dense_fwd_trunc,
-                dense_fwd_round,
-                dense_fwd_rough,
-                xp.zeros(dense_fwd_num.shape, dtype=xp.bool),
-                scale,
+                fwd_ana,
+                fwd_num,
+                fwd_trunc,
+                fwd_round,
+                fwd_rough,
+                xp.zeros(fwd_num.shape, dtype=xp.bool),
+                xp.abs(fwd_num) + xp.abs(fwd_ana),
                 0,
                 forward=True,
             )
         if self.keep and kept:
-            self.jacobians["numerical"] = xp.concat(kept, axis=1)
+            self.jacobians["numerical"] = xp.matrix_transpose(xp.concat(kept, axis=0))
             if rev:
-                self.jacobians["analytical"] = jac_ana
+                self.jacobians["analytical"] = xp.matrix_transpose(jac_t)
 
     def _entry_scale(self, num: Any) -> Any:
         """Size of the terms behind an entry, which its rounding scales with:
@@ -1120,8 +1133,9 @@ class _Run:
         entries = compare(
             ana, num, trunc, rnd, rough, bad, scale, p.eps_analytical, xp, self.rtol, self.atol
         )
-        self.tally.add(entries, xp)
-        self.directions.setdefault("fwd" if forward else "rev", Tally()).add(entries, xp)
+        tally = Tally.of(entries, xp)
+        self.tally.merge(tally)
+        self.directions.setdefault("fwd" if forward else "rev", Tally()).merge(tally)
         wrong = int(xp.sum(xp.astype(entries.wrong, xp.int64)))
         if kind == "cotangent":
             self.dense_wrong += wrong
@@ -1137,24 +1151,30 @@ class _Run:
             if count:
                 self.uncertain_kinds[key] = self.uncertain_kinds.get(key, 0) + count
         if kind in ("entry", "cotangent") and ana.ndim == 2:
-            self._tally_arguments(entries, start)
+            if len(self.by_argument) == 1:
+                self.by_argument[0].merge(tally)
+            else:
+                self._tally_arguments(entries, start, by_rows=kind == "entry")
         if rows and self.row_cross is not None:
+            # Per output: <ana, num> and <num, num> over the inputs (rows here).
             a0 = xp.where(xp.isfinite(ana) & xp.isfinite(num), ana, xp.zeros_like(ana))
             n0 = xp.where(xp.isfinite(num), num, xp.zeros_like(num))
-            self.row_cross = self.row_cross + xp.sum(a0 * n0, axis=1)
-            self.row_num_sq = self.row_num_sq + xp.sum(n0 * n0, axis=1)
+            self.row_cross = self.row_cross + xp.sum(a0 * n0, axis=0)
+            self.row_num_sq = self.row_num_sq + xp.sum(n0 * n0, axis=0)
         self._keep_worst(kind, entries, start)
 
-    def _tally_arguments(self, entries: Entries, start: int) -> None:
+    def _tally_arguments(self, entries: Entries, start: int, by_rows: bool) -> None:
+        """Split a batch by differentiated argument: input coordinates run
+        along the rows (entries) or the columns (cotangent products)."""
         xp, p = self.xp, self.p
-        width = entries.error.shape[1]
+        width = entries.error.shape[0 if by_rows else 1]
         for slot, tally in zip(p.in_layout.slots, self.by_argument):
-            lo = max(start, slot.offset)
-            hi = min(start + width, slot.offset + slot.width)
+            lo = max(start, slot.offset) - start
+            hi = min(start + width, slot.offset + slot.width) - start
             if lo >= hi:
                 continue
-            part = Entries(*(a[:, lo - start : hi - start] for a in _fields(entries)))
-            tally.add(part, xp)
+            parts = [a[lo:hi, :] if by_rows else a[:, lo:hi] for a in _fields(entries)]
+            tally.merge(Tally.of(Entries(*parts), xp))
 
     def _keep_worst(self, kind: str, entries: Entries, start: int) -> None:
         xp = self.xp
@@ -1162,26 +1182,38 @@ class _Run:
             entries.tolerance > 0, entries.tolerance, xp.full_like(entries.tolerance, 1e-300)
         )
         ratio = xp.where(xp.isnan(ratio), xp.full_like(ratio, math.inf), ratio)
-        flat = xp.reshape(ratio, (-1,))
-        if flat.shape[0] == 0:
+        if math.prod(ratio.shape) == 0:
             return
-        order = xp.argsort(-flat)[:WORST]
         host = self.p.adapter.to_numpy
-        idx = [int(i) for i in host(order)]
-        picked = {
-            f.name: host(xp.take(xp.reshape(getattr(entries, f.name), (-1,)), order, axis=0))
-            for f in dataclasses.fields(entries)
-        }
-        cols = entries.error.shape[1] if entries.error.ndim == 2 else 1
-        for r, flat_index in enumerate(idx):
+        if ratio.ndim == 2:
+            # Best rows first, then the best entries among them: no full sort.
+            rows = xp.argsort(-xp.max(ratio, axis=1))[:WORST]
+            sub = xp.take(ratio, rows, axis=0)
+            cols = sub.shape[1]
+            order = xp.argsort(-xp.reshape(sub, (-1,)))[:WORST]
+            row_ids = host(rows)
+            places = [(int(row_ids[int(i) // cols]), int(i) % cols) for i in host(order)]
+        else:
+            order = xp.argsort(-ratio)[:WORST]
+            places = [(int(i), 0) for i in host(order)]
+        for row, col in places:
+            values = {
+                f.name: getattr(entries, f.name)[row, col]
+                if ratio.ndim == 2
+                else getattr(entries, f.name)[row]
+                for f in dataclasses.fields(entries)
+            }
             ana, num, err, tol = (
-                float(picked[name][r]) for name in ("analytical", "numerical", "error", "tolerance")
+                float(values[name]) for name in ("analytical", "numerical", "error", "tolerance")
             )
             status = (
-                "wrong" if picked["wrong"][r] else "uncertain" if picked["uncertain"][r] else "ok"
+                "wrong"
+                if bool(values["wrong"])
+                else "uncertain"
+                if bool(values["uncertain"])
+                else "ok"
             )
-            row, col = divmod(flat_index, cols) if entries.error.ndim == 2 else (flat_index, 0)
-            self.worst.append(self._mismatch(kind, row, col + start, ana, num, err, tol, status))
+            self.worst.append(self._mismatch(kind, row, col, start, ana, num, err, tol, status))
         rank = {"wrong": 0, "uncertain": 1, "ok": 2}
         self.worst.sort(key=lambda m: (rank[m.status], -m.ratio))
         del self.worst[WORST:]
@@ -1191,12 +1223,16 @@ class _Run:
         kind: str,
         row: int,
         col: int,
+        start: int,
         ana: float,
         num: float,
         err: float,
         tol: float,
         status: str,
     ) -> Mismatch:
+        """Name a compared value. Entries are (input start + row, output col);
+        cotangent products (probe row, input start + col); tangent products
+        (probe row, output col); probes (probe row)."""
         p = self.p
         if kind == "probe":
             return Mismatch(kind, f"probe {row}", (), "", (), ana, num, err, tol, status)
@@ -1215,12 +1251,12 @@ class _Run:
                 status,
                 o_part,
             )
-        slot, index, part = p.in_layout.owner(col)
+        slot, index, part = p.in_layout.owner(start + (col if kind == "cotangent" else row))
         if kind == "cotangent":
             return Mismatch(
                 kind, p.in_names[slot], index, str(row), (), ana, num, err, tol, status, part
             )
-        o_slot, o_index, _ = p.out_layout.owner(row)
+        o_slot, o_index, _ = p.out_layout.owner(col)
         return Mismatch(
             kind,
             p.in_names[slot],

@@ -29,7 +29,8 @@ class TensorflowAdapter(Adapter):
         return array_api_compat.numpy
 
     def to_core(self, array: Any) -> Any:
-        return np.array(array)  # a copy: the caller's tensor stays untouched
+        # A copy: the caller's tensor or variable stays untouched.
+        return np.array(array.numpy() if hasattr(array, "numpy") else array)
 
     def from_core(self, array: Any, like: Any) -> Any:
         if isinstance(array, (tf.Tensor, tf.Variable)):

@@ -18,6 +18,7 @@ __all__ = [
     "apply_stencil",
     "complex_step_derivatives",
     "directional_derivatives",
+    "partial_derivatives",
     "represented_displacement",
 ]
 
@@ -87,34 +88,81 @@ def directional_derivatives(
     ``eps**(1/(accuracy - 1))``. Costs ``accuracy * k`` evaluations, done as
     one batch.
     """
+    stencil = _stencil(accuracy)
+    points = xp.concat([x0[None, :] + displacements * float(o) for o in stencil.offsets], axis=0)
+    k = displacements.shape[0]
+    moved = {o: points[i * k : (i + 1) * k, :] - x0[None, :] for i, o in enumerate(stencil.offsets)}
+    # The stencil is linear in the points, so the quotient is the derivative
+    # along the same combination of the actual displacements.
+    return _quotients(evaluate(points), f0, k, accuracy, apply_stencil(stencil, moved), xp)
+
+
+def partial_derivatives(
+    evaluate: Evaluate,
+    x0: Any,
+    steps: Any,
+    start: int,
+    f0: Any,
+    xp: Any,
+    accuracy: int = 4,
+) -> DirectionalDerivatives:
+    """Derivatives along the coordinates ``start .. start + len(steps)``,
+    per unit of each coordinate: ``value[r] ~ J[:, start + r]``.
+
+    Like :func:`directional_derivatives` with ``displacements`` rows of a
+    scaled identity, but every field is already divided by the step as
+    represented at that coordinate, and ``direction`` is that step ``(k,)``.
+    """
+    stencil = _stencil(accuracy)
+    k = steps.shape[0]
+    n = x0.shape[0]
+    eye = xp.eye(k, n, k=start, dtype=x0.dtype) * steps[:, None]
+    points = xp.concat([x0[None, :] + eye * float(o) for o in stencil.offsets], axis=0)
+    own = x0[start : start + k]
+    represented = apply_stencil(
+        stencil, {o: (own + steps * float(o)) - own for o in stencil.offsets}
+    )
+    result = _quotients(evaluate(points), f0, k, accuracy, represented, xp)
+    per_unit = represented[:, None]
+    size = xp.abs(per_unit)
+    return DirectionalDerivatives(
+        value=result.value / per_unit,
+        truncation=result.truncation / size,
+        rounding=result.rounding / size,
+        roughness=result.roughness / size,
+        nonfinite=result.nonfinite,
+        direction=represented,
+    )
+
+
+def _stencil(accuracy: int) -> Stencil:
     if accuracy not in CENTRAL or accuracy < 4:
         raise ValueError(f"accuracy must be one of {sorted(a for a in CENTRAL if a >= 4)}")
-    stencil = CENTRAL[accuracy]
-    coarse = CENTRAL[accuracy - 2]
-    k = displacements.shape[0]
-    offsets = stencil.offsets
-    points = xp.concat([x0[None, :] + displacements * float(o) for o in offsets], axis=0)
-    outputs = evaluate(points)
-    values = {o: outputs[i * k : (i + 1) * k, :] for i, o in enumerate(offsets)}
-    moved = {o: points[i * k : (i + 1) * k, :] - x0[None, :] for i, o in enumerate(offsets)}
-    values[0] = f0[None, :]
+    return CENTRAL[accuracy]
 
+
+def _quotients(
+    outputs: Any, f0: Any, k: int, accuracy: int, direction: Any, xp: Any
+) -> DirectionalDerivatives:
+    """Stencils applied to ``outputs`` (one block of ``k`` rows per offset)."""
+    stencil = CENTRAL[accuracy]
+    values = {o: outputs[i * k : (i + 1) * k, :] for i, o in enumerate(stencil.offsets)}
+    values[0] = f0[None, :]
     value = apply_stencil(stencil, values)
     even = apply_stencil(EVEN_DIFFERENCE[accuracy], values)
     eps = float(xp.finfo(outputs.dtype).eps)
     abs_sum = sum(abs(w) * xp.abs(values[o]) for o, w in zip(stencil.offsets, stencil.weights))
-    nonfinite = ~xp.isfinite(values[0])
-    for o in offsets:
-        nonfinite = nonfinite | ~xp.isfinite(values[o])
+    bad = ~xp.isfinite(outputs)
+    nonfinite = values[0] != values[0]  # f0 is finite (checked before): all False
+    for i in range(len(stencil.offsets)):
+        nonfinite = nonfinite | bad[i * k : (i + 1) * k, :]
     return DirectionalDerivatives(
         value=value,
-        truncation=xp.abs(value - apply_stencil(coarse, values)),
+        truncation=xp.abs(value - apply_stencil(CENTRAL[accuracy - 2], values)),
         rounding=abs_sum * eps,
         roughness=xp.abs(even) / KINK_RESPONSE[accuracy],
         nonfinite=nonfinite,
-        # The stencil is linear in the points, so the quotient is the
-        # derivative along the same combination of the actual displacements.
-        direction=apply_stencil(stencil, moved),
+        direction=direction,
     )
 
 

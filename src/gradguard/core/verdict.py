@@ -17,7 +17,7 @@ entries make the verdict "inconclusive", never "fail".
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 __all__ = [
@@ -111,7 +111,8 @@ def compare(
 
 @dataclass
 class Tally:
-    """Running totals over batches of compared entries, in Python floats."""
+    """Totals over compared entries, in Python numbers; tallies of separate
+    batches add up with :meth:`merge`."""
 
     checked: int = 0
     wrong: int = 0
@@ -125,33 +126,38 @@ class Tally:
     num_nonzero: int = 0
     #: Entries where either side is nonzero.
     active: int = 0
-    worst_ratio: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
 
-    def add(self, entries: Entries, xp: Any) -> None:
+    @classmethod
+    def of(cls, entries: Entries, xp: Any) -> Tally:
         a = entries.analytical
         n = entries.numerical
-        finite = xp.isfinite(n) & xp.isfinite(a)
-        a0 = xp.where(finite, a, xp.zeros_like(a))
-        n0 = xp.where(finite, n, xp.zeros_like(n))
-        size = math.prod(a.shape)
-        self.checked += size
-        self.wrong += int(xp.sum(xp.astype(entries.wrong, xp.int64)))
-        self.uncertain += int(xp.sum(xp.astype(entries.uncertain, xp.int64)))
-        self.nonfinite += int(xp.sum(xp.astype(entries.nonfinite, xp.int64)))
-        self.diff_sq += float(xp.sum((a0 - n0) ** 2))
-        self.num_sq += float(xp.sum(n0**2))
-        self.ana_sq += float(xp.sum(a0**2))
-        self.cross += float(xp.sum(a0 * n0))
-        self.ana_nonzero += int(xp.sum(xp.astype(a0 != 0, xp.int64)))
-        self.num_nonzero += int(xp.sum(xp.astype(n0 != 0, xp.int64)))
-        self.active += int(xp.sum(xp.astype((a0 != 0) | (n0 != 0), xp.int64)))
-        if size:
-            ratio = entries.error / xp.where(
-                entries.tolerance > 0, entries.tolerance, xp.ones_like(entries.tolerance)
-            )
-            ratio = xp.where(xp.isfinite(ratio), ratio, xp.zeros_like(ratio))
-            self.worst_ratio = max(self.worst_ratio, float(xp.max(ratio)))
+        if not (bool(xp.all(xp.isfinite(a))) and bool(xp.all(xp.isfinite(n)))):
+            finite = xp.isfinite(n) & xp.isfinite(a)
+            a = xp.where(finite, a, xp.zeros_like(a))
+            n = xp.where(finite, n, xp.zeros_like(n))
+
+        def count(flags: Any) -> int:
+            return int(xp.sum(xp.astype(flags, xp.int64)))
+
+        a_nonzero = a != 0
+        n_nonzero = n != 0
+        return cls(
+            checked=math.prod(a.shape),
+            wrong=count(entries.wrong),
+            uncertain=count(entries.uncertain),
+            nonfinite=count(entries.nonfinite),
+            diff_sq=float(xp.sum((a - n) ** 2)),
+            num_sq=float(xp.sum(n * n)),
+            ana_sq=float(xp.sum(a * a)),
+            cross=float(xp.sum(a * n)),
+            ana_nonzero=count(a_nonzero),
+            num_nonzero=count(n_nonzero),
+            active=count(a_nonzero | n_nonzero),
+        )
+
+    def merge(self, other: Tally) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     @property
     def relative_error(self) -> float:
