@@ -501,12 +501,14 @@ def _wrt_positions(wrt: Any, count: int) -> set[int]:
         raise ArgumentTypeError(
             f"wrt: expected an argument index or a tuple of them, got {wrt!r}"
         ) from None
+    indices = []
     for p in positions:
         if isinstance(p, bool) or not isinstance(p, numbers.Integral):
             raise ArgumentTypeError(f"wrt: argument indices must be integers, got {p!r}")
-        if not -count <= p < count:
+        if not -count <= int(p) < count:
             raise ArgumentError(f"wrt: index {p} is out of range for {count} argument(s)")
-    return {p % count for p in positions}
+        indices.append(int(p) % count)
+    return set(indices)
 
 
 def _name(prefix: str, path: str) -> str:

@@ -46,7 +46,7 @@ class JaxAdapter(Adapter):
         return np.asarray(core_array)
 
     def float64_available(self, array: Any) -> bool:
-        return bool(jax.config.jax_enable_x64)
+        return bool(jax.config.read("jax_enable_x64"))
 
     def vectorize(self, fn: LeafFunction) -> LeafFunction:
         return jax.jit(jax.vmap(fn))

@@ -71,7 +71,7 @@ class TorchAdapter(Adapter):
                 for r in range(k)
             ]
             grads = tuple(
-                None if rows[0][i] is None else torch.stack([row[i] for row in rows])
+                None if rows[0][i] is None else torch.stack([row[i] for row in rows])  # type: ignore[misc]
                 for i in range(len(inputs))
             )
         return [
