@@ -58,3 +58,12 @@ def typecheck(session: nox.Session) -> None:
     """mypy on the package."""
     session.install(*CONSTRAINTS, "mypy", "-e", ".")
     session.run("mypy", "src/gradguard")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """gradguard beside torch.autograd.gradcheck, jax.test_util.check_grads,
+    tf.test.compute_gradient and scipy.optimize.check_grad (benchmarks/README.md).
+    Not run by default; ``python -m nox -s bench -- --sizes 10,1000`` passes options on."""
+    session.install(*CONSTRAINTS, "-e", ".[torch,jax,tensorflow]", "scipy")
+    session.run("python", "benchmarks/run.py", *session.posargs)

@@ -1,0 +1,700 @@
+"""gradguard beside the gradient checkers people use instead, in one run.
+
+    python benchmarks/run.py                  # everything: n = 10 ... 10^4
+    python benchmarks/run.py --sizes 10,1000  # a subset
+    python -m nox -s bench                    # the same, in its own environment
+
+Every case (one tool, one function, one size) runs in a fresh subprocess, so
+that its peak RSS is its own and one tool's imports or caches do not help
+another. A case runs once (``first``: compile and warm-up included) and, if
+that took less than ``--repeat-below`` seconds, ``--repeat`` more times; the
+table shows the fastest run (``best``), the least disturbed by other load on
+the machine. Peak RSS is the subprocess's ``ru_maxrss``: the framework's own
+import included (shown separately as ``base``).
+
+Functions (float64, x ~ N(0, 1), the same x for every tool):
+
+- ``elementwise``: ``x.sin() * x``, R^n -> R^n (diagonal Jacobian);
+- ``scalar``: ``(x.sin() * x).sum()``, R^n -> R.
+
+Tools: gradguard (``check`` in full and probe mode) on torch, JAX, TensorFlow
+and NumPy (with ``grad=`` / ``vjp=``); ``torch.autograd.gradcheck`` in slow
+and fast mode; ``jax.test_util.check_grads`` (order 1, reverse mode);
+``tf.test.compute_gradient``; ``scipy.optimize.check_grad`` (scalar functions
+only); and ``floor``: the 2n batched evaluations of f (torch.func.vmap, in the
+chunks gradguard uses) plus the batched VJP rows alone, what any full check
+must at least spend. ``sensitivity`` cases plant one wrong Jacobian entry
+(+1.0 on the diagonal) at n=1000 and count how often a probe-style check
+catches it.
+
+Prints markdown tables and writes them with the raw numbers to
+``benchmarks/results.md`` and ``benchmarks/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+SIZES = (10, 100, 1000, 3000, 10_000)
+FUNCTIONS = ("elementwise", "scalar")
+#: tool -> the framework it runs on
+TOOLS: dict[str, str] = {
+    "gradguard-torch-full": "torch",
+    "gradguard-torch-probe": "torch",
+    "floor-torch": "torch",
+    "gradcheck-slow": "torch",
+    "gradcheck-fast": "torch",
+    "gradguard-jax-full": "jax",
+    "gradguard-jax-probe": "jax",
+    "jax-check_grads": "jax",
+    "gradguard-tf-full": "tensorflow",
+    "gradguard-tf-probe": "tensorflow",
+    "tf-compute_gradient": "tensorflow",
+    "gradguard-numpy-full": "numpy",
+    "gradguard-numpy-probe": "numpy",
+    "scipy-check_grad": "scipy",
+}
+#: gradguard tool / peer tool ratios shown in the ratio table.
+RATIOS: tuple[tuple[str, str], ...] = (
+    ("gradguard-torch-full", "floor-torch"),
+    ("gradguard-torch-full", "gradcheck-slow"),
+    ("gradguard-torch-probe", "gradcheck-fast"),
+    ("gradguard-torch-probe", "gradcheck-slow"),
+    ("gradguard-jax-full", "jax-check_grads"),
+    ("gradguard-jax-probe", "jax-check_grads"),
+    ("gradguard-tf-full", "tf-compute_gradient"),
+    ("gradguard-tf-probe", "tf-compute_gradient"),
+    ("gradguard-numpy-full", "scipy-check_grad"),
+    ("gradguard-numpy-probe", "scipy-check_grad"),
+)
+SENSITIVITY_N = 1000
+SENSITIVITY_POSITIONS = 20
+SENSITIVITY_TOOLS = ("gradguard-torch-probe", "gradcheck-fast")
+
+
+# -- the cases (run inside the subprocess) ------------------------------------------
+
+
+def _x(n: int) -> Any:
+    import numpy as np
+
+    return np.random.default_rng(0).standard_normal(n)
+
+
+def _rss() -> int:
+    """Resident set size now, in bytes."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux
+        return 0
+
+
+def _peak_rss() -> int:
+    """Peak resident set size of this process, in bytes.
+
+    VmHWM, not ``ru_maxrss``: on Linux the latter survives ``exec`` and so
+    reports the parent's peak when that was higher."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+# torch ----------------------------------------------------------------------------
+
+
+def torch_elementwise(x):
+    return x.sin() * x
+
+
+def torch_scalar(x):
+    return (x.sin() * x).sum()
+
+
+def _torch_case(tool: str, function: str, n: int) -> Callable[[], str]:
+    import torch
+
+    import gradguard
+
+    f = torch_elementwise if function == "elementwise" else torch_scalar
+    x = torch.from_numpy(_x(n))
+    if tool == "gradguard-torch-full":
+        return lambda: gradguard.check(f, x, mode="full").verdict
+    if tool == "gradguard-torch-probe":
+        return lambda: gradguard.check(f, x, mode="probe").verdict
+    if tool == "gradcheck-slow":
+        xg = x.clone().requires_grad_(True)
+        return lambda: str(torch.autograd.gradcheck(f, (xg,), fast_mode=False))
+    if tool == "gradcheck-fast":
+        xg = x.clone().requires_grad_(True)
+        return lambda: str(torch.autograd.gradcheck(f, (xg,), fast_mode=True))
+    if tool == "floor-torch":
+        return _torch_floor(f, x)
+    raise ValueError(tool)
+
+
+def _torch_floor(f: Callable[[Any], Any], x: Any) -> Callable[[], str]:
+    """2n batched evaluations (x +- h e_i) and the batched VJP rows, in the
+    chunk sizes gradguard's full mode uses, and nothing else."""
+    import torch
+
+    from gradguard import _check
+
+    n = x.shape[0]
+    m = f(x).numel()
+    k_rows = max(1, _check.MEMORY_BUDGET // (8 * 4 * (n + m + 1)))
+    rows_per_vjp = max(1, k_rows // 4)
+    columns = max(1, k_rows // 2)  # 2 points per column: the batch holds k_rows points
+    batched = torch.func.vmap(f)
+    h = 1e-5
+
+    def run() -> str:
+        with torch.no_grad():
+            for start in range(0, n, columns):
+                c = min(n, start + columns) - start
+                idx = torch.arange(c)
+                points = x.expand(2 * c, n).clone()
+                points[idx, start + idx] += h
+                points[c + idx, start + idx] -= h
+                batched(points)
+        xg = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            y = f(xg).reshape(-1)
+        for start in range(0, m, rows_per_vjp):
+            r = min(m, start + rows_per_vjp) - start
+            onehot = torch.zeros((r, m), dtype=x.dtype)
+            onehot[torch.arange(r), start + torch.arange(r)] = 1.0
+            torch.autograd.grad(y, xg, onehot, retain_graph=True, is_grads_batched=True)
+        return "-"
+
+    return run
+
+
+# jax ------------------------------------------------------------------------------
+
+
+def _jax_case(tool: str, function: str, n: int) -> Callable[[], str]:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    from jax.test_util import check_grads
+
+    import gradguard
+
+    def elementwise(x):
+        return jnp.sin(x) * x
+
+    def scalar(x):
+        return jnp.sum(jnp.sin(x) * x)
+
+    f = elementwise if function == "elementwise" else scalar
+    x = jnp.asarray(_x(n))
+    if tool == "gradguard-jax-full":
+        return lambda: gradguard.check(f, x, mode="full").verdict
+    if tool == "gradguard-jax-probe":
+        return lambda: gradguard.check(f, x, mode="probe").verdict
+    if tool == "jax-check_grads":
+
+        def run() -> str:
+            check_grads(f, (x,), order=1, modes=("rev",))
+            return "ok"
+
+        return run
+    raise ValueError(tool)
+
+
+# tensorflow -----------------------------------------------------------------------
+
+
+def _tf_case(tool: str, function: str, n: int) -> Callable[[], str]:
+    import numpy as np
+    import tensorflow as tf
+
+    import gradguard
+
+    def elementwise(x):
+        return tf.sin(x) * x
+
+    def scalar(x):
+        return tf.reduce_sum(tf.sin(x) * x)
+
+    f = elementwise if function == "elementwise" else scalar
+    x = tf.constant(_x(n))
+    if tool == "gradguard-tf-full":
+        return lambda: gradguard.check(f, x, mode="full").verdict
+    if tool == "gradguard-tf-probe":
+        return lambda: gradguard.check(f, x, mode="probe").verdict
+    if tool == "tf-compute_gradient":
+
+        def run() -> str:
+            theoretical, numerical = tf.test.compute_gradient(f, [x])
+            return f"max|diff|={float(np.max(np.abs(theoretical[0] - numerical[0]))):.1e}"
+
+        return run
+    raise ValueError(tool)
+
+
+# numpy / scipy ----------------------------------------------------------------------
+
+
+def numpy_elementwise(x):
+    import numpy as np
+
+    return np.sin(x) * x
+
+
+def numpy_scalar(x):
+    import numpy as np
+
+    return float(np.sum(np.sin(x) * x))
+
+
+def numpy_derivative(x):
+    import numpy as np
+
+    return np.cos(x) * x + np.sin(x)
+
+
+def _numpy_case(tool: str, function: str, n: int) -> Callable[[], str]:
+    import gradguard
+
+    x = _x(n)
+    if tool.startswith("gradguard-numpy"):
+        mode = "full" if tool.endswith("full") else "probe"
+        if function == "elementwise":
+            return lambda: (
+                gradguard.check(
+                    numpy_elementwise,
+                    x,
+                    vjp=lambda c, x: c * numpy_derivative(x),
+                    mode=mode,
+                ).verdict
+            )
+        return lambda: gradguard.check(numpy_scalar, x, grad=numpy_derivative, mode=mode).verdict
+    if tool == "scipy-check_grad":
+        from scipy.optimize import check_grad
+
+        if function != "scalar":
+            raise NotApplicable("check_grad needs a scalar-valued function")
+        return lambda: f"{check_grad(numpy_scalar, numpy_derivative, x):.1e}"
+    raise ValueError(tool)
+
+
+# sensitivity ----------------------------------------------------------------------
+
+
+def _sensitivity(tool: str) -> dict[str, Any]:
+    """One wrong diagonal entry (+1.0) at each of 20 positions; how many are caught."""
+    import numpy as np
+    import torch
+
+    import gradguard
+
+    n = SENSITIVITY_N
+    x = torch.from_numpy(_x(n))
+    positions = np.random.default_rng(1).choice(n, size=SENSITIVITY_POSITIONS, replace=False)
+    caught, seconds = 0, []
+    for position in positions:
+        wrong = _wrong_at(int(position))
+        start = time.perf_counter()
+        if tool == "gradguard-torch-probe":
+            found = gradguard.check(wrong, x, mode="probe").verdict == "fail"
+        else:
+            xg = x.clone().requires_grad_(True)
+            found = not torch.autograd.gradcheck(
+                wrong, (xg,), fast_mode=True, raise_exception=False
+            )
+        seconds.append(time.perf_counter() - start)
+        caught += bool(found)
+    return {"caught": caught, "positions": len(positions), "median_s": float(np.median(seconds))}
+
+
+def _wrong_at(position: int) -> Callable[[Any], Any]:
+    import torch
+
+    class SinTimesX(torch.autograd.Function):
+        @staticmethod
+        def forward(x):
+            return x.sin() * x
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(inputs[0])
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            grad = g * (x.cos() * x + x.sin())
+            bump = torch.zeros_like(grad)
+            bump[..., position] = g[..., position]  # d out[p] / d x[p] off by 1.0
+            return grad + bump
+
+    return SinTimesX.apply
+
+
+class NotApplicable(Exception):
+    pass
+
+
+def run_case(spec: dict[str, Any]) -> dict[str, Any]:
+    tool, function, n = spec["tool"], spec["function"], spec["n"]
+    if function == "sensitivity":
+        return _sensitivity(tool)
+    framework = TOOLS[tool]
+    builders = {
+        "torch": _torch_case,
+        "jax": _jax_case,
+        "tensorflow": _tf_case,
+        "numpy": _numpy_case,
+        "scipy": _numpy_case,
+    }
+    try:
+        case = builders[framework](tool, function, n)
+    except NotApplicable as exc:
+        return {"status": "n/a", "why": str(exc)}
+    base = _rss()
+    start = time.perf_counter()
+    result = case()
+    first = time.perf_counter() - start
+    times = [first]
+    if first < spec["repeat_below"]:
+        for _ in range(spec["repeat"]):
+            start = time.perf_counter()
+            case()
+            times.append(time.perf_counter() - start)
+    best = min(times[1:]) if len(times) > 1 else first
+    return {
+        "status": "ok",
+        "result": result,
+        "first_s": first,
+        "best_s": best,
+        "runs": len(times),
+        "base_rss": base,
+        "peak_rss": _peak_rss(),
+    }
+
+
+# -- the driver ---------------------------------------------------------------------
+
+
+def _child(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--case", json.dumps(spec)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+        )
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "why": f"over {timeout:.0f} s"}
+    wall = time.perf_counter() - started
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        why = " | ".join(tail) or f"exit status {done.returncode}"
+        if done.returncode < 0 or done.returncode == 137:
+            why = f"killed (signal {-done.returncode}, out of memory?)"
+        return {"status": "error", "why": why}
+    result = json.loads(lines[-1])
+    result["wall_s"] = wall
+    return result
+
+
+def _environment() -> dict[str, Any]:
+    from importlib import metadata
+
+    versions = {}
+    for package in ("gradguard", "numpy", "scipy", "torch", "jax", "tensorflow"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "versions": versions,
+        "commit": commit,
+    }
+
+
+def _fmt_time(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return ""
+    if entry["status"] != "ok":
+        return entry["status"]
+    return _seconds(entry["best_s"])
+
+
+def _seconds(value: float) -> str:
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    if value >= 0.01:
+        return f"{value:.3f}"
+    return f"{value:.4f}"
+
+
+def _mib(value: int) -> str:
+    return f"{value / 2**20:.0f}"
+
+
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
+    if not a or not b or a["status"] != "ok" or b["status"] != "ok":
+        if a and b and a["status"] == "ok" and b["status"] == "timeout":
+            return "<" + f"{a['best_s'] / float(b['why'].split()[1]):.2g}"
+        return ""
+    return f"{a['best_s'] / b['best_s']:.2f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render(results: dict[str, Any]) -> str:
+    cases = results["cases"]
+    tools = [t for t in TOOLS if any(c["tool"] == t for c in cases)]
+    by_key = {(c["tool"], c["function"], c["n"]): c for c in cases}
+    keys = sorted(
+        {(c["function"], c["n"]) for c in cases}, key=lambda k: (k[0] != "elementwise", k)
+    )
+    out = []
+    env = results["environment"]
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    out.append(
+        f"{env['cpus']} CPUs, {env['memory_gib']} GiB, Python {env['python']}; {versions}; "
+        f"commit {env['commit']}; load average {results['load_before']} before, "
+        f"{results['load_after']} after; {results['seconds']:.0f} s in all."
+    )
+    out.append("\n### Time (s, best of the runs)\n")
+    out.append(
+        _table(
+            ["function", "n", *tools],
+            [[f, str(n)] + [_fmt_time(by_key.get((t, f, n))) for t in tools] for f, n in keys],
+        )
+    )
+    out.append("\n### Ratios (gradguard time ÷ other time; below 1: gradguard is faster)\n")
+    pairs = [(a, b) for a, b in RATIOS if a in tools and b in tools]
+    out.append(
+        _table(
+            ["function", "n", *(f"{a.replace('gradguard-', 'gg-')} ÷ {b}" for a, b in pairs)],
+            [
+                [f, str(n)]
+                + [_ratio(by_key.get((a, f, n)), by_key.get((b, f, n))) for a, b in pairs]
+                for f, n in keys
+            ],
+        )
+    )
+    out.append("\n### Peak RSS (MiB, whole process; framework import included)\n")
+    rows = []
+    for f, n in keys:
+        row = [f, str(n)]
+        for t in tools:
+            entry = by_key.get((t, f, n))
+            row.append(_mib(entry["peak_rss"]) if entry and entry["status"] == "ok" else "")
+        rows.append(row)
+    out.append(_table(["function", "n", *tools], rows))
+    base = {
+        t: min(c["base_rss"] for c in cases if c["tool"] == t and c["status"] == "ok")
+        for t in tools
+        if any(c["tool"] == t and c["status"] == "ok" for c in cases)
+    }
+    out.append(
+        "\nRSS before the first check (imports and data): "
+        + ", ".join(f"{t} {_mib(v)}" for t, v in base.items())
+        + " MiB."
+    )
+    notes = [
+        f"- {c['tool']} {c['function']} n={c['n']}: {c['status']} ({c.get('why', '')})"
+        for c in cases
+        if c["status"] not in ("ok", "n/a")
+    ]
+    wrong = [
+        f"- {c['tool']} {c['function']} n={c['n']}: result {c['result']}"
+        for c in cases
+        if c["status"] == "ok" and c["result"] in ("fail", "inconclusive", "False")
+    ]
+    if notes or wrong:
+        out.append("\n### Cases that did not finish or did not pass\n")
+        out.append("\n".join(notes + wrong))
+    if results.get("sensitivity"):
+        out.append(
+            f"\n### Sensitivity: one wrong Jacobian entry (+1.0 on the diagonal, "
+            f"x.sin()*x, n={SENSITIVITY_N})\n"
+        )
+        srows = []
+        for tool, entry in results["sensitivity"].items():
+            if entry.get("status", "ok") != "ok" and "caught" not in entry:
+                srows.append([tool, entry["status"], ""])
+            else:
+                caught = f"{entry['caught']} of {entry['positions']}"
+                srows.append([tool, caught, _seconds(entry["median_s"])])
+        out.append(_table(["tool", "caught", "median time per check (s)"], srows))
+    out.append("\n### Goals (issue 4)\n")
+    out.append(_goals(by_key, results.get("sensitivity", {})))
+    return "\n".join(out) + "\n"
+
+
+def _goals(by_key: dict[Any, Any], sensitivity: dict[str, Any]) -> str:
+    lines = []
+    full = by_key.get(("gradguard-torch-full", "elementwise", 3000))
+    floor = by_key.get(("floor-torch", "elementwise", 3000))
+    slow = by_key.get(("gradcheck-slow", "elementwise", 3000))
+    if full and floor and full["status"] == floor["status"] == "ok":
+        ratio = full["best_s"] / floor["best_s"]
+        vs = f"; {_ratio(full, slow)}x torch slow mode" if slow else ""
+        lines.append(
+            f"- full check, x.sin()*x, float64, n=3000: {_seconds(full['best_s'])} s = "
+            f"{ratio:.1f}x the floor ({_seconds(floor['best_s'])} s){vs}; goal <= 1.5x: "
+            f"{'holds' if ratio <= 1.5 else 'MISSED'}"
+        )
+    big = by_key.get(("gradguard-torch-full", "elementwise", 10_000))
+    if big:
+        if big["status"] == "ok":
+            peak = big["peak_rss"] / 2**30
+            lines.append(
+                f"- peak RSS of that full check at n=10^4: {peak:.2f} GiB (process; "
+                f"{big['base_rss'] / 2**30:.2f} GiB before the check); goal <= 1 GiB: "
+                f"{'holds' if peak <= 1 else 'MISSED'}"
+            )
+        else:
+            lines.append(f"- full check at n=10^4: {big['status']} ({big.get('why', '')})")
+    probes = [
+        (n, by_key.get(("gradguard-torch-probe", f, n)), by_key.get(("gradcheck-fast", f, n)))
+        for f in FUNCTIONS
+        for n in SIZES
+    ]
+    ratios = [
+        (n, p["best_s"] / q["best_s"])
+        for n, p, q in probes
+        if p and q and p["status"] == q["status"] == "ok"
+    ]
+    if ratios:
+        worst = max(r for _, r in ratios)
+        caught = sensitivity.get("gradguard-torch-probe", {})
+        fast = sensitivity.get("gradcheck-fast", {})
+        sens = ""
+        if "caught" in caught and "caught" in fast:
+            sens = (
+                f"; one wrong entry caught {caught['caught']}/{caught['positions']} times "
+                f"(torch fast mode {fast['caught']}/{fast['positions']})"
+            )
+        lines.append(
+            f"- probe mode vs torch fast mode: {min(r for _, r in ratios):.1f}x to "
+            f"{worst:.1f}x over all functions and sizes{sens}; goal <= 2x: "
+            f"{'holds' if worst <= 2 else 'MISSED'}"
+        )
+    return "\n".join(lines)
+
+
+def _load() -> str:
+    try:
+        return "/".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument("--functions", default=",".join(FUNCTIONS))
+    parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated tool names")
+    parser.add_argument("--repeat", type=int, default=3, help="extra runs of a quick case")
+    parser.add_argument(
+        "--repeat-below", type=float, default=5.0, help="repeat cases whose first run is shorter"
+    )
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per case")
+    parser.add_argument("--no-sensitivity", action="store_true")
+    parser.add_argument("--json", default=str(HERE / "results.json"))
+    parser.add_argument("--markdown", default=str(HERE / "results.md"))
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.case:
+        print(json.dumps(run_case(json.loads(args.case))))
+        return 0
+
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    functions = [f for f in args.functions.split(",") if f]
+    tools = [t for t in args.tools.split(",") if t]
+    unknown = [t for t in tools if t not in TOOLS] + [f for f in functions if f not in FUNCTIONS]
+    if unknown:
+        parser.error(f"unknown tools or functions: {', '.join(unknown)}")
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "environment": _environment(),
+        "load_before": _load(),
+        "cases": [],
+        "sensitivity": {},
+    }
+    for function in functions:
+        for n in sizes:
+            for tool in tools:
+                spec = {
+                    "tool": tool,
+                    "function": function,
+                    "n": n,
+                    "repeat": args.repeat,
+                    "repeat_below": args.repeat_below,
+                }
+                entry = _child(spec, args.timeout)
+                entry.update(tool=tool, function=function, n=n)
+                results["cases"].append(entry)
+                shown = _fmt_time(entry) if entry["status"] == "ok" else entry.get("why", "")
+                print(
+                    f"{function:>11} n={n:<6} {tool:<22} {entry['status']:>7} {shown}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    if not args.no_sensitivity:
+        for tool in SENSITIVITY_TOOLS:
+            if tool in tools:
+                spec = {"tool": tool, "function": "sensitivity", "n": SENSITIVITY_N}
+                entry = _child(spec, args.timeout)
+                results["sensitivity"][tool] = entry
+                print(f"sensitivity {tool}: {entry}", file=sys.stderr, flush=True)
+    results["load_after"] = _load()
+    results["seconds"] = time.perf_counter() - started
+    command = "python benchmarks/run.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    results["command"] = command.strip()
+    text = render(results)
+    print(text)
+    Path(args.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    Path(args.markdown).write_text(
+        f"Produced by `{results['command']}`.\n\n{text}", encoding="utf-8"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
