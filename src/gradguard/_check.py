@@ -129,6 +129,13 @@ def check(
       there are several), each shaped like that argument.
     - ``precision``: ``"auto"`` evaluates the numerical side in float64 when
       ``f`` accepts it, ``"float64"`` insists, ``"native"`` keeps the dtypes.
+    Complex inputs and outputs are compared in real coordinates (real and
+    imaginary parts as separate entries), so each framework is checked
+    against its own convention: PyTorch and TensorFlow return
+    dL/d(re) + i dL/d(im) (the conjugate Wirtinger derivative, times 2) for a
+    real loss L, JAX its complex conjugate; a rule that follows the other
+    framework's convention fails.
+
     - ``vectorize``: batch evaluations with the framework's vmap where
       possible (falls back to a loop by itself when f cannot be batched).
     - ``executor``: a :class:`concurrent.futures.Executor` (threads, processes,

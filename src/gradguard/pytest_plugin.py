@@ -49,9 +49,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         wanted = list(marker.args)
         unknown = [n for n in wanted if n not in NAMES]
         if unknown or not wanted:
-            raise pytest.UsageError(
+            pytest.fail(
                 f"{metafunc.definition.nodeid}: @pytest.mark.{MARKER} takes framework names "
-                f"among {', '.join(NAMES)}; got {', '.join(map(repr, wanted)) or 'none'}"
+                f"among {', '.join(NAMES)}; got {', '.join(map(repr, wanted)) or 'none'}",
+                pytrace=False,
             )
         names = [n for n in names if n in wanted]
     metafunc.parametrize("gradguard_framework", names, indirect=True, ids=names)
