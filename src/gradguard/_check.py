@@ -14,7 +14,6 @@ The pipeline, written once for every framework:
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import math
 import numbers
@@ -45,7 +44,7 @@ from .core.differences import (
 )
 from .core.layout import FlatLayout
 from .core.steps import default_steps
-from .core.verdict import BAND, Entries, Tally, compare
+from .core.verdict import ARRAY_FIELDS, BAND, Entries, Tally, compare
 
 __all__ = ["assert_gradients", "check"]
 
@@ -66,6 +65,9 @@ NOISE_ULPS = 64
 WORST = 8
 #: Bytes of perturbed points and outputs held at once.
 MEMORY_BUDGET = 1 << 27
+#: Jacobian entries beyond which the analytical Jacobian is stored in float32
+#: (800 MB in float64 at n = m = 10^4; half that in float32).
+STORE_ENTRIES = 1 << 25
 #: Sizes up to which the whole numerical Jacobian is kept for diagnosis.
 KEEP_JACOBIAN_ENTRIES = 1 << 20
 #: Exact scale factors for one-hot cotangents: powers of two, so scaling and
@@ -265,6 +267,10 @@ class _Problem:
     #: f at the point from the setup's first call, flattened, when that call
     #: ran in the numerical side's dtypes (else None).
     first_output: Any
+    #: The point in the numerical side's wider dtypes, when they differ from
+    #: the caller's and the framework differentiates: the same rule run there
+    #: shows how much of the analytical side is rounding (else None).
+    wide_primals: list[Any] | None = None
 
     @classmethod
     def build(
@@ -425,6 +431,11 @@ class _Problem:
             first_output=(
                 out_layout.flatten_one(out_core, xp, work_dtype)
                 if eval_dtypes == in_dtypes
+                else None
+            ),
+            wide_primals=(
+                eval_like
+                if eval_dtypes != in_dtypes and adapter.has_autodiff and not user_rule
                 else None
             ),
         )
@@ -818,6 +829,8 @@ class _Run:
         low_precision = float(xp.finfo(p.work_dtype).eps) > 1e-10
         self.accuracy = accuracy if accuracy is not None else 6 if low_precision else 4
         self.columns_per_chunk = max(1, k_rows // self.accuracy)
+        # What a full check evaluates, for the progress bar.
+        self.evaluator.expected = 2 + self.accuracy * p.in_layout.size
         self.complex_step = method == "complex-step"
         if self.complex_step:
             self._check_complex_step()
@@ -826,6 +839,7 @@ class _Run:
         else:
             self.steps = self._default_steps()
         self.tally = Tally()
+        self.eps_store = 0.0  # rounding of the stored analytical Jacobian, if any
         self.by_argument = [Tally() for _ in p.in_layout.slots]
         self.directions: dict[str, Tally] = {}
         self.worst: list[Mismatch] = []
@@ -961,18 +975,32 @@ class _Run:
         return 16 if eps > 1e-10 else 4
 
     # -- analytical side ---------------------------------------------------
-    def vjp(self, cotangents: Any) -> Any:
-        """``(k, m)`` real cotangents -> ``(k, n)`` real VJPs, via the framework."""
+    def vjp(self, cotangents: Any) -> tuple[Any, Any]:
+        """``(k, m)`` real cotangents -> ``(k, n)`` real VJPs via the framework,
+        and the same rule's VJPs at the wider dtypes (None without them)."""
         p, xp = self.p, self.xp
-        cots = p.out_layout.unflatten(cotangents, xp, p.out_dtypes)
+        value = self._vjp(cotangents, p.primals, p.out_dtypes, p.analytical_vjp)
+        if p.wide_primals is None:
+            return value, None
+        wide = p.wide_primals
+        dtypes = [_wide_dtype(xp, d) for d in p.out_dtypes]
+
+        def wide_vjp(cots: list[Any]) -> list[Any]:
+            return p.adapter.vjp(p.fn, wide, cots)
+
+        return value, self._vjp(cotangents, wide, dtypes, wide_vjp)
+
+    def _vjp(self, cotangents: Any, primals: list[Any], out_dtypes: list[Any], rule: Any) -> Any:
+        p, xp = self.p, self.xp
+        cots = p.out_layout.unflatten(cotangents, xp, out_dtypes)
         framework = [p.adapter.from_core(c, like=o) for c, o in zip(cots, p.out_like)]
         try:
-            grads = [p.adapter.to_core(g) for g in p.analytical_vjp(framework)]
+            grads = [p.adapter.to_core(g) for g in rule(framework)]
         except Exception as exc:
             if not isinstance(exc, UnsupportedError):
                 _note(exc, "gradguard: raised by the derivative rule (reverse mode, VJP)")
             raise
-        for g, like, name in zip(grads, p.primals, p.in_names):
+        for g, like, name in zip(grads, primals, p.in_names):
             if tuple(g.shape[1:]) != tuple(like.shape):
                 raise ArgumentError(
                     f"f: its derivative for {name} has shape {tuple(g.shape[1:])}, the "
@@ -981,12 +1009,26 @@ class _Run:
                 )
         return p.in_layout.flatten(grads, xp, p.work_dtype)
 
-    def jvp(self, tangents: Any) -> Any:
-        """``(k, n)`` real tangents -> ``(k, m)`` real JVPs."""
+    def jvp(self, tangents: Any) -> tuple[Any, Any]:
+        """``(k, n)`` real tangents -> ``(k, m)`` real JVPs, and the same at the
+        wider dtypes (None without them)."""
         p, xp = self.p, self.xp
-        tans = p.in_layout.unflatten(tangents, xp, p.in_dtypes)
-        framework = [p.adapter.from_core(t, like=x) for t, x in zip(tans, p.primals)]
-        outs = [p.adapter.to_core(o) for o in p.adapter.jvp(p.fn, p.primals, framework)]
+        value = self._jvp(tangents, p.primals, p.in_dtypes)
+        if p.wide_primals is None:
+            return value, None
+        wide_dtypes = [_wide_dtype(xp, d) for d in p.in_dtypes]
+        return value, self._jvp(tangents, p.wide_primals, wide_dtypes)
+
+    def _jvp(self, tangents: Any, primals: list[Any], dtypes: list[Any]) -> Any:
+        p, xp = self.p, self.xp
+        tans = p.in_layout.unflatten(tangents, xp, dtypes)
+        framework = [p.adapter.from_core(t, like=x) for t, x in zip(tans, primals)]
+        try:
+            outs = [p.adapter.to_core(o) for o in p.adapter.jvp(p.fn, primals, framework)]
+        except Exception as exc:
+            if not isinstance(exc, UnsupportedError):
+                _note(exc, "gradguard: raised by the derivative rule (forward mode, JVP)")
+            raise
         return p.out_layout.flatten(outs, xp, p.work_dtype)
 
     def _round_to(self, values: Any, layout: FlatLayout, dtypes: list[Any]) -> Any:
@@ -1009,18 +1051,32 @@ class _Run:
         if rev:
             scales = self.rng.choice(ONE_HOT_SCALES, size=m)
             self.row_scales = _to_xp(scales, xp, p.x0)
-            blocks = []
+            # The analytical Jacobian, transposed: (n, m), filled block by block.
+            # Past STORE_ENTRIES it is kept in float32, and its rounding joins
+            # the analytical side's in the tolerances.
+            storage = p.work_dtype
+            if n * m > STORE_ENTRIES and float(xp.finfo(storage).eps) < 1e-10:
+                storage = xp.float32
+                self.eps_store = float(xp.finfo(storage).eps)
+                p.notes.append(
+                    f"the analytical Jacobian ({m} x {n}) was held in float32 to bound memory"
+                )
+            jac_t = xp.empty((n, m), dtype=storage)
+            # |analytical - the same rule in the wider dtypes|: its rounding.
+            jac_err_t = xp.empty((n, m), dtype=storage) if p.wide_primals is not None else None
             for start in range(0, m, self.columns_per_chunk):
                 stop = min(m, start + self.columns_per_chunk)
-                onehot = xp.eye(stop - start, m, k=start, dtype=p.work_dtype)
-                onehot = onehot * self.row_scales[start:stop][:, None]
-                rows = self.vjp(onehot) / self.row_scales[start:stop][:, None]
-                blocks.append(xp.matrix_transpose(rows))
-            # The analytical Jacobian, transposed: (n, m).
-            jac_t = xp.concat(blocks, axis=1) if blocks else xp.zeros((n, 0), dtype=p.work_dtype)
+                scale = self.row_scales[start:stop][:, None]
+                onehot = xp.eye(stop - start, m, k=start, dtype=p.work_dtype) * scale
+                rows, wide = self.vjp(onehot)
+                jac_t[:, start:stop] = xp.astype(xp.matrix_transpose(rows / scale), storage)
+                if jac_err_t is not None:
+                    err = xp.abs(rows - wide) / xp.abs(scale)
+                    jac_err_t[:, start:stop] = xp.astype(xp.matrix_transpose(err), storage)
             dense_cots = self._round_to(self._random(DENSE_PROBES, m), p.out_layout, p.out_dtypes)
             dense_cots_t = xp.matrix_transpose(dense_cots)
-            dense_ana = self.vjp(dense_cots)
+            dense_ana, dense_wide = self.vjp(dense_cots)
+            dense_err = None if dense_wide is None else xp.abs(dense_ana - dense_wide)
             self.row_cross = xp.zeros((m,), dtype=p.work_dtype)
             self.row_num_sq = xp.zeros((m,), dtype=p.work_dtype)
         if fwd:
@@ -1037,8 +1093,23 @@ class _Run:
                 kept.append(num)
             scale = self._entry_scale(num)
             if rev:
-                ana = jac_t[start:stop, :]
-                self._compare("entry", ana, num, trunc, rnd, rough, bad, scale, start, rows=True)
+                ana = xp.astype(jac_t[start:stop, :], p.work_dtype)
+                ana_err = None
+                if jac_err_t is not None:
+                    ana_err = xp.astype(jac_err_t[start:stop, :], p.work_dtype)
+                self._compare(
+                    "entry",
+                    ana,
+                    num,
+                    trunc,
+                    rnd,
+                    rough,
+                    bad,
+                    scale,
+                    start,
+                    rows=True,
+                    analytical_error=ana_err,
+                )
                 # Random dense cotangents: u^T J for the columns of this chunk.
                 weights = xp.abs(dense_cots_t)
                 self._compare(
@@ -1051,14 +1122,28 @@ class _Run:
                     xp.broadcast_to(xp.any(bad, axis=1)[None, :], (DENSE_PROBES, stop - start)),
                     xp.matrix_transpose(xp.abs(num) @ weights),
                     start,
+                    analytical_error=None if dense_err is None else dense_err[:, start:stop],
                 )
             if fwd:
                 c = stop - start
                 tscales = _to_xp(self.rng.choice(ONE_HOT_SCALES, size=c), xp, p.x0)
                 tangents = xp.eye(c, n, k=start, dtype=p.work_dtype) * tscales[:, None]
-                columns = self.jvp(tangents) / tscales[:, None]  # (c, m)
+                columns, wide = self.jvp(tangents)
+                columns_err = None
+                if wide is not None:
+                    columns_err = xp.abs(columns - wide) / xp.abs(tscales[:, None])
                 self._compare(
-                    "entry", columns, num, trunc, rnd, rough, bad, scale, start, forward=True
+                    "entry",
+                    columns / tscales[:, None],
+                    num,
+                    trunc,
+                    rnd,
+                    rough,
+                    bad,
+                    scale,
+                    start,
+                    forward=True,
+                    analytical_error=columns_err,
                 )
                 v = dense_tans[:, start:stop]
                 fwd_num = fwd_num + v @ num
@@ -1066,7 +1151,7 @@ class _Run:
                 fwd_round = fwd_round + xp.abs(v) @ rnd
                 fwd_rough = fwd_rough + xp.abs(v) @ rough
         if fwd:
-            fwd_ana = self.jvp(dense_tans)
+            fwd_ana, fwd_wide = self.jvp(dense_tans)
             self._compare(
                 "tangent",
                 fwd_ana,
@@ -1078,6 +1163,7 @@ class _Run:
                 xp.abs(fwd_num) + xp.abs(fwd_ana),
                 0,
                 forward=True,
+                analytical_error=None if fwd_wide is None else xp.abs(fwd_ana - fwd_wide),
             )
         if self.keep and kept:
             self.jacobians["numerical"] = xp.matrix_transpose(xp.concat(kept, axis=0))
@@ -1090,6 +1176,8 @@ class _Run:
         comes out small by cancellation carries the rounding of its terms."""
         xp = self.xp
         magnitude = xp.abs(num)
+        if not bool(xp.all(xp.isfinite(magnitude))):
+            magnitude = xp.where(xp.isfinite(magnitude), magnitude, xp.zeros_like(magnitude))
         row = xp.max(magnitude, axis=1, keepdims=True)
         col = xp.max(magnitude, axis=0, keepdims=True)
         return xp.maximum(xp.maximum(row, col), xp.max(magnitude))
@@ -1103,8 +1191,11 @@ class _Run:
         rnd = dd.rounding + self.noise[None, :]
         if direction in ("rev", "both"):
             u = self._round_to(self._random(count, m), p.out_layout, p.out_dtypes)
-            grads = self.vjp(u)  # (k, n)
+            grads, wide = self.vjp(u)  # (k, n)
             ana = xp.sum(grads * dd.direction, axis=1)
+            ana_err = None
+            if wide is not None:
+                ana_err = xp.abs(ana - xp.sum(wide * dd.direction, axis=1))
             num = xp.sum(u * dd.value, axis=1)
             trunc = xp.sqrt(xp.sum((u * dd.truncation) ** 2, axis=1))
             rounding = xp.sum(xp.abs(u) * rnd, axis=1)
@@ -1115,10 +1206,12 @@ class _Run:
             scale = xp.sqrt(xp.sum((grads * dd.direction) ** 2, axis=1)) + xp.sqrt(
                 xp.sum((u * dd.value) ** 2, axis=1)
             )
-            self._compare("probe", ana, num, trunc, rounding, rough, bad, scale, 0)
+            self._compare(
+                "probe", ana, num, trunc, rounding, rough, bad, scale, 0, analytical_error=ana_err
+            )
         if direction in ("fwd", "both"):
             tangents = self._round_to(dd.direction, p.in_layout, p.in_dtypes)
-            ana = self.jvp(tangents)  # (k, m)
+            ana, wide = self.jvp(tangents)  # (k, m)
             scale = xp.max(xp.abs(dd.value), axis=1, keepdims=True)
             self._compare(
                 "probe",
@@ -1131,6 +1224,7 @@ class _Run:
                 xp.broadcast_to(scale, ana.shape),
                 0,
                 forward=True,
+                analytical_error=None if wide is None else xp.abs(ana - wide),
             )
 
     # -- comparison and bookkeeping -----------------------------------------
@@ -1147,10 +1241,23 @@ class _Run:
         start: int,
         rows: bool = False,
         forward: bool = False,
+        analytical_error: Any = None,
     ) -> None:
         xp, p = self.xp, self.p
+        eps_ana = max(p.eps_analytical, self.eps_store if kind == "entry" else 0.0)
         entries = compare(
-            ana, num, trunc, rnd, rough, bad, scale, p.eps_analytical, xp, self.rtol, self.atol
+            ana,
+            num,
+            trunc,
+            rnd,
+            rough,
+            bad,
+            scale,
+            eps_ana,
+            xp,
+            self.rtol,
+            self.atol,
+            analytical_error=analytical_error,
         )
         tally = Tally.of(entries, xp)
         self.tally.merge(tally)
@@ -1174,7 +1281,7 @@ class _Run:
                 self.by_argument[0].merge(tally)
             else:
                 self._tally_arguments(entries, start, by_rows=kind == "entry")
-        if rows and self.row_cross is not None:
+        if rows and self.row_cross is not None and entries.exceeding:
             # Per output: <ana, num> and <num, num> over the inputs (rows here).
             a0 = xp.where(xp.isfinite(ana) & xp.isfinite(num), ana, xp.zeros_like(ana))
             n0 = xp.where(xp.isfinite(num), num, xp.zeros_like(num))
@@ -1192,8 +1299,8 @@ class _Run:
             hi = min(start + width, slot.offset + slot.width) - start
             if lo >= hi:
                 continue
-            parts = [a[lo:hi, :] if by_rows else a[:, lo:hi] for a in _fields(entries)]
-            tally.merge(Tally.of(Entries(*parts), xp))
+            part = entries.map(lambda a, lo=lo, hi=hi: a[lo:hi, :] if by_rows else a[:, lo:hi])
+            tally.merge(Tally.of(part, xp))
 
     def _keep_worst(self, kind: str, entries: Entries, start: int) -> None:
         xp = self.xp
@@ -1217,10 +1324,10 @@ class _Run:
             places = [(int(i), 0) for i in host(order)]
         for row, col in places:
             values = {
-                f.name: getattr(entries, f.name)[row, col]
+                name: getattr(entries, name)[row, col]
                 if ratio.ndim == 2
-                else getattr(entries, f.name)[row]
-                for f in dataclasses.fields(entries)
+                else getattr(entries, name)[row]
+                for name in ARRAY_FIELDS
             }
             ana, num, err, tol = (
                 float(values[name]) for name in ("analytical", "numerical", "error", "tolerance")
@@ -1388,7 +1495,3 @@ class _Run:
             reasons=tuple(reasons),
             notes=tuple(notes),
         )
-
-
-def _fields(entries: Entries) -> list[Any]:
-    return [getattr(entries, f.name) for f in dataclasses.fields(entries)]

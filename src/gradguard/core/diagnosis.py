@@ -50,7 +50,7 @@ def diagnose(evidence: Evidence, xp: Any) -> tuple[str, ...]:
         bad = "forward-mode (JVP)" if failing[0] == "fwd" else "reverse-mode (VJP)"
         found.append(f"the {bad} rule disagrees while the {good} one agrees")
         t = evidence.directions[failing[0]]
-    if t.ana_nonzero == 0 and t.num_nonzero > 0:
+    if t.ana_sq == 0.0 and t.num_sq > 0.0:
         found.append(
             "the analytical derivative is zero everywhere while finite differences are "
             "not: the gradient does not flow (a detached tensor, stop_gradient, or a rule "
@@ -68,7 +68,7 @@ def diagnose(evidence: Evidence, xp: Any) -> tuple[str, ...]:
             found.append(_factor_text(factor, ""))
         elif right_args:
             for name, tally in wrong_args:
-                if tally.ana_nonzero == 0 and tally.num_nonzero > 0:
+                if tally.ana_sq == 0.0 and tally.num_sq > 0.0:
                     found.append(
                         f"the derivative for {name} is zero everywhere while finite "
                         "differences are not: its gradient does not flow"

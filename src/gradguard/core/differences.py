@@ -57,7 +57,8 @@ class DirectionalDerivatives:
     #: Truncation error estimate: the distance to the next lower-order
     #: stencil, whose error it estimates and which bounds that of ``value``.
     truncation: Any
-    #: Rounding floor of ``value``: one unit of rounding in each evaluation.
+    #: Rounding floor of ``value``: one unit of rounding in each evaluation
+    #: (``(1, m)``: it depends on the output only).
     rounding: Any
     #: |highest even difference| scaled so that it is ~ |jump in slope| *
     #: |direction| at a kink, ~ evaluation noise for a noisy ``f``, and ~ 0
@@ -151,15 +152,22 @@ def _quotients(
     value = apply_stencil(stencil, values)
     even = apply_stencil(EVEN_DIFFERENCE[accuracy], values)
     eps = float(xp.finfo(outputs.dtype).eps)
-    abs_sum = sum(abs(w) * xp.abs(values[o]) for o, w in zip(stencil.offsets, stencil.weights))
-    bad = ~xp.isfinite(outputs)
-    nonfinite = values[0] != values[0]  # f0 is finite (checked before): all False
-    for i in range(len(stencil.offsets)):
-        nonfinite = nonfinite | bad[i * k : (i + 1) * k, :]
+    # One unit of rounding per evaluation. The perturbed values differ from
+    # f(x) by a step's worth, so |f(x)| sets their scale: a (1, m) floor
+    # instead of a pass over every point.
+    weight = sum(abs(w) for w in stencil.weights)
+    rounding = (eps * weight) * xp.abs(values[0])
+    if bool(xp.all(xp.isfinite(outputs))):
+        nonfinite = xp.broadcast_to(xp.asarray(False), value.shape)
+    else:
+        bad = ~xp.isfinite(outputs)
+        nonfinite = bad[0:k, :]
+        for i in range(1, len(stencil.offsets)):
+            nonfinite = nonfinite | bad[i * k : (i + 1) * k, :]
     return DirectionalDerivatives(
         value=value,
         truncation=xp.abs(value - apply_stencil(CENTRAL[accuracy - 2], values)),
-        rounding=abs_sum * eps,
+        rounding=rounding,
         roughness=xp.abs(even) / KINK_RESPONSE[accuracy],
         nonfinite=nonfinite,
         direction=direction,

@@ -4,6 +4,7 @@ A tolerance is never a fixed constant. For each compared entry it is
 
     SAFETY * (truncation + ROUNDING * rounding + noise)   finite-difference error estimate
   + ANALYTICAL * eps_analytical * (|ana| + |num| + scale) rounding of the analytical side
+  + SAFETY * |ana - the same rule in float64|             ...measured, where f allows
   + atol + rtol * |num|                                   optional user overrides
 
 where ``noise`` is what the fourth difference shows of f's own rounding
@@ -22,6 +23,7 @@ from typing import Any
 
 __all__ = [
     "ANALYTICAL",
+    "ARRAY_FIELDS",
     "BAND",
     "ROUGH",
     "ROUNDING",
@@ -65,6 +67,17 @@ class Entries:
     #: f is not smooth there, yet both sides agree (e.g. a subgradient that
     #: equals the mean of the one-sided slopes).
     rough_agreeing: Any
+    #: Some entry exceeds its tolerance (else every flag above but
+    #: ``rough_agreeing`` is all False).
+    exceeding: bool = True
+
+    def map(self, fn: Any) -> Entries:
+        """The same entries with ``fn`` applied to every array (e.g. a slice)."""
+        arrays = {name: fn(getattr(self, name)) for name in ARRAY_FIELDS}
+        return Entries(**arrays, exceeding=self.exceeding)
+
+
+ARRAY_FIELDS = tuple(f.name for f in fields(Entries) if f.name != "exceeding")
 
 
 def compare(
@@ -79,19 +92,33 @@ def compare(
     xp: Any,
     rtol: float | None = None,
     atol: float | None = None,
+    analytical_error: Any = None,
 ) -> Entries:
-    """Tolerances and classification of entries (see the module docstring)."""
+    """Tolerances and classification of entries (see the module docstring).
+
+    ``analytical_error``, when known, is the measured rounding of the
+    analytical side (the same rule evaluated in a wider dtype); it joins the
+    tolerance like the finite-difference estimate does.
+    """
     rough = roughness > ROUGH * rounding
     noise = xp.where(rough, xp.zeros_like(roughness), roughness)
     tol = SAFETY * (truncation + ROUNDING * rounding + noise)
     tol = tol + ANALYTICAL * eps_analytical * (xp.abs(analytical) + xp.abs(numerical) + scale)
+    if analytical_error is not None:
+        tol = tol + SAFETY * analytical_error
     if atol is not None:
         tol = tol + atol
     if rtol is not None:
         tol = tol + rtol * xp.abs(numerical)
     error = xp.abs(analytical - numerical)
-    bad_value = ~xp.isfinite(numerical) | nonfinite
-    exceeds = (error > tol) | ~xp.isfinite(error)
+    exceeds = ~(error <= tol)  # NaN counts as exceeding
+    if not bool(xp.any(exceeds)):
+        # The common case, kept cheap: nothing to classify.
+        none = xp.broadcast_to(xp.asarray(False), error.shape)
+        return Entries(
+            analytical, numerical, error, tol, none, none, none, none, none, rough, False
+        )
+    bad_value = ~xp.isfinite(numerical) | ~xp.isfinite(tol) | nonfinite
     marginal = exceeds & ~rough & ~bad_value & (error <= BAND * tol)
     uncertain = exceeds & (rough | bad_value | marginal)
     wrong = exceeds & ~uncertain
@@ -122,8 +149,6 @@ class Tally:
     num_sq: float = 0.0
     ana_sq: float = 0.0
     cross: float = 0.0
-    ana_nonzero: int = 0
-    num_nonzero: int = 0
     #: Entries where either side is nonzero.
     active: int = 0
 
@@ -137,10 +162,8 @@ class Tally:
             n = xp.where(finite, n, xp.zeros_like(n))
 
         def count(flags: Any) -> int:
-            return int(xp.sum(xp.astype(flags, xp.int64)))
+            return int(xp.sum(xp.astype(flags, xp.int64))) if entries.exceeding else 0
 
-        a_nonzero = a != 0
-        n_nonzero = n != 0
         return cls(
             checked=math.prod(a.shape),
             wrong=count(entries.wrong),
@@ -150,9 +173,7 @@ class Tally:
             num_sq=float(xp.sum(n * n)),
             ana_sq=float(xp.sum(a * a)),
             cross=float(xp.sum(a * n)),
-            ana_nonzero=count(a_nonzero),
-            num_nonzero=count(n_nonzero),
-            active=count(a_nonzero | n_nonzero),
+            active=int(xp.sum(xp.astype((a != 0) | (n != 0), xp.int64))),
         )
 
     def merge(self, other: Tally) -> None:
