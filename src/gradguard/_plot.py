@@ -76,11 +76,12 @@ def step_curve(
     wrt = options.get("wrt")
     selected = _selected(wrt, len(args))
     leaves, positions, treedef = _leaves(args)
-    kinds = {adapter_for(leaf).name for leaf in leaves if adapter_for(leaf) is not None}
+    adapters = [adapter_for(leaf) for leaf in leaves]
+    kinds = {a.name for a in adapters if a is not None}
     if len(kinds) != 1 or next(iter(kinds)) not in ("numpy", "torch", "jax", "tensorflow"):
         return None
     fw = framework(next(iter(kinds)))
-    host = {i: fw.to_numpy(leaf) for i, leaf in enumerate(leaves) if adapter_for(leaf)}
+    host = {i: fw.to_numpy(leaf) for i, leaf in enumerate(leaves) if adapters[i] is not None}
     diff = [i for i, a in host.items() if positions[i] in selected and a.dtype.kind == "f"]
     if not diff:
         return None
@@ -194,8 +195,14 @@ def entry_map(
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = np.where(tol > 0, error / tol, np.where(error > 0, np.inf, 0.0))
             ratio = np.where(np.isnan(ratio), np.inf, ratio)
-            block = ratios[:, start : start + ratio.shape[1]]
-            np.maximum(block, ratio, out=block)
+            # A batch of entries holds the outputs of a chunk of inputs, as
+            # (inputs, outputs) or, in earlier versions, (outputs, inputs).
+            if ratio.ndim != 2:
+                return
+            if ratio.shape[1] != ratios.shape[0]:
+                ratio = ratio.T
+            block = ratios[:, start : start + ratio.shape[0]]
+            np.maximum(block, ratio.T, out=block)
 
     _check._Run = Recording  # type: ignore[misc]
     try:

@@ -1,0 +1,169 @@
+"""Reports as people read them: plain text, rich tables, JSON that round-trips."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gradguard
+from gradguard import ArgumentSummary, Mismatch, Report
+
+
+def _f(x):
+    return np.sum(np.sin(x) * x)
+
+
+def _grad(x):
+    return np.cos(x) * x + np.sin(x)
+
+
+def _half_wrong(x):
+    return _grad(x) * np.where(x > 0.5, 2.0, 1.0)
+
+
+X = np.random.default_rng(0).standard_normal((3, 4))
+
+
+@pytest.fixture(scope="module")
+def failing() -> Report:
+    return gradguard.check(_f, X, grad=_half_wrong)
+
+
+def _handmade(**changes) -> Report:
+    values = dict(
+        verdict="fail",
+        relative_error=0.25,
+        framework="torch",
+        mode="full",
+        direction="rev",
+        order=1,
+        precision="float64",
+        path="vectorized",
+        evaluations=42,
+        seconds=0.5,
+        seed=3,
+        num_inputs=6,
+        num_outputs=2,
+        checked=12,
+        wrong=1,
+        uncertain=1,
+        worst=(
+            Mismatch("entry", "w", (1, 2), "out", (0,), 2.0, 1.0, 1.0, 1e-9, "wrong"),
+            Mismatch("entry", "w", (0, 0), "out", (1,), 1.0, 1.5, 0.5, 0.0, "uncertain"),
+            Mismatch("probe", "probe 0", (), "", (), 1.0, 1.0, math.nan, 1e-9, "uncertain"),
+        ),
+        arguments=(
+            ArgumentSummary("w", (2, 3), "float64", 0.25, 12, 1, 1),
+            ArgumentSummary("b", (3,), "float32", math.inf, 3, 0, 0),
+        ),
+        diagnosis=("sign flipped: the analytical derivative is minus the numerical one",),
+        reasons=("1 compared value(s) sit where f is not smooth",),
+        notes=("a note",),
+    )
+    values.update(changes)
+    return Report(**values)
+
+
+def test_plain_text_says_verdict_where_and_by_how_much(failing):
+    text = str(failing)
+    assert text.startswith("gradguard FAIL")
+    assert "relative error" in text and "diagnosis:" in text
+    assert "worst entries:" in text
+    for column in ("analytical", "numerical", "|error|", "tolerance", "error/tol", "status"):
+        assert column in text
+    worst = next(m for m in failing.worst if m.status == "wrong")
+    assert worst.where() in text
+    # x > 0.5 is where the rule doubles: those entries are the wrong ones.
+    assert X[worst.index] > 0.5
+
+
+def test_plain_text_of_every_part():
+    text = str(_handmade())
+    assert "d out[0] / d w[1, 2]" in text
+    assert "why undecided:" in text and "note: a note" in text
+    assert "by argument:" in text and "b (3,) float32" in text
+    assert " inf " in text  # zero tolerance: an infinite ratio, printed, not a crash
+
+
+def test_repr_is_one_line():
+    text = repr(_handmade())
+    assert "\n" not in text and text.startswith("<Report fail")
+
+
+def test_json_round_trip(failing):
+    text = failing.to_json()
+    assert Report.from_json(text) == failing
+    assert Report.from_dict(json.loads(text)) == failing
+    assert Report.from_dict(failing.to_dict()) == failing
+
+
+def test_json_is_strict_and_keeps_nonfinite_numbers():
+    report = _handmade()
+
+    def refuse(constant):
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    data = json.loads(report.to_json(), parse_constant=refuse)
+    assert data["worst"][2]["error"] == "NaN"
+    again = Report.from_json(report.to_json())
+    assert math.isnan(again.worst[2].error)
+    assert again.arguments[1].relative_error == math.inf
+    assert again.worst[:2] == report.worst[:2]
+    assert again.arguments[0] == report.arguments[0]
+    assert again.worst[0].index == (1, 2)  # tuples come back as tuples
+
+
+def test_from_dict_keeps_unknown_keys_in_extra():
+    data = _handmade().to_dict()
+    data["added_later"] = [1, 2]
+    report = Report.from_dict(data)
+    assert report.extra["added_later"] == [1, 2]
+
+
+def test_show_plain_when_not_a_terminal(failing):
+    out = io.StringIO()
+    failing.show(out)
+    assert out.getvalue().strip() == str(failing)
+
+
+def test_show_rich_table(failing):
+    pytest.importorskip("rich")
+    out = io.StringIO()
+    failing.show(out, color=True)
+    text = out.getvalue()
+    assert "FAIL" in text and "worst entries" in text and "error/tol" in text
+    assert next(m for m in failing.worst if m.status == "wrong").where() in text
+
+
+def test_show_rich_every_part():
+    pytest.importorskip("rich")
+    out = io.StringIO()
+    _handmade().show(out, color=True)
+    text = out.getvalue()
+    assert "by argument" in text and "why undecided" in text and "note: a note" in text
+
+
+def test_no_color_env_means_plain(failing, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = Terminal()
+    failing.show(out)
+    assert out.getvalue().strip() == str(failing)
+
+
+def test_import_gradguard_imports_no_renderer_or_plotter():
+    code = (
+        "import sys, gradguard; "
+        "bad = [m for m in ('rich', 'matplotlib', 'torch', 'jax', 'tensorflow') "
+        "if m in sys.modules]; sys.exit(str(bad) if bad else 0)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
