@@ -215,3 +215,20 @@ def test_jax_x64_setting_is_restored():
         {"numpy": (f_np, grad_np), "jax": lambda x, w: jnp.sum(jnp.tanh(x @ w))}, X, W
     )
     assert jax.config.jax_enable_x64 == before
+
+
+def test_parameters_named_differently_are_matched_by_position():
+    torch = pytest.importorskip("torch")
+
+    def softplus_np(x):
+        return np.logaddexp(x, 0.0)
+
+    def softplus_vjp(cotangent, x):
+        return cotangent / (1 + np.exp(-x))
+
+    # torch.nn.functional.softplus calls its argument "input".
+    report = gradguard.compare(
+        {"numpy": {"f": softplus_np, "vjp": softplus_vjp}, "torch": torch.nn.functional.softplus},
+        np.linspace(-3.0, 3.0, 7),
+    )
+    assert report.passed, str(report)

@@ -229,7 +229,14 @@ def compare(
     seed = options.get("seed", 0)
     selected = _selected(options.get("wrt"), len(args))
 
-    runs = {name: _run(name, entry, args, selected, seed, options) for name, entry in entries}
+    # Gradients are matched by position; named after the first implementation's
+    # parameters (others may call theirs differently).
+    from ._check import _argument_names
+
+    arg_names = _argument_names(entries[0][1][0], len(args))
+    runs = {
+        name: _run(name, entry, args, selected, seed, options, arg_names) for name, entry in entries
+    }
     names = tuple(name for name, _ in entries)
     reference = names[0] if len(names) == 2 else "median"
     notes: list[str] = []
@@ -345,6 +352,7 @@ def _run(
     selected: set[int],
     seed: int,
     options: dict[str, Any],
+    arg_names: list[str],
 ) -> _Result:
     f, rule = entry
     fw = framework(name)
@@ -355,7 +363,7 @@ def _run(
         out_leaves, out_paths, out_tree = _tree.flatten(outputs, "out")
         values = {p: _float64(fw.to_numpy(o)) for o, p in zip(out_leaves, out_paths)}
         cotangents = _cotangents(values, seed)
-        grads = _vjp(fw, f, rule, converted, selected, out_tree, cotangents)
+        grads = _vjp(fw, f, rule, converted, selected, out_tree, cotangents, arg_names)
     return _Result(report, values, grads)
 
 
@@ -395,12 +403,14 @@ def _vjp(
     selected: set[int],
     out_tree: Any,
     cotangents: dict[str, np.ndarray],
+    names: list[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """This framework's VJP of f at args with the shared cotangents, as
-    NumPy arrays keyed by argument path (``x``, ``params['w']``, ...)."""
+    NumPy arrays keyed by argument path (``x``, ``params['w']``, ...), the
+    arguments named ``names`` (default: f's parameter names)."""
     from ._check import _argument_names
 
-    names = _argument_names(f, len(args))
+    names = names if names is not None else _argument_names(f, len(args))
     leaves: list[Any] = []
     paths: list[str] = []
     positions: list[int] = []
