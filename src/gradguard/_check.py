@@ -824,13 +824,13 @@ class _Run:
         again = p.first_output if p.first_output is not None else self.evaluate_single(p.x0)
         self.noise = xp.abs(again - self.f0)
         unit = float(xp.finfo(p.work_dtype).eps)
-        self.nondeterministic = bool(xp.any(self.noise > 0))
-        self.noisy = bool(xp.any(self.noise > NOISE_ULPS * unit * xp.abs(self.f0)))
         low_precision = float(xp.finfo(p.work_dtype).eps) > 1e-10
         self.accuracy = accuracy if accuracy is not None else 6 if low_precision else 4
+        # The batched points a full check evaluates, for the progress bar.
+        self.evaluator.expected = self.accuracy * p.in_layout.size
+        self.nondeterministic = bool(xp.any(self.noise > 0))
+        self.noisy = bool(xp.any(self.noise > NOISE_ULPS * unit * xp.abs(self.f0)))
         self.columns_per_chunk = max(1, k_rows // self.accuracy)
-        # What a full check evaluates, for the progress bar.
-        self.evaluator.expected = 2 + self.accuracy * p.in_layout.size
         self.complex_step = method == "complex-step"
         if self.complex_step:
             self._check_complex_step()
