@@ -199,13 +199,11 @@ def _summary(outcomes: list[Any], color: bool) -> None:
         )
     header = ("framework", "rule", "expected", "verdict", "as expected", "diagnosis")
     if color:
-        from rich import box
         from rich.console import Console
-        from rich.table import Table
 
-        from ._render import STYLES
+        from ._render import STYLES, _table
 
-        table = Table(title="summary", title_justify="left", box=box.SIMPLE_HEAD)
+        table = _table("summary")
         for name in header:
             table.add_column(name, overflow="fold")
         for r in rows:
@@ -226,7 +224,7 @@ def _summary(outcomes: list[Any], color: bool) -> None:
         print("  " + "  ".join(f"{r[i]:<{widths[i]}}" for i in range(5)) + "  " + r[5])
 
 
-def _short(text: str, width: int = 60) -> str:
+def _short(text: str, width: int = 80) -> str:
     """The diagnosis' headline: up to its first colon or parenthesis."""
     for mark in (": ", " ("):
         text = text.split(mark, 1)[0]
