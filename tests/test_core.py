@@ -205,9 +205,7 @@ def test_directional_derivative_error_is_within_its_estimate(namespace, accuracy
     )
     direction = to_numpy(result.direction)
     k, m = displacements.shape[0], f.m
-    assert value.shape == truncation.shape == (k, m)
-    # The rounding floor depends on the output only: (1, m), broadcast.
-    assert rounding.shape == (1, m)
+    assert value.shape == truncation.shape == rounding.shape == (k, m)
     assert direction.shape == displacements.shape
     np.testing.assert_allclose(direction, displacements, rtol=1e-6, atol=1e-15)
     assert not np.any(to_numpy(result.nonfinite))

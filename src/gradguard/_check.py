@@ -29,6 +29,7 @@ from ._errors import (
     ArgumentTypeError,
     GradientError,
     MutationError,
+    PrecisionError,
     UnsupportedError,
 )
 from ._evaluation import Evaluator
@@ -68,6 +69,8 @@ MEMORY_BUDGET = 1 << 27
 #: Jacobian entries beyond which the analytical Jacobian is stored in float32
 #: (800 MB in float64 at n = m = 10^4; half that in float32).
 STORE_ENTRIES = 1 << 25
+#: Jacobian entries up to which the report carries error / tolerance per entry.
+ERROR_MAP_ENTRIES = 1 << 16
 #: Sizes up to which the whole numerical Jacobian is kept for diagnosis.
 KEEP_JACOBIAN_ENTRIES = 1 << 20
 #: Exact scale factors for one-hot cotangents: powers of two, so scaling and
@@ -150,6 +153,9 @@ def check(
     _validate_options(
         f, mode, direction, order, seed, probes, eps, rtol, atol, grad, vjp, precision
     )
+    if accuracy is not None and (isinstance(accuracy, bool) or accuracy not in (4, 6)):
+        raise ArgumentError(f"accuracy: must be 4 or 6 (or None for the default), got {accuracy!r}")
+    _choice("method", method, METHODS)
     problem = _Problem.build(f, args, wrt, grad, vjp, precision, order, seed)
     run = _Run(
         problem,
@@ -179,6 +185,7 @@ def assert_gradients(f: Callable[..., Any], *args: Any, **options: Any) -> Repor
     """Like :func:`check`, but raise :class:`~gradguard.GradientError` (an
     ``AssertionError`` whose message is the report) unless the verdict is
     ``"pass"``; returns the report on a pass."""
+    __tracebackhide__ = True  # pytest: show the caller's line, not this one
     report = check(f, *args, **options)
     if not report.passed:
         raise GradientError(report)
@@ -494,7 +501,10 @@ def _check_unchanged(
 
 def _check_outputs(outputs: list[Any], names: list[str], xp: Any) -> None:
     if sum(math.prod(o.shape) for o in outputs) == 0:
-        raise ArgumentError("f: returned only empty arrays; there is nothing to compare")
+        raise ArgumentError(
+            "f: returned only empty arrays; there is nothing to compare: f must return at "
+            "least one value"
+        )
     for o, name in zip(outputs, names):
         if not bool(xp.all(xp.isfinite(o))):
             raise ArgumentError(
@@ -532,7 +542,10 @@ def _wrt_positions(wrt: Any, count: int) -> set[int]:
         if isinstance(p, bool) or not isinstance(p, numbers.Integral):
             raise ArgumentTypeError(f"wrt: argument indices must be integers, got {p!r}")
         if not -count <= int(p) < count:
-            raise ArgumentError(f"wrt: index {p} is out of range for {count} argument(s)")
+            raise ArgumentError(
+                f"wrt: index {p} is out of range for {count} argument(s); use 0 .. {count - 1} "
+                "(or negative from the end)"
+            )
         indices.append(int(p) % count)
     return set(indices)
 
@@ -712,6 +725,11 @@ def _user_vjp(
         out = []
         for value, i in zip(values, diff):
             target = leaves[i]
+            if value is None or isinstance(value, (str, bytes)):
+                raise ArgumentTypeError(
+                    f"{rule}: returned {type(value).__name__} for argument {positions[i]}; "
+                    "return an array shaped like that argument"
+                )
             if not adapter.owns(value):
                 value = adapter.from_core(
                     adapter.namespace(adapter.to_core(target)).asarray(value), like=target
@@ -836,10 +854,20 @@ class _Run:
             self._check_complex_step()
         if eps is not None:
             self.steps = xp.full(p.x0.shape, float(eps), dtype=p.work_dtype)
+            moved = (p.x0 + self.steps) - (p.x0 - self.steps)
+            if not bool(xp.all(xp.abs(moved - 2 * self.steps) <= 1e-3 * 2 * self.steps)):
+                largest = float(xp.max(xp.abs(p.x0)))
+                working = float(xp.finfo(p.work_dtype).eps) ** (1 / 3) * max(1.0, largest)
+                raise PrecisionError(
+                    f"eps: {eps:g} is lost to rounding at this x in {_describe([p.work_dtype])}; "
+                    f"use eps={working:.3g} or leave eps=None for steps chosen per entry"
+                )
         else:
             self.steps = self._default_steps()
         self.tally = Tally()
         self.eps_store = 0.0  # rounding of the stored analytical Jacobian, if any
+        # error / tolerance of every entry (inputs, outputs), kept for small checks.
+        self.error_map_t: Any = None
         self.by_argument = [Tally() for _ in p.in_layout.slots]
         self.directions: dict[str, Tally] = {}
         self.worst: list[Mismatch] = []
@@ -1046,6 +1074,8 @@ class _Run:
         row per input coordinate, the orientation the differences come in."""
         xp, p = self.xp, self.p
         n, m = p.in_layout.size, p.out_layout.size
+        if n * m <= ERROR_MAP_ENTRIES:
+            self.error_map_t = xp.zeros((n, m), dtype=p.work_dtype)
         rev = direction in ("rev", "both")
         fwd = direction in ("fwd", "both")
         if rev:
@@ -1288,6 +1318,11 @@ class _Run:
             self.row_cross = self.row_cross + xp.sum(a0 * n0, axis=0)
             self.row_num_sq = self.row_num_sq + xp.sum(n0 * n0, axis=0)
         self._keep_worst(kind, entries, start)
+        if kind == "entry" and self.error_map_t is not None:
+            ratio = entries.error / entries.tolerance
+            ratio = xp.where(ratio == ratio, ratio, xp.full_like(ratio, math.inf))
+            stop = start + ratio.shape[0]
+            self.error_map_t[start:stop, :] = xp.maximum(self.error_map_t[start:stop, :], ratio)
 
     def _tally_arguments(self, entries: Entries, start: int, by_rows: bool) -> None:
         """Split a batch by differentiated argument: input coordinates run
@@ -1494,4 +1529,12 @@ class _Run:
             diagnosis=diagnosis,
             reasons=tuple(reasons),
             notes=tuple(notes),
+            error_map=self._error_map(),
         )
+
+    def _error_map(self) -> tuple[tuple[float, ...], ...]:
+        """error / tolerance per Jacobian entry, (outputs, inputs), for pictures."""
+        if self.error_map_t is None:
+            return ()
+        host = self.p.adapter.to_numpy(self.xp.matrix_transpose(self.error_map_t))
+        return tuple(tuple(float(v) for v in row) for row in host)

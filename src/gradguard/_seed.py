@@ -16,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import ArgumentError, ArgumentTypeError, PrecisionError, PrecisionWarning
+from ._errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    GradguardError,
+    PrecisionError,
+    PrecisionWarning,
+)
 from ._evaluation import Evaluator
 from .adapters import Adapter, adapter_for
 from .core import norms
@@ -25,6 +31,16 @@ from .core.stencils import CENTRAL
 from .core.steps import default_steps
 
 __all__ = ["check_gradient", "numerical_gradient", "relative_error"]
+
+
+class _Missing:
+    """Default of required arguments, so that leaving one out is our error."""
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING: Any = _Missing()
 
 # A requested step is "swamped" when rounding changes it by more than this
 # fraction: the quotient would then carry that much error before f adds any.
@@ -35,7 +51,7 @@ _CHUNK_ENTRIES = 1 << 24
 
 def numerical_gradient(
     f: Callable[[Any], Any],
-    x: Any,
+    x: Any = _MISSING,
     epsilon: float | None = None,
     *,
     order: int = 2,
@@ -113,17 +129,25 @@ def _numerical_gradient(
 
 def check_gradient(
     f: Callable[[Any], Any],
-    x: Any,
-    analytical_grad: Any,
+    x: Any = _MISSING,
+    analytical_grad: Any = _MISSING,
     epsilon: float = 1e-7,
 ) -> tuple[Any, float]:
     """``(numerical_grad, relative_error)`` for a scalar ``f`` at ``x``.
 
     ``relative_error = ||num - ana|| / (||num|| + ||ana||)``, exactly 0.0
-    when both are zero. ``x`` is never modified.
+    when both are zero. ``x`` is never modified. ``analytical_grad`` is an
+    array of the same framework as ``x`` (or a list of floats).
     """
-    x, _ = _as_array(x, "x")
-    analytical, _ = _as_array(analytical_grad, "analytical_grad")
+    if not callable(f):
+        raise ArgumentTypeError(f"f: expected a callable, got {type(f).__name__}")
+    x, x_adapter = _as_array(x, "x")
+    analytical, ana_adapter = _as_array(analytical_grad, "analytical_grad")
+    if ana_adapter is not x_adapter and not isinstance(analytical_grad, (list, tuple)):
+        raise ArgumentTypeError(
+            f"analytical_grad: a {ana_adapter.name} array for a {x_adapter.name} x; pass it "
+            f"as a {x_adapter.name} array (or a list of floats)"
+        )
     if tuple(analytical.shape) != tuple(x.shape):
         raise ArgumentError(
             f"analytical_grad: shape {tuple(analytical.shape)} differs from x's "
@@ -136,12 +160,15 @@ def check_gradient(
     return numerical, relative_error(adapter.from_core(gradient, like=x), analytical)
 
 
-def relative_error(a: Any, b: Any) -> float:
+def relative_error(a: Any = _MISSING, b: Any = _MISSING) -> float:
     """``||a - b|| / (||a|| + ||b||)`` for two arrays of any kinds; 0.0 when both are zero."""
     a_host = _host_float64(a, "a")
     b_host = _host_float64(b, "b")
     if a_host.shape != b_host.shape:
-        raise ArgumentError(f"b: shape {b_host.shape} differs from a's {a_host.shape}")
+        raise ArgumentError(
+            f"b: shape {b_host.shape} differs from a's {a_host.shape}; pass arrays of the "
+            "same shape"
+        )
     import array_api_compat.numpy as npx
 
     return norms.relative_error(a_host, b_host, npx)
@@ -151,12 +178,15 @@ def relative_error(a: Any, b: Any) -> float:
 
 
 def _as_array(value: Any, name: str) -> tuple[Any, Adapter]:
+    if value is _MISSING:
+        raise ArgumentTypeError(f"{name}: missing; pass the array (or list of floats)")
     if isinstance(value, (list, tuple)) or isinstance(value, numbers.Number):
         try:
             value = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ArgumentTypeError(
-                f"{name}: could not read {type(value).__name__} as an array of floats ({exc})"
+                f"{name}: could not read {type(value).__name__} as an array of floats ({exc}); "
+                "pass a rectangular list of floats or an array"
             ) from exc
     adapter = adapter_for(value)
     if adapter is None:
@@ -170,6 +200,10 @@ def _as_array(value: Any, name: str) -> tuple[Any, Adapter]:
 def _host_float64(value: Any, name: str) -> np.ndarray:
     value, adapter = _as_array(value, name)
     host = np.asarray(adapter.to_numpy(adapter.to_core(value)))
+    if not (np.issubdtype(host.dtype, np.number) or host.dtype == np.bool_):
+        raise ArgumentTypeError(
+            f"{name}: needs a floating (or integer) dtype, got {host.dtype}; pass numbers"
+        )
     if np.iscomplexobj(host):
         return host.astype(np.complex128)
     return host.astype(np.float64)
@@ -198,8 +232,20 @@ def _working_step(x: Any, xp: Any) -> float:
 
 
 def _working_dtype(f: Any, x: Any, core_x: Any, adapter: Adapter, xp: Any, epsilon: Any) -> Any:
-    """The dtype to evaluate in: x's own, unless the step vanishes there."""
-    if epsilon is None or _step_is_represented(core_x, epsilon, xp):
+    """The dtype to evaluate in: x's own, unless the step vanishes there.
+
+    In a dtype narrower than float64 a step below sqrt(eps) * max(1, |x|)
+    leaves f's own rounding (of order eps * |f|) larger than the change it
+    measures, even where x + epsilon is representable: such steps go to
+    float64 as well.
+    """
+    if epsilon is None:
+        return core_x.dtype
+    narrow = core_x.dtype != xp.float64
+    swamped = narrow and epsilon < float(xp.finfo(core_x.dtype).eps) ** 0.5 * max(
+        1.0, float(xp.max(xp.abs(core_x)))
+    )
+    if not swamped and _step_is_represented(core_x, epsilon, xp):
         return core_x.dtype
     wide = xp.float64
     if core_x.dtype != wide and adapter.float64_available(x):
@@ -211,8 +257,8 @@ def _working_dtype(f: Any, x: Any, core_x: Any, adapter: Adapter, xp: Any, epsil
                 pass  # f refuses float64; fall through to the error below
             else:
                 warnings.warn(
-                    f"epsilon={epsilon:g} vanishes in {core_x.dtype} at this x; "
-                    "evaluating f in float64 instead",
+                    f"epsilon={epsilon:g} is too small for {core_x.dtype} at this x (lost to "
+                    "rounding in x or in f); evaluating f in float64 instead",
                     PrecisionWarning,
                     stacklevel=4,
                 )
@@ -249,7 +295,16 @@ def _scalar_evaluator(
 
     def evaluate(points: Any) -> Any:
         k = points.shape[0]
-        (values,) = evaluator([xp.reshape(points, (k, *shape))])
+        try:
+            (values,) = evaluator([xp.reshape(points, (k, *shape))])
+        except GradguardError:
+            raise
+        except Exception as exc:
+            if hasattr(exc, "add_note"):  # Python >= 3.11
+                exc.add_note(
+                    "gradguard: f raised this at a perturbed point (an entry of x moved by a step)"
+                )
+            raise
         if math.prod(values.shape) != k:
             raise ArgumentError(
                 f"f: must return a scalar, got an output of shape {tuple(values.shape[1:])}; "

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .._errors import UnsupportedError
+from .._errors import ArgumentTypeError, UnsupportedError
 from .base import Adapter, LeafFunction
 
 
@@ -26,6 +26,10 @@ class TorchAdapter(Adapter):
         return array_api_compat.torch
 
     def to_core(self, array: Any) -> Any:
+        if array.layout != torch.strided:
+            raise ArgumentTypeError(
+                f"args: {array.layout} tensors are not supported; pass x.to_dense()"
+            )
         # Never hand the caller's tensor itself onward: a detached alias
         # cannot write into their autograd graph.
         return array.detach()
@@ -112,7 +116,9 @@ class TorchAdapter(Adapter):
     def differentiable_vjp(self, fn: LeafFunction, cotangents: list[Any]) -> LeafFunction:
         def first_derivative(*xs: Any) -> list[Any]:
             with torch.enable_grad():
-                inputs = [x if x.requires_grad else x.detach().requires_grad_(True) for x in xs]
+                # clone(), not detach(): a forward-mode dual keeps its tangent
+                # (forward-over-reverse for direction="fwd" at order 2).
+                inputs = [x if x.requires_grad else x.clone().requires_grad_(True) for x in xs]
                 outputs = fn(*inputs)
                 pairs = [(o, c) for o, c in zip(outputs, cotangents) if o.requires_grad]
                 if not pairs:

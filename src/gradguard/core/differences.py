@@ -57,8 +57,7 @@ class DirectionalDerivatives:
     #: Truncation error estimate: the distance to the next lower-order
     #: stencil, whose error it estimates and which bounds that of ``value``.
     truncation: Any
-    #: Rounding floor of ``value``: one unit of rounding in each evaluation
-    #: (``(1, m)``: it depends on the output only).
+    #: Rounding floor of ``value``: one unit of rounding in each evaluation.
     rounding: Any
     #: |highest even difference| scaled so that it is ~ |jump in slope| *
     #: |direction| at a kink, ~ evaluation noise for a noisy ``f``, and ~ 0
@@ -153,10 +152,11 @@ def _quotients(
     even = apply_stencil(EVEN_DIFFERENCE[accuracy], values)
     eps = float(xp.finfo(outputs.dtype).eps)
     # One unit of rounding per evaluation. The perturbed values differ from
-    # f(x) by a step's worth, so |f(x)| sets their scale: a (1, m) floor
-    # instead of a pass over every point.
+    # f(x) by at most the largest offset times the step's worth, |value|:
+    # that bounds their size without a pass over every point.
     weight = sum(abs(w) for w in stencil.weights)
-    rounding = (eps * weight) * xp.abs(values[0])
+    reach = float(max(stencil.offsets))
+    rounding = (eps * weight) * (xp.abs(values[0]) + reach * xp.abs(value))
     if bool(xp.all(xp.isfinite(outputs))):
         nonfinite = xp.broadcast_to(xp.asarray(False), value.shape)
     else:
