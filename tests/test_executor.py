@@ -270,3 +270,23 @@ def test_dask_wrong_gradient_and_closures(dask_client):
     scale = 3.0
     report = gradguard.check(lambda y: scale * y.sin() * y, x, mode="full", executor=executor)
     assert report.verdict == "pass"
+
+
+def test_readme_dask_example_runs(tmp_path):
+    """The README's dask.distributed example, pasted into a file and run."""
+    pytest.importorskip("dask.distributed")
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Going past one machine with dask.distributed", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "example.py"
+    script.write_text(code, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "pass"
