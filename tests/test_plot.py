@@ -72,9 +72,16 @@ def test_plot_data_round_trips_through_json(tmp_path):
     _png(tmp_path / "again.png")
 
 
-def test_report_without_plot_data_draws_its_worst_entries(tmp_path):
+def test_a_full_check_carries_its_map_and_plots_without_f(tmp_path):
     report = gradguard.check(f, X, grad=half_wrong)
-    assert not report.step_curve
+    assert np.array(report.error_map).shape == (1, X.size) and not report.step_curve
+    report.plot(tmp_path / "map.png")
+    _png(tmp_path / "map.png")
+
+
+def test_a_probe_report_without_data_draws_its_worst_entries(tmp_path):
+    report = gradguard.check(f, X, grad=half_wrong, mode="probe")
+    assert not report.step_curve and not report.error_map
     report.plot(tmp_path / "worst.png")
     _png(tmp_path / "worst.png")
 

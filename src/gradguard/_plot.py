@@ -13,10 +13,10 @@ Two panels, each drawn when the report carries its data:
 
 A report without either shows its worst entries instead.
 
-The data come from :func:`add_plot_data`, which re-evaluates ``f``: the
-probe along a fixed random direction at a range of steps
-(:func:`gradguard.core.differences.directional_derivatives`), and the
-entry map by re-running the full check and recording each entry.
+:func:`gradguard.check` records the entry map; the curve needs more
+evaluations of ``f`` than a check makes, so :func:`add_plot_data` computes
+it from ``f``: one probe along a fixed random direction at a range of steps
+(:func:`gradguard.core.differences.directional_derivatives`).
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ __all__ = ["add_plot_data", "plot_report"]
 
 #: Steps per decade of the error-versus-step curve.
 PER_DECADE = 2
-#: Largest Jacobian (entries) drawn as a map.
-MAP_ENTRIES = 1 << 16
 
 
 # -- data ----------------------------------------------------------------------
@@ -56,10 +54,6 @@ def add_plot_data(report: Report, f: Callable[..., Any], *args: Any, **options: 
         curve = step_curve(report, f, *args, **options)
         if curve is not None:
             values.update(curve)
-    if not report.error_map and report.mode == "full":
-        error_map = entry_map(report, f, *args, **options)
-        if error_map:
-            values["error_map"] = error_map
     return replace(report, **values) if values else report
 
 
@@ -169,51 +163,6 @@ def _tolerance(truncation: Any, rounding: Any, scale: Any, eps: float) -> Any:
     )
 
 
-def entry_map(
-    report: Report, f: Callable[..., Any], *args: Any, **options: Any
-) -> tuple[tuple[float, ...], ...]:
-    """``error / tolerance`` of every Jacobian entry, from re-running the full
-    check and recording each compared entry; empty when not possible."""
-    if report.num_inputs * report.num_outputs > MAP_ENTRIES:
-        return ()
-    from . import _check
-
-    options = {k: v for k, v in options.items() if k not in ("mode", "probes")}
-    options.setdefault("seed", report.seed)
-    options.setdefault("direction", report.direction)
-    ratios = np.zeros((report.num_outputs, report.num_inputs))
-    base = _check._Run
-
-    class Recording(base):  # type: ignore[misc, valid-type]
-        def _keep_worst(self, kind: str, entries: Any, start: int) -> None:
-            super()._keep_worst(kind, entries, start)
-            if kind != "entry":
-                return
-            host = self.p.adapter.to_numpy
-            error = np.asarray(host(entries.error), dtype=np.float64)
-            tol = np.asarray(host(entries.tolerance), dtype=np.float64)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = np.where(tol > 0, error / tol, np.where(error > 0, np.inf, 0.0))
-            ratio = np.where(np.isnan(ratio), np.inf, ratio)
-            # A batch of entries holds the outputs of a chunk of inputs, as
-            # (inputs, outputs) or, in earlier versions, (outputs, inputs).
-            if ratio.ndim != 2:
-                return
-            if ratio.shape[1] != ratios.shape[0]:
-                ratio = ratio.T
-            block = ratios[:, start : start + ratio.shape[0]]
-            np.maximum(block, ratio.T, out=block)
-
-    _check._Run = Recording  # type: ignore[misc]
-    try:
-        _check.check(f, *args, mode="full", **options)
-    except Exception:  # the check's internals moved: no map, not a broken picture
-        return ()
-    finally:
-        _check._Run = base  # type: ignore[misc]
-    return tuple(tuple(float(r) for r in row) for row in ratios)
-
-
 # -- drawing -----------------------------------------------------------------
 
 
@@ -234,8 +183,10 @@ def plot_report(report: Report, path: str | os.PathLike[str]) -> Path:
     for ax, draw in zip(axes, panels):
         draw(ax, report)
     colour = {"pass": "tab:green", "fail": "tab:red", "inconclusive": "tab:orange"}
+    # One line across two panels, two lines over one.
+    sep = ", " if len(panels) > 1 else "\n"
     fig.suptitle(
-        f"gradguard {report.verdict.upper()}: {report.framework}, {report.mode} check, "
+        f"gradguard {report.verdict.upper()}: {report.framework}, {report.mode} check{sep}"
         f"relative error {report.relative_error:.3g}, {report.wrong} wrong / "
         f"{report.uncertain} undecided of {report.checked}",
         color=colour.get(report.verdict, "black"),

@@ -7,7 +7,7 @@
   ``tensorflow``);
 - marker ``@pytest.mark.gradguard_frameworks("torch", "jax")``: only these;
 - a failed :func:`gradguard.assert_gradients` shows the test's line and
-  the report, not a traceback into gradguard.
+  the report (``assert_gradients`` hides its own frame from pytest).
 
 A framework is imported only by a test that uses it, when it runs.
 """
@@ -28,14 +28,6 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{MARKER}(*names): run a test using the gradguard_framework fixture only for these "
         "frameworks (numpy, torch, jax, tensorflow)",
     )
-    # pytest hides frames of a module whose globals hold __tracebackhide__; a
-    # callable decides per exception: a failed assert_gradients then shows
-    # the test's line and the report, not the line in gradguard that raised.
-    # Any other exception keeps gradguard's frames (they are worth seeing).
-    from gradguard import _check
-
-    if not hasattr(_check, "__tracebackhide__"):
-        _check.__tracebackhide__ = _hide_for_gradient_errors  # type: ignore[attr-defined]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -72,9 +64,3 @@ def gradguard_framework(request: pytest.FixtureRequest) -> Iterator[Any]:
     fw = framework(name)
     with fw.float64():
         yield fw
-
-
-def _hide_for_gradient_errors(excinfo: Any) -> bool:
-    from gradguard import GradientError
-
-    return isinstance(excinfo.value, GradientError)
