@@ -290,3 +290,26 @@ def test_readme_dask_example_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "pass"
+
+
+def test_submit_overlaps_batches_and_equals_calling():
+    """Evaluator.submit: tasks of several batches in flight at once, results
+    in the order asked for, equal to evaluating in process."""
+    torch, x = _torch_cases()
+    from gradguard.adapters import adapter_for
+
+    adapter = adapter_for(x)
+
+    def fn(x):
+        return [sin_times_x(x)]
+
+    batches = [[torch.randn(37, 200, dtype=torch.float64)] for _ in range(3)]
+    in_process = _evaluation.Evaluator(adapter, fn, [x])
+    expected = [in_process(b)[0] for b in batches]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        evaluator = _evaluation.Evaluator(adapter, fn, [x], executor=pool)
+        pending = [evaluator.submit(b) for b in batches]
+        results = [p.result()[0] for p in reversed(pending)][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(expected, results))
+    assert evaluator.evaluations == in_process.evaluations
+    assert evaluator.path == in_process.path == "vectorized"

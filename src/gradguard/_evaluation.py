@@ -46,7 +46,7 @@ from typing import Any, TextIO
 from ._errors import ArgumentTypeError
 from .adapters.base import Adapter, LeafFunction
 
-__all__ = ["Evaluator"]
+__all__ = ["Evaluator", "Pending"]
 
 VECTORIZED = "vectorized"
 LOOP = "loop"
@@ -116,32 +116,27 @@ class Evaluator:
 
     # -- a batch of points -------------------------------------------------
     def __call__(self, leaves: list[Any]) -> list[Any]:
+        return self.submit(leaves).result()
+
+    def submit(self, leaves: list[Any]) -> Pending:
+        """Start evaluating a batch; ``.result()`` returns what calling the
+        evaluator would. With an executor the tasks start now, so that the
+        caller can work on an earlier batch while they run (submit batch
+        ``i + 1``, then compare batch ``i``); in process the work happens at
+        ``.result()``."""
         xp = self.adapter.namespace(leaves[0])
         k = leaves[0].shape[0]
-        bounds = self._bounds(k)
-        chunks = [[a[start:stop, ...] for a in leaves] for start, stop in bounds]
-        parts: list[list[Any]] = []
-        if self.executor is None:
-            for chunk in chunks:
-                parts.append(self._chunk(chunk, xp))
-                self._advance(chunk[0].shape[0])
-        else:
+        chunks = [[a[start:stop, ...] for a in leaves] for start, stop in self._bounds(k)]
+        done: list[list[Any]] = []
+        futures: list[Any] | None = None
+        if self.executor is not None:
             if self.path is None and chunks:
                 # Decide (and validate) the vectorised path here, once.
-                parts.append(self._chunk(chunks[0], xp))
+                done.append(self._chunk(chunks[0], xp))
                 self._advance(chunks[0][0].shape[0])
                 chunks = chunks[1:]
             futures = [self._submit(chunk) for chunk in chunks]
-            for chunk, future in zip(chunks, futures):
-                outputs, path, count = future.result()
-                if path == LOOP:
-                    self.path = LOOP
-                self.evaluations += count
-                parts.append(outputs)
-                self._advance(chunk[0].shape[0])
-        if len(parts) == 1:
-            return parts[0]
-        return [xp.concat([p[j] for p in parts], axis=0) for j in range(len(parts[0]))]
+        return Pending(self, xp, done, chunks, futures)
 
     def _bounds(self, k: int) -> list[tuple[int, int]]:
         rows = self.chunk_rows
@@ -203,6 +198,48 @@ class Evaluator:
         if self._remote is None:
             self._remote = _Remote.of(self.adapter, self.fn, self.like, self.executor)
         return self.executor.submit(_remote_chunk, self._remote, path, chunk)
+
+
+class Pending:
+    """A batch handed to :meth:`Evaluator.submit`; :meth:`result` waits for it."""
+
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        xp: Any,
+        done: list[list[Any]],
+        chunks: list[list[Any]],
+        futures: list[Any] | None,
+    ) -> None:
+        self._evaluator = evaluator
+        self._xp = xp
+        self._parts = done
+        self._chunks = chunks
+        self._futures = futures
+        self._result: list[Any] | None = None
+
+    def result(self) -> list[Any]:
+        if self._result is not None:
+            return self._result
+        ev, xp, parts = self._evaluator, self._xp, self._parts
+        if self._futures is None:
+            for chunk in self._chunks:
+                parts.append(ev._chunk(chunk, xp))
+                ev._advance(chunk[0].shape[0])
+        else:
+            for chunk, future in zip(self._chunks, self._futures):
+                outputs, path, count = future.result()
+                if path == LOOP:
+                    ev.path = LOOP
+                ev.evaluations += count
+                parts.append(outputs)
+                ev._advance(chunk[0].shape[0])
+        self._chunks, self._futures = [], None
+        if len(parts) == 1:
+            self._result = parts[0]
+        else:
+            self._result = [xp.concat([p[j] for p in parts], axis=0) for j in range(len(parts[0]))]
+        return self._result
 
 
 # -- what runs in a task ------------------------------------------------------
