@@ -97,16 +97,17 @@ class Report:
     reasons: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
-    #: For pictures (:meth:`plot`), filled by :func:`gradguard.check` where it
-    #: can and by ``report.plot(path, f, *args)`` otherwise; empty by default.
+    #: For pictures (:meth:`plot`); empty by default. The V curve takes extra
+    #: evaluations of f: ``report.plot(path, f, *args)`` computes it.
     #: ``(step, error, tolerance)`` of one random probe ``u . J . v`` along
     #: ``h * max(1, |x|) * v`` at a range of steps ``h``, both relative to
     #: the size of the terms summed: the error-versus-step V curve.
     step_curve: tuple[tuple[float, float, float], ...] = ()
     #: ``(step, error, tolerance)`` of the same probe at the check's own step.
     chosen_step: tuple[float, ...] = ()
-    #: Full checks: ``error / tolerance`` of every Jacobian entry, one row per
-    #: (flattened) output entry, one column per (flattened) input entry.
+    #: Full checks (filled by :func:`gradguard.check`): ``error / tolerance`` of
+    #: every Jacobian entry, one row per (flattened) output entry, one column
+    #: per (flattened) input entry.
     error_map: tuple[tuple[float, ...], ...] = ()
 
     @property
