@@ -65,7 +65,7 @@ NOISE_ULPS = 64
 #: Worst entries kept for the report.
 WORST = 8
 #: Bytes of perturbed points and outputs held at once.
-MEMORY_BUDGET = 1 << 27
+MEMORY_BUDGET = 1 << 25
 #: Jacobian entries beyond which the analytical Jacobian is stored in float32
 #: (800 MB in float64 at n = m = 10^4; half that in float32).
 STORE_ENTRIES = 1 << 25
@@ -824,7 +824,16 @@ class _Run:
         self.atol = atol
         xp = self.xp
         p = problem
-        k_rows = max(1, MEMORY_BUDGET // (8 * 4 * (p.in_layout.size + p.out_layout.size + 1)))
+        n, m = p.in_layout.size, p.out_layout.size
+        low_precision = float(xp.finfo(p.work_dtype).eps) > 1e-10
+        self.accuracy = accuracy if accuracy is not None else 6 if low_precision else 4
+        # Chunks sized to MEMORY_BUDGET: a column of a full check holds its
+        # perturbed points and outputs plus some twenty (columns, m) arrays of
+        # bookkeeping; small chunks also stay in cache.
+        per_column = 8 * (self.accuracy * (n + m) + 20 * m + 1)
+        self.columns_per_chunk = max(1, MEMORY_BUDGET // per_column)
+        self.rows_per_vjp = max(1, MEMORY_BUDGET // (8 * 4 * (n + m + 1)))
+        k_rows = self.accuracy * self.columns_per_chunk
         self.evaluator = Evaluator(
             p.adapter,
             p.fn,
@@ -842,13 +851,10 @@ class _Run:
         again = p.first_output if p.first_output is not None else self.evaluate_single(p.x0)
         self.noise = xp.abs(again - self.f0)
         unit = float(xp.finfo(p.work_dtype).eps)
-        low_precision = float(xp.finfo(p.work_dtype).eps) > 1e-10
-        self.accuracy = accuracy if accuracy is not None else 6 if low_precision else 4
         # The batched points a full check evaluates, for the progress bar.
         self.evaluator.expected = self.accuracy * p.in_layout.size
         self.nondeterministic = bool(xp.any(self.noise > 0))
         self.noisy = bool(xp.any(self.noise > NOISE_ULPS * unit * xp.abs(self.f0)))
-        self.columns_per_chunk = max(1, k_rows // self.accuracy)
         self.complex_step = method == "complex-step"
         if self.complex_step:
             self._check_complex_step()
@@ -1094,15 +1100,19 @@ class _Run:
             jac_t = xp.empty((n, m), dtype=storage)
             # |analytical - the same rule in the wider dtypes|: its rounding.
             jac_err_t = xp.empty((n, m), dtype=storage) if p.wide_primals is not None else None
-            for start in range(0, m, self.columns_per_chunk):
-                stop = min(m, start + self.columns_per_chunk)
+            for start in range(0, m, self.rows_per_vjp):
+                stop = min(m, start + self.rows_per_vjp)
                 scale = self.row_scales[start:stop][:, None]
                 onehot = xp.eye(stop - start, m, k=start, dtype=p.work_dtype) * scale
                 rows, wide = self.vjp(onehot)
-                jac_t[:, start:stop] = xp.astype(xp.matrix_transpose(rows / scale), storage)
+                jac_t[:, start:stop] = xp.astype(
+                    xp.matrix_transpose(rows / scale), storage, copy=False
+                )
                 if jac_err_t is not None:
                     err = xp.abs(rows - wide) / xp.abs(scale)
-                    jac_err_t[:, start:stop] = xp.astype(xp.matrix_transpose(err), storage)
+                    jac_err_t[:, start:stop] = xp.astype(
+                        xp.matrix_transpose(err), storage, copy=False
+                    )
             dense_cots = self._round_to(self._random(DENSE_PROBES, m), p.out_layout, p.out_dtypes)
             dense_cots_t = xp.matrix_transpose(dense_cots)
             dense_ana, dense_wide = self.vjp(dense_cots)
@@ -1123,10 +1133,10 @@ class _Run:
                 kept.append(num)
             scale = self._entry_scale(num)
             if rev:
-                ana = xp.astype(jac_t[start:stop, :], p.work_dtype)
+                ana = xp.astype(jac_t[start:stop, :], p.work_dtype, copy=False)
                 ana_err = None
                 if jac_err_t is not None:
-                    ana_err = xp.astype(jac_err_t[start:stop, :], p.work_dtype)
+                    ana_err = xp.astype(jac_err_t[start:stop, :], p.work_dtype, copy=False)
                 self._compare(
                     "entry",
                     ana,

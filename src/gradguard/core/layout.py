@@ -60,12 +60,14 @@ class FlatLayout:
         for slot, a in zip(self.slots, batched):
             flat = xp.reshape(a, (k, slot.size))
             if slot.is_complex:
-                columns.append(xp.astype(xp.real(flat), dtype))
-                columns.append(xp.astype(xp.imag(flat), dtype))
+                columns.append(xp.astype(xp.real(flat), dtype, copy=False))
+                columns.append(xp.astype(xp.imag(flat), dtype, copy=False))
             else:
-                columns.append(xp.astype(flat, dtype))
+                columns.append(xp.astype(flat, dtype, copy=False))
         if not columns:
             return xp.zeros((k, 0), dtype=dtype)
+        if len(columns) == 1:
+            return columns[0]
         return xp.concat(columns, axis=1)
 
     def flatten_one(self, arrays: list[Any], xp: Any, dtype: Any) -> Any:
@@ -85,7 +87,7 @@ class FlatLayout:
                 unit = xp.asarray(1j, dtype=dtype)
                 part = xp.astype(real, dtype) + xp.astype(imag, dtype) * unit
             else:
-                part = xp.astype(real, dtype)
+                part = xp.astype(real, dtype, copy=False)
             out.append(xp.reshape(part, (k, *slot.shape)))
         return out
 
