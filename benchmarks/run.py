@@ -21,8 +21,8 @@ Tools: gradguard (``check`` in full and probe mode) on torch, JAX, TensorFlow
 and NumPy (with ``grad=`` / ``vjp=``); ``torch.autograd.gradcheck`` in slow
 and fast mode; ``jax.test_util.check_grads`` (order 1, reverse mode);
 ``tf.test.compute_gradient``; ``scipy.optimize.check_grad`` (scalar functions
-only); and ``floor``: the 2n batched evaluations of f (torch.func.vmap, in the
-chunks gradguard uses) plus the batched VJP rows alone, what any full check
+only); and ``floor``: the 2n batched evaluations of f (torch.func.vmap, in
+batches of 8 MiB of points) plus the batched VJP rows alone, what any full check
 must at least spend. ``sensitivity`` cases plant one wrong Jacobian entry
 (+1.0 on the diagonal) at n=1000 and count how often a probe-style check
 catches it.
@@ -152,18 +152,20 @@ def _torch_case(tool: str, function: str, n: int) -> Callable[[], str]:
     raise ValueError(tool)
 
 
-def _torch_floor(f: Callable[[Any], Any], x: Any) -> Callable[[], str]:
-    """2n batched evaluations (x +- h e_i) and the batched VJP rows, in the
-    chunk sizes gradguard's full mode uses, and nothing else."""
-    import torch
+#: Bytes of perturbed points (and of one-hot cotangents) per batch of the floor:
+#: near the fastest on this machine for n = 1000 ... 10^4 (flat between 2^22 and 2^24).
+FLOOR_BATCH_BYTES = 1 << 23
 
-    from gradguard import _check
+
+def _torch_floor(f: Callable[[Any], Any], x: Any) -> Callable[[], str]:
+    """2n batched evaluations (x +- h e_i) and the batched VJP rows, in
+    batches of FLOOR_BATCH_BYTES, and nothing else."""
+    import torch
 
     n = x.shape[0]
     m = f(x).numel()
-    k_rows = max(1, _check.MEMORY_BUDGET // (8 * 4 * (n + m + 1)))
-    rows_per_vjp = max(1, k_rows // 4)
-    columns = max(1, k_rows // 2)  # 2 points per column: the batch holds k_rows points
+    columns = max(1, FLOOR_BATCH_BYTES // (16 * n))  # 2 points of n float64 per column
+    rows_per_vjp = max(1, FLOOR_BATCH_BYTES // (8 * (n + m)))
     batched = torch.func.vmap(f)
     h = 1e-5
 
@@ -372,6 +374,8 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
         case = builders[framework](tool, function, n)
     except NotApplicable as exc:
         return {"status": "n/a", "why": str(exc)}
+    import gradguard
+
     base = _rss()
     walls, cpus = [], []
     result = ""
@@ -394,6 +398,7 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
         "cpu_s_each": cpus,
         "base_rss": base,
         "peak_rss": _peak_rss(),
+        "gradguard": str(Path(gradguard.__file__).parent),
     }
 
 
@@ -442,12 +447,16 @@ def _environment() -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
-    except OSError:
-        commit = ""
+    # A snapshot made with `git archive` is no repository: it says its commit
+    # in GRADGUARD_COMMIT (see benchmarks/README.md).
+    commit = os.environ.get("GRADGUARD_COMMIT", "")
+    if not commit:
+        try:
+            commit = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+            ).stdout.strip()
+        except OSError:
+            commit = ""
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),
