@@ -185,6 +185,8 @@ def test_not_an_executor_is_refused():
 
 @pytest.fixture(scope="module")
 def process_pool():
+    # Other processes get f through cloudpickle (it comes with dask).
+    pytest.importorskip("cloudpickle")
     # spawn: a forked child of a process running torch's or JAX's threads
     # can deadlock (and JAX warns about it).
     context = multiprocessing.get_context("spawn")
@@ -223,6 +225,20 @@ def test_unpicklable_error_names_the_fix():
     pytest.importorskip("cloudpickle")
     with pytest.raises(gradguard.ArgumentTypeError, match="ThreadPoolExecutor"):
         _evaluation._Remote.of(None, threading.Lock(), [], CountingExecutor())  # type: ignore[arg-type]
+
+
+def test_without_cloudpickle_other_processes_are_refused(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+
+    def hide_cloudpickle(name, *args, **kwargs):
+        return None if name == "cloudpickle" else find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", hide_cloudpickle)
+    x = np.linspace(-2.0, 2.0, 10)
+    with pytest.raises(gradguard.ArgumentTypeError, match="pip install cloudpickle"):
+        gradguard.check(numpy_f, x, vjp=numpy_vjp, mode="full", executor=CountingExecutor())
 
 
 # -- dask.distributed -----------------------------------------------------------

@@ -20,10 +20,10 @@ the same path, with the same code, so the results equal the in-process ones.
   task carries the function and the chunk to another process, so the
   function ``f`` given to :func:`gradguard.check`, everything it refers to,
   and its arguments must be picklable. gradguard pickles the function with
-  ``cloudpickle`` (installed with ``dask``), which also sends functions
-  defined in ``__main__``, lambdas and closures by value; functions defined
-  at module level in an importable module are sent by reference (that
-  module must be importable on the workers). Open files, locks, sockets and
+  ``cloudpickle`` (installed with ``dask``; without it only threads work),
+  which also sends functions defined in ``__main__``, lambdas and closures
+  by value; functions defined at module level in an importable module are
+  sent by reference (that module must be importable on the workers). Open files, locks, sockets and
   the like cannot travel: gradguard raises
   :class:`~gradguard.ArgumentTypeError` naming what failed. The workers
   need the same framework (and gradguard) installed.
@@ -303,19 +303,26 @@ class _Remote:
     def of(cls, adapter: Adapter, fn: LeafFunction, like: list[Any], executor: Any) -> _Remote:
         import importlib.util
 
-        # cloudpickle (installed with dask) also sends lambdas and closures.
-        pickler = "cloudpickle" if importlib.util.find_spec("cloudpickle") else "pickle"
-        dumps = importlib.import_module(pickler).dumps
+        # cloudpickle (installed with dask) also sends lambdas and closures,
+        # among them the wrapper gradguard.check builds around f.
+        if importlib.util.find_spec("cloudpickle") is None:
+            raise ArgumentTypeError(
+                f"executor: {type(executor).__name__} runs tasks in other processes, which "
+                "needs cloudpickle to send f there: pip install cloudpickle (it comes with "
+                "dask), or pass a concurrent.futures.ThreadPoolExecutor, which needs no "
+                "pickling"
+            )
+        import cloudpickle
+
         try:
-            blob = dumps((adapter, fn, like))
+            blob = cloudpickle.dumps((adapter, fn, like))
         except Exception as exc:
             raise ArgumentTypeError(
                 f"executor: {type(executor).__name__} runs tasks in other processes, so f, "
                 "what it refers to and its arguments must be picklable; pickling failed: "
-                f"{type(exc).__name__}: {exc}. Define f at module level or make what it "
-                "captures picklable (no open files, locks or sockets), install cloudpickle "
-                "(it comes with dask) for lambdas and closures, or pass a "
-                "concurrent.futures.ThreadPoolExecutor, which needs no pickling"
+                f"{type(exc).__name__}: {exc}. Make what f refers to picklable (no open "
+                "files, locks or sockets), or pass a concurrent.futures.ThreadPoolExecutor, "
+                "which needs no pickling"
             ) from exc
         return cls(uuid.uuid4().hex, blob)
 
