@@ -206,18 +206,42 @@ def test_seed_functions_refuse_integer_tensors_of_every_framework():
         raises_clear(lambda x=x: gradguard.check(square_sum, x), ArgumentTypeError, POINT, "float")
 
 
-@pytest.mark.parametrize("name", [*SEED, "check", "relative_error"])
-def test_sparse_torch_tensor_is_refused_clearly(name):
+BUG_SPARSE_NAME = pytest.mark.xfail(
+    strict=True,
+    reason="gradguard bug: the sparse-tensor error always starts 'args:', whichever argument "
+    "(x, a, b, analytical_grad) is sparse (BI-18)",
+)
+
+
+@pytest.mark.parametrize(
+    ("call", "prefix"),
+    [
+        pytest.param("check", POINT, id="check"),
+        pytest.param("numerical_gradient", "x:", id="numerical_gradient", marks=BUG_SPARSE_NAME),
+        pytest.param("check_gradient", "x:", id="check_gradient-x", marks=BUG_SPARSE_NAME),
+        pytest.param(
+            "check_gradient-analytical",
+            "analytical_grad:",
+            id="check_gradient-analytical",
+            marks=BUG_SPARSE_NAME,
+        ),
+        pytest.param("relative_error-a", "a:", id="relative_error-a", marks=BUG_SPARSE_NAME),
+        pytest.param("relative_error-b", "b:", id="relative_error-b", marks=BUG_SPARSE_NAME),
+    ],
+)
+def test_sparse_torch_tensor_is_refused_clearly(call, prefix):
     torch = _torch()
-    x = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64).to_sparse()
+    sparse = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64).to_sparse()
     dense = torch.zeros(2, 2, dtype=torch.float64)
     calls = {
-        "check_gradient": lambda: gradguard.check_gradient(square_sum, x, dense),
-        "numerical_gradient": lambda: gradguard.numerical_gradient(square_sum, x),
-        "check": lambda: gradguard.check(square_sum, x),
-        "relative_error": lambda: gradguard.relative_error(x, x),
+        "check": lambda: gradguard.check(square_sum, sparse),
+        "numerical_gradient": lambda: gradguard.numerical_gradient(square_sum, sparse),
+        "check_gradient": lambda: gradguard.check_gradient(square_sum, sparse, dense),
+        "check_gradient-analytical": lambda: gradguard.check_gradient(square_sum, dense, sparse),
+        "relative_error-a": lambda: gradguard.relative_error(sparse, dense),
+        "relative_error-b": lambda: gradguard.relative_error(dense, sparse),
     }
-    raises_clear(calls[name], (ArgumentTypeError, ArgumentError), ("x:", "a:", "args:"), "dense")
+    raises_clear(calls[call], (ArgumentTypeError, ArgumentError), prefix, "dense")
 
 
 @pytest.mark.parametrize("name", SEED)
