@@ -681,11 +681,6 @@ def test_detached_backward_passes_first_order_fails_second(mode):
         assert "zero" in diagnosis(second), str(second)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gradguard bug 8 (/tmp/gradguard_bugs.md): the torch adapter's "
-    "differentiable_vjp detaches dual tensors, so forward-over-reverse sees zero",
-)
 @pytest.mark.parametrize("direction", ["fwd", "both"])
 def test_second_order_forward_mode_on_torch_ops(direction):
     # Forward-over-reverse: the JVP of the (reverse-mode) derivative.
