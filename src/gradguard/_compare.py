@@ -216,8 +216,13 @@ def compare(
     started = time.perf_counter()
     entries = _entries(functions)
     for name, value in (("rtol", rtol), ("atol", atol)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ArgumentError(f"{name}: must be a non-negative number, got {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0 <= value < float("inf")
+        ):
+            raise ArgumentError(f"{name}: must be a non-negative finite number, got {value!r}")
+    _known_options(options)
     if not args:
         raise ArgumentError("args: pass the point to compare at, as NumPy arrays")
     for key in ("grad", "vjp"):
@@ -389,10 +394,27 @@ def _cotangents(values: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarra
 
 
 def _selected(wrt: Any, count: int) -> set[int]:
-    if wrt is None:
-        return set(range(count))
-    items = [wrt] if isinstance(wrt, int) else list(wrt)
-    return {int(p) % count for p in items}
+    from ._check import _wrt_positions
+
+    return _wrt_positions(wrt, count)
+
+
+def _known_options(options: Mapping[str, Any]) -> None:
+    """Options compare hands to gradguard.check must be check's options."""
+    import inspect
+
+    from ._check import check
+
+    known = [
+        name
+        for name, param in inspect.signature(check).parameters.items()
+        if param.kind is param.KEYWORD_ONLY and name not in ("grad", "vjp")
+    ]
+    for name in options:
+        if name not in known:
+            raise ArgumentTypeError(
+                f"{name}: not an option of compare; options: rtol, atol, {', '.join(known)}"
+            )
 
 
 def _vjp(
