@@ -222,7 +222,6 @@ def compare(
             or not 0 <= value < float("inf")
         ):
             raise ArgumentError(f"{name}: must be a non-negative finite number, got {value!r}")
-    _known_options(options)
     if not args:
         raise ArgumentError("args: pass the point to compare at, as NumPy arrays")
     for key in ("grad", "vjp"):
@@ -231,6 +230,7 @@ def compare(
                 f"{key}: give a framework's own rule with its function, e.g. "
                 f'{{"numpy": (f, grad)}}, not as an option to compare'
             )
+    _known_options(options)
     seed = options.get("seed", 0)
     selected = _selected(options.get("wrt"), len(args))
 
@@ -408,7 +408,8 @@ def _known_options(options: Mapping[str, Any]) -> None:
     known = [
         name
         for name, param in inspect.signature(check).parameters.items()
-        if param.kind is param.KEYWORD_ONLY and name not in ("grad", "vjp")
+        # compare's own rtol / atol replace check's; rules travel with functions.
+        if param.kind is param.KEYWORD_ONLY and name not in ("grad", "vjp", "rtol", "atol")
     ]
     for name in options:
         if name not in known:
