@@ -276,11 +276,6 @@ def test_custom_jvp_passes_forward_mode_alone():
     assert report.verdict == "pass", str(report)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gradguard bug 10 (/tmp/gradguard_bugs.md): 0/0 in the error map at a kink "
-    "raises RuntimeWarning (an error under filterwarnings=error)",
-)
 def test_safe_norm_at_zero_is_not_a_false_alarm():
     # The norm has a kink at 0: the safe rule's 0 is a subgradient. Never "fail".
     report = gradguard.check(safe_norm, jnp.zeros(3), mode="full")

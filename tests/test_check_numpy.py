@@ -238,11 +238,6 @@ def test_wrong_on_one_branch_fails_only_there(mode):
         assert "only" in diagnosis(report), str(report)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gradguard bug 10 (/tmp/gradguard_bugs.md): 0/0 in the error map at a kink "
-    "raises RuntimeWarning (an error under filterwarnings=error)",
-)
 def test_norm_at_its_kink_is_no_false_alarm():
     # sqrt(sum x**2) at 0 with the subgradient 0: never "fail", and no warning.
     report = gradguard.check(

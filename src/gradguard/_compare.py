@@ -236,7 +236,7 @@ def compare(
 
     # Gradients are matched by position; named after the first implementation's
     # parameters (others may call theirs differently).
-    from ._check import _argument_names
+    from ._problem import _argument_names
 
     arg_names = _argument_names(entries[0][1][0], len(args))
     runs = {
@@ -394,7 +394,7 @@ def _cotangents(values: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarra
 
 
 def _selected(wrt: Any, count: int) -> set[int]:
-    from ._check import _wrt_positions
+    from ._problem import _wrt_positions
 
     return _wrt_positions(wrt, count)
 
@@ -431,7 +431,7 @@ def _vjp(
     """This framework's VJP of f at args with the shared cotangents, as
     NumPy arrays keyed by argument path (``x``, ``params['w']``, ...), the
     arguments named ``names`` (default: f's parameter names)."""
-    from ._check import _argument_names
+    from ._problem import _argument_names
 
     names = names if names is not None else _argument_names(f, len(args))
     leaves: list[Any] = []

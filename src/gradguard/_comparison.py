@@ -1,0 +1,821 @@
+"""The comparison: numerical and analytical derivatives, entry by entry.
+
+Full mode compares every Jacobian entry (finite differences along each
+coordinate, in chunks; the analytical Jacobian from scaled one-hot
+cotangents) plus random dense cotangents; probe mode compares random
+projections u . J . v. Tolerances, verdicts and diagnosis come from
+:mod:`gradguard.core`; this module keeps the books and writes the Report.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import Executor
+from typing import Any
+
+from ._errors import (
+    ArgumentError,
+    PrecisionError,
+    UnsupportedError,
+)
+from ._evaluation import Evaluator
+from ._problem import (
+    _describe,
+    _note,
+    _Problem,
+    _real_dtype,
+    _rng,
+    _to_xp,
+    _wide_dtype,
+)
+from ._report import ArgumentSummary, Mismatch, Report
+from .core import diagnosis as core_diagnosis
+from .core.differences import (
+    COMPLEX_STEP,
+    DirectionalDerivatives,
+    complex_step_derivatives,
+    directional_derivatives,
+    partial_derivatives,
+)
+from .core.layout import FlatLayout
+from .core.steps import default_steps
+from .core.verdict import ARRAY_FIELDS, BAND, Entries, Tally, compare
+
+#: Random dense cotangents (tangents) compared besides the one-hot rows.
+DENSE_PROBES = 2
+#: Differences between two evaluations at the same point beyond this many
+#: units of rounding make f "noisy": flagged, not judged.
+NOISE_ULPS = 64
+#: Worst entries kept for the report.
+WORST = 8
+#: Bytes of perturbed points and outputs held at once.
+MEMORY_BUDGET = 1 << 25
+#: Jacobian entries beyond which the analytical Jacobian is stored in float32
+#: (800 MB in float64 at n = m = 10^4; half that in float32).
+STORE_ENTRIES = 1 << 25
+#: Jacobian entries up to which the report carries error / tolerance per entry.
+ERROR_MAP_ENTRIES = 1 << 16
+#: Sizes up to which the whole numerical Jacobian is kept for diagnosis.
+KEEP_JACOBIAN_ENTRIES = 1 << 20
+#: Exact scale factors for one-hot cotangents: powers of two, so scaling and
+#: unscaling is exact in every dtype, and never +-1, so a rule that ignores
+#: its incoming gradient can neither pass nor pass for a sign flip.
+ONE_HOT_SCALES = (-2.0, -0.5, 0.5, 2.0)
+
+
+class _Run:
+    """The numerical and analytical sides of one check, and their comparison."""
+
+    def __init__(
+        self,
+        problem: _Problem,
+        *,
+        seed: int,
+        eps: float | None,
+        accuracy: int | None,
+        method: str,
+        rtol: Any,
+        atol: Any,
+        vectorize: bool,
+        executor: Executor | None,
+        progress: bool | None,
+    ):
+        self.p = problem
+        self.xp = problem.xp
+        self.seed = seed
+        self.rng = _rng(seed)
+        self.rtol = rtol
+        self.atol = atol
+        xp = self.xp
+        p = problem
+        n, m = p.in_layout.size, p.out_layout.size
+        low_precision = float(xp.finfo(p.work_dtype).eps) > 1e-10
+        self.accuracy = accuracy if accuracy is not None else 6 if low_precision else 4
+        # Chunks sized to MEMORY_BUDGET: a column of a full check holds its
+        # perturbed points and outputs plus some twenty (columns, m) arrays of
+        # bookkeeping; small chunks also stay in cache.
+        per_column = 8 * (self.accuracy * (n + m) + 20 * m + 1)
+        self.columns_per_chunk = max(1, MEMORY_BUDGET // per_column)
+        self.rows_per_vjp = max(1, MEMORY_BUDGET // (8 * 4 * (n + m + 1)))
+        k_rows = self.accuracy * self.columns_per_chunk
+        self.evaluator = Evaluator(
+            p.adapter,
+            p.fn,
+            p.eval_like,
+            vectorize=vectorize,
+            chunk_rows=k_rows,
+            executor=executor,
+            progress=progress,
+        )
+        # f at x, and once more (or the setup's call, when it ran in the same
+        # dtypes): any difference between two plain evaluations is
+        # nondeterminism. The centre enters only the roughness measure, where
+        # a rounding difference from the batched path is harmless.
+        self.f0 = self.evaluate_single(p.x0)
+        again = p.first_output if p.first_output is not None else self.evaluate_single(p.x0)
+        self.noise = xp.abs(again - self.f0)
+        unit = float(xp.finfo(p.work_dtype).eps)
+        # The batched points a full check evaluates, for the progress bar.
+        self.evaluator.expected = self.accuracy * p.in_layout.size
+        self.nondeterministic = bool(xp.any(self.noise > 0))
+        self.noisy = bool(xp.any(self.noise > NOISE_ULPS * unit * xp.abs(self.f0)))
+        self.complex_step = method == "complex-step"
+        if self.complex_step:
+            self._check_complex_step()
+        if eps is not None:
+            self.steps = xp.full(p.x0.shape, float(eps), dtype=p.work_dtype)
+            moved = (p.x0 + self.steps) - (p.x0 - self.steps)
+            if not bool(xp.all(xp.abs(moved - 2 * self.steps) <= 1e-3 * 2 * self.steps)):
+                largest = float(xp.max(xp.abs(p.x0)))
+                working = float(xp.finfo(p.work_dtype).eps) ** (1 / 3) * max(1.0, largest)
+                raise PrecisionError(
+                    f"eps: {eps:g} is lost to rounding at this x in {_describe([p.work_dtype])}; "
+                    f"use eps={working:.3g} or leave eps=None for steps chosen per entry"
+                )
+        else:
+            self.steps = self._default_steps()
+        self.tally = Tally()
+        self.eps_store = 0.0  # rounding of the stored analytical Jacobian, if any
+        # error / tolerance of every entry (inputs, outputs), kept for small checks.
+        self.error_map_t: Any = None
+        self.by_argument = [Tally() for _ in p.in_layout.slots]
+        self.directions: dict[str, Tally] = {}
+        self.worst: list[Mismatch] = []
+        self.reasons: list[str] = []
+        self.uncertain_kinds: dict[str, int] = {}
+        self.keep = p.in_layout.size * p.out_layout.size <= KEEP_JACOBIAN_ENTRIES
+        self.jacobians: dict[str, Any] = {}
+        self.row_scales: Any = None
+        self.row_cross: Any = None
+        self.row_num_sq: Any = None
+        self.dense_wrong = 0
+        self.one_hot_wrong = 0
+
+    # -- evaluation ------------------------------------------------------
+    def evaluate(self, points: Any) -> Any:
+        p = self.p
+        leaves = p.in_layout.unflatten(points, self.xp, p.eval_dtypes)
+        try:
+            outputs = self.evaluator(leaves)
+        except Exception as exc:
+            _note(exc, "gradguard: f raised this at a perturbed point near x (numerical side)")
+            raise
+        return p.out_layout.flatten(outputs, self.xp, p.work_dtype)
+
+    def evaluate_single(self, x: Any) -> Any:
+        p = self.p
+        leaves = [a[0, ...] for a in p.in_layout.unflatten(x[None, :], self.xp, p.eval_dtypes)]
+        outputs = self.evaluator.single(leaves)
+        return p.out_layout.flatten_one(outputs, self.xp, p.work_dtype)
+
+    def derivatives(self, directions: Any) -> DirectionalDerivatives:
+        """Numerical ``J @ d`` along the rows of ``directions`` (scaled per entry)."""
+        xp, p = self.xp, self.p
+        if self.complex_step:
+            small = directions * (self._scale() * COMPLEX_STEP)[None, :]
+            return complex_step_derivatives(self.evaluate_complex, p.x0, small, xp)
+        return directional_derivatives(
+            self.evaluate, p.x0, directions * self.steps[None, :], self.f0, xp, self.accuracy
+        )
+
+    def partials(self, start: int, stop: int) -> DirectionalDerivatives:
+        """Numerical ``J[:, start:stop]``, transposed: ``(stop - start, m)``,
+        every field per unit of the coordinate."""
+        xp, p = self.xp, self.p
+        if not self.complex_step:
+            return partial_derivatives(
+                self.evaluate, p.x0, self.steps[start:stop], start, self.f0, xp, self.accuracy
+            )
+        c = stop - start
+        mask = xp.eye(c, p.in_layout.size, k=start, dtype=p.work_dtype)
+        dd = self.derivatives(mask)
+        step = xp.sum(dd.direction * mask, axis=1)[:, None]
+        return DirectionalDerivatives(
+            value=dd.value / step,
+            truncation=dd.truncation,
+            rounding=dd.rounding / xp.abs(step),
+            roughness=dd.roughness,
+            nonfinite=dd.nonfinite,
+            direction=step[:, 0],
+        )
+
+    def evaluate_complex(self, points: Any) -> Any:
+        """``(k, n)`` complex points -> ``(k, m)`` complex outputs (complex step)."""
+        p, xp = self.p, self.xp
+        k = points.shape[0]
+        leaves = [
+            xp.reshape(points[:, s.offset : s.offset + s.size], (k, *s.shape))
+            for s in p.in_layout.slots
+        ]
+        try:
+            outputs = self.evaluator(leaves)
+        except Exception as exc:
+            raise ArgumentError(
+                f"method: 'complex-step' needs f to accept complex input; it raised "
+                f"{type(exc).__name__}: {exc}. Use method='central'"
+            ) from exc
+        return xp.concat([xp.reshape(o, (k, -1)) for o in outputs], axis=1)
+
+    def _scale(self) -> Any:
+        xp = self.xp
+        return xp.maximum(xp.abs(self.p.x0), xp.ones_like(self.p.x0))
+
+    def _check_complex_step(self) -> None:
+        """Complex step is exact only for analytic f: compare one random
+        direction with central differences before trusting it."""
+        xp, p = self.xp, self.p
+        if any(s.is_complex for s in p.in_layout.slots + p.out_layout.slots):
+            raise ArgumentError(
+                "method: 'complex-step' needs real inputs and outputs; use method='central'"
+            )
+        v = self._random(1, p.in_layout.size)
+        self.complex_step = False
+        h = default_steps(p.x0, xp, order=2)
+        central = directional_derivatives(self.evaluate, p.x0, v * h[None, :], self.f0, xp, 4)
+        self.complex_step = True
+        small = v * (self._scale() * COMPLEX_STEP)[None, :]
+        exact = complex_step_derivatives(self.evaluate_complex, p.x0, small, xp)
+        # Same direction, different lengths: compare per unit of length.
+        ratio = xp.sum(small * v) / xp.sum((v * h[None, :]) * v)
+        agree = compare(
+            exact.value / ratio,
+            central.value,
+            central.truncation,
+            central.rounding,
+            central.roughness,
+            central.nonfinite,
+            xp.abs(central.value),
+            p.eps_analytical,
+            xp,
+        )
+        if bool(xp.any(agree.wrong | agree.uncertain)):
+            raise ArgumentError(
+                "method: 'complex-step' disagrees with central differences for this f, so f "
+                "is not analytic in x (abs, max, comparisons, casts to real or .real); use "
+                "method='central'"
+            )
+
+    def _default_steps(self) -> Any:
+        xp, p = self.xp, self.p
+        parts = []
+        for slot, dtype in zip(p.in_layout.slots, p.eval_dtypes):
+            x = p.x0[slot.offset : slot.offset + slot.width]
+            real = _real_dtype(xp, dtype)
+            # The error estimate is the order (accuracy - 2) stencil's: step for it.
+            h = default_steps(xp.astype(x, real), xp, order=self.accuracy - 2)
+            parts.append(xp.astype(h, p.work_dtype))
+        return xp.concat(parts) if parts else xp.zeros((0,), dtype=p.work_dtype)
+
+    def default_probes(self) -> int:
+        # Low precision on either side hides a small error in any one probe:
+        # more probes keep the chance of missing it negligible.
+        eps = max(float(self.xp.finfo(self.p.work_dtype).eps), self.p.eps_analytical)
+        return 16 if eps > 1e-10 else 4
+
+    # -- analytical side ---------------------------------------------------
+    def vjp(self, cotangents: Any) -> tuple[Any, Any]:
+        """``(k, m)`` real cotangents -> ``(k, n)`` real VJPs via the framework,
+        and the same rule's VJPs at the wider dtypes (None without them)."""
+        p, xp = self.p, self.xp
+        value = self._vjp(cotangents, p.primals, p.out_dtypes, p.analytical_vjp)
+        if p.wide_primals is None:
+            return value, None
+        wide = p.wide_primals
+        dtypes = [_wide_dtype(xp, d) for d in p.out_dtypes]
+
+        def wide_vjp(cots: list[Any]) -> list[Any]:
+            return p.adapter.vjp(p.fn, wide, cots)
+
+        return value, self._vjp(cotangents, wide, dtypes, wide_vjp)
+
+    def _vjp(self, cotangents: Any, primals: list[Any], out_dtypes: list[Any], rule: Any) -> Any:
+        p, xp = self.p, self.xp
+        cots = p.out_layout.unflatten(cotangents, xp, out_dtypes)
+        framework = [p.adapter.from_core(c, like=o) for c, o in zip(cots, p.out_like)]
+        try:
+            grads = [p.adapter.to_core(g) for g in rule(framework)]
+        except Exception as exc:
+            if not isinstance(exc, UnsupportedError):
+                _note(exc, "gradguard: raised by the derivative rule (reverse mode, VJP)")
+            raise
+        for g, like, name in zip(grads, primals, p.in_names):
+            if tuple(g.shape[1:]) != tuple(like.shape):
+                raise ArgumentError(
+                    f"f: its derivative for {name} has shape {tuple(g.shape[1:])}, the "
+                    f"argument has {tuple(like.shape)}; a backward rule must return one "
+                    "gradient per input entry"
+                )
+        return p.in_layout.flatten(grads, xp, p.work_dtype)
+
+    def jvp(self, tangents: Any) -> tuple[Any, Any]:
+        """``(k, n)`` real tangents -> ``(k, m)`` real JVPs, and the same at the
+        wider dtypes (None without them)."""
+        p, xp = self.p, self.xp
+        value = self._jvp(tangents, p.primals, p.in_dtypes)
+        if p.wide_primals is None:
+            return value, None
+        wide_dtypes = [_wide_dtype(xp, d) for d in p.in_dtypes]
+        return value, self._jvp(tangents, p.wide_primals, wide_dtypes)
+
+    def _jvp(self, tangents: Any, primals: list[Any], dtypes: list[Any]) -> Any:
+        p, xp = self.p, self.xp
+        tans = p.in_layout.unflatten(tangents, xp, dtypes)
+        framework = [p.adapter.from_core(t, like=x) for t, x in zip(tans, primals)]
+        try:
+            outs = [p.adapter.to_core(o) for o in p.adapter.jvp(p.fn, primals, framework)]
+        except Exception as exc:
+            if not isinstance(exc, UnsupportedError):
+                _note(exc, "gradguard: raised by the derivative rule (forward mode, JVP)")
+            raise
+        return p.out_layout.flatten(outs, xp, p.work_dtype)
+
+    def _round_to(self, values: Any, layout: FlatLayout, dtypes: list[Any]) -> Any:
+        """Round real coordinates to what the analytical side actually receives."""
+        xp = self.xp
+        return layout.flatten(layout.unflatten(values, xp, dtypes), xp, self.p.work_dtype)
+
+    def _random(self, rows: int, cols: int) -> Any:
+        host = self.rng.standard_normal((rows, cols))
+        return _to_xp(host, self.xp, self.p.x0)
+
+    # -- full Jacobian -------------------------------------------------------
+    def full(self, direction: str) -> None:
+        """Every Jacobian entry. Arrays here are ``(columns, outputs)``: one
+        row per input coordinate, the orientation the differences come in."""
+        xp, p = self.xp, self.p
+        n, m = p.in_layout.size, p.out_layout.size
+        if n * m <= ERROR_MAP_ENTRIES:
+            self.error_map_t = xp.zeros((n, m), dtype=p.work_dtype)
+        rev = direction in ("rev", "both")
+        fwd = direction in ("fwd", "both")
+        if rev:
+            scales = self.rng.choice(ONE_HOT_SCALES, size=m)
+            self.row_scales = _to_xp(scales, xp, p.x0)
+            # The analytical Jacobian, transposed: (n, m), filled block by block.
+            # Past STORE_ENTRIES it is kept in float32, and its rounding joins
+            # the analytical side's in the tolerances.
+            storage = p.work_dtype
+            if n * m > STORE_ENTRIES and float(xp.finfo(storage).eps) < 1e-10:
+                storage = xp.float32
+                self.eps_store = float(xp.finfo(storage).eps)
+                p.notes.append(
+                    f"the analytical Jacobian ({m} x {n}) was held in float32 to bound memory"
+                )
+            jac_t = xp.empty((n, m), dtype=storage)
+            # |analytical - the same rule in the wider dtypes|: its rounding.
+            jac_err_t = xp.empty((n, m), dtype=storage) if p.wide_primals is not None else None
+            for start in range(0, m, self.rows_per_vjp):
+                stop = min(m, start + self.rows_per_vjp)
+                scale = self.row_scales[start:stop][:, None]
+                onehot = xp.eye(stop - start, m, k=start, dtype=p.work_dtype) * scale
+                rows, wide = self.vjp(onehot)
+                jac_t[:, start:stop] = xp.astype(
+                    xp.matrix_transpose(rows / scale), storage, copy=False
+                )
+                if jac_err_t is not None:
+                    err = xp.abs(rows - wide) / xp.abs(scale)
+                    jac_err_t[:, start:stop] = xp.astype(
+                        xp.matrix_transpose(err), storage, copy=False
+                    )
+            dense_cots = self._round_to(self._random(DENSE_PROBES, m), p.out_layout, p.out_dtypes)
+            dense_cots_t = xp.matrix_transpose(dense_cots)
+            dense_ana, dense_wide = self.vjp(dense_cots)
+            dense_err = None if dense_wide is None else xp.abs(dense_ana - dense_wide)
+            self.row_cross = xp.zeros((m,), dtype=p.work_dtype)
+            self.row_num_sq = xp.zeros((m,), dtype=p.work_dtype)
+        if fwd:
+            dense_tans = self._round_to(self._random(DENSE_PROBES, n), p.in_layout, p.in_dtypes)
+            zeros = xp.zeros((DENSE_PROBES, m), dtype=p.work_dtype)
+            fwd_num, fwd_trunc, fwd_round, fwd_rough = zeros, zeros, zeros, zeros
+        kept = []
+        for start in range(0, n, self.columns_per_chunk):
+            stop = min(n, start + self.columns_per_chunk)
+            dd = self.partials(start, stop)
+            num, trunc, rough, bad = dd.value, dd.truncation, dd.roughness, dd.nonfinite
+            rnd = dd.rounding + self.noise[None, :] / xp.abs(dd.direction)[:, None]
+            if self.keep:
+                kept.append(num)
+            scale = self._entry_scale(num)
+            if rev:
+                ana = xp.astype(jac_t[start:stop, :], p.work_dtype, copy=False)
+                ana_err = None
+                if jac_err_t is not None:
+                    ana_err = xp.astype(jac_err_t[start:stop, :], p.work_dtype, copy=False)
+                self._compare(
+                    "entry",
+                    ana,
+                    num,
+                    trunc,
+                    rnd,
+                    rough,
+                    bad,
+                    scale,
+                    start,
+                    rows=True,
+                    analytical_error=ana_err,
+                )
+                # Random dense cotangents: u^T J for the columns of this chunk.
+                weights = xp.abs(dense_cots_t)
+                self._compare(
+                    "cotangent",
+                    dense_ana[:, start:stop],
+                    xp.matrix_transpose(num @ dense_cots_t),
+                    xp.matrix_transpose(trunc @ weights),
+                    xp.matrix_transpose(rnd @ weights),
+                    xp.matrix_transpose(rough @ weights),
+                    xp.broadcast_to(xp.any(bad, axis=1)[None, :], (DENSE_PROBES, stop - start)),
+                    xp.matrix_transpose(xp.abs(num) @ weights),
+                    start,
+                    analytical_error=None if dense_err is None else dense_err[:, start:stop],
+                )
+            if fwd:
+                c = stop - start
+                tscales = _to_xp(self.rng.choice(ONE_HOT_SCALES, size=c), xp, p.x0)
+                tangents = xp.eye(c, n, k=start, dtype=p.work_dtype) * tscales[:, None]
+                columns, wide = self.jvp(tangents)
+                columns_err = None
+                if wide is not None:
+                    columns_err = xp.abs(columns - wide) / xp.abs(tscales[:, None])
+                self._compare(
+                    "entry",
+                    columns / tscales[:, None],
+                    num,
+                    trunc,
+                    rnd,
+                    rough,
+                    bad,
+                    scale,
+                    start,
+                    forward=True,
+                    analytical_error=columns_err,
+                )
+                v = dense_tans[:, start:stop]
+                fwd_num = fwd_num + v @ num
+                fwd_trunc = fwd_trunc + xp.abs(v) @ trunc
+                fwd_round = fwd_round + xp.abs(v) @ rnd
+                fwd_rough = fwd_rough + xp.abs(v) @ rough
+        if fwd:
+            fwd_ana, fwd_wide = self.jvp(dense_tans)
+            self._compare(
+                "tangent",
+                fwd_ana,
+                fwd_num,
+                fwd_trunc,
+                fwd_round,
+                fwd_rough,
+                xp.zeros(fwd_num.shape, dtype=xp.bool),
+                xp.abs(fwd_num) + xp.abs(fwd_ana),
+                0,
+                forward=True,
+                analytical_error=None if fwd_wide is None else xp.abs(fwd_ana - fwd_wide),
+            )
+        if self.keep and kept:
+            self.jacobians["numerical"] = xp.matrix_transpose(xp.concat(kept, axis=0))
+            if rev:
+                self.jacobians["analytical"] = xp.matrix_transpose(jac_t)
+
+    def _entry_scale(self, num: Any) -> Any:
+        """Size of the terms behind an entry, which its rounding scales with:
+        the largest numerical entry of its row, column and chunk. An entry that
+        comes out small by cancellation carries the rounding of its terms."""
+        xp = self.xp
+        magnitude = xp.abs(num)
+        if not bool(xp.all(xp.isfinite(magnitude))):
+            magnitude = xp.where(xp.isfinite(magnitude), magnitude, xp.zeros_like(magnitude))
+        row = xp.max(magnitude, axis=1, keepdims=True)
+        col = xp.max(magnitude, axis=0, keepdims=True)
+        return xp.maximum(xp.maximum(row, col), xp.max(magnitude))
+
+    # -- random probes -------------------------------------------------------
+    def probe(self, direction: str, count: int) -> None:
+        xp, p = self.xp, self.p
+        n, m = p.in_layout.size, p.out_layout.size
+        v = self._random(count, n)
+        dd = self.derivatives(v)
+        rnd = dd.rounding + self.noise[None, :]
+        if direction in ("rev", "both"):
+            u = self._round_to(self._random(count, m), p.out_layout, p.out_dtypes)
+            grads, wide = self.vjp(u)  # (k, n)
+            ana = xp.sum(grads * dd.direction, axis=1)
+            ana_err = None
+            if wide is not None:
+                ana_err = xp.abs(ana - xp.sum(wide * dd.direction, axis=1))
+            num = xp.sum(u * dd.value, axis=1)
+            trunc = xp.sqrt(xp.sum((u * dd.truncation) ** 2, axis=1))
+            rounding = xp.sum(xp.abs(u) * rnd, axis=1)
+            rough = xp.sum(xp.abs(u) * dd.roughness, axis=1)
+            bad = xp.any(dd.nonfinite, axis=1)
+            # Rounding of the analytical side enters each term independently,
+            # so it grows like the 2-norm of the terms, not their sum.
+            scale = xp.sqrt(xp.sum((grads * dd.direction) ** 2, axis=1)) + xp.sqrt(
+                xp.sum((u * dd.value) ** 2, axis=1)
+            )
+            self._compare(
+                "probe", ana, num, trunc, rounding, rough, bad, scale, 0, analytical_error=ana_err
+            )
+        if direction in ("fwd", "both"):
+            tangents = self._round_to(dd.direction, p.in_layout, p.in_dtypes)
+            ana, wide = self.jvp(tangents)  # (k, m)
+            scale = xp.max(xp.abs(dd.value), axis=1, keepdims=True)
+            self._compare(
+                "probe",
+                ana,
+                dd.value,
+                dd.truncation,
+                rnd,
+                dd.roughness,
+                dd.nonfinite,
+                xp.broadcast_to(scale, ana.shape),
+                0,
+                forward=True,
+                analytical_error=None if wide is None else xp.abs(ana - wide),
+            )
+
+    # -- comparison and bookkeeping -----------------------------------------
+    def _compare(
+        self,
+        kind: str,
+        ana: Any,
+        num: Any,
+        trunc: Any,
+        rnd: Any,
+        rough: Any,
+        bad: Any,
+        scale: Any,
+        start: int,
+        rows: bool = False,
+        forward: bool = False,
+        analytical_error: Any = None,
+    ) -> None:
+        xp, p = self.xp, self.p
+        eps_ana = max(p.eps_analytical, self.eps_store if kind == "entry" else 0.0)
+        entries = compare(
+            ana,
+            num,
+            trunc,
+            rnd,
+            rough,
+            bad,
+            scale,
+            eps_ana,
+            xp,
+            self.rtol,
+            self.atol,
+            analytical_error=analytical_error,
+        )
+        tally = Tally.of(entries, xp)
+        self.tally.merge(tally)
+        self.directions.setdefault("fwd" if forward else "rev", Tally()).merge(tally)
+        wrong = int(xp.sum(xp.astype(entries.wrong, xp.int64)))
+        if kind == "cotangent":
+            self.dense_wrong += wrong
+        elif kind == "entry":
+            self.one_hot_wrong += wrong
+        for key, flags in (
+            ("nonfinite", entries.nonfinite),
+            ("rough", entries.rough),
+            ("marginal", entries.marginal),
+            ("rough_agreeing", entries.rough_agreeing),
+        ):
+            count = int(xp.sum(xp.astype(flags, xp.int64)))
+            if count:
+                self.uncertain_kinds[key] = self.uncertain_kinds.get(key, 0) + count
+        if kind in ("entry", "cotangent") and ana.ndim == 2:
+            if len(self.by_argument) == 1:
+                self.by_argument[0].merge(tally)
+            else:
+                self._tally_arguments(entries, start, by_rows=kind == "entry")
+        if rows and self.row_cross is not None and entries.exceeding:
+            # Per output: <ana, num> and <num, num> over the inputs (rows here).
+            a0 = xp.where(xp.isfinite(ana) & xp.isfinite(num), ana, xp.zeros_like(ana))
+            n0 = xp.where(xp.isfinite(num), num, xp.zeros_like(num))
+            self.row_cross = self.row_cross + xp.sum(a0 * n0, axis=0)
+            self.row_num_sq = self.row_num_sq + xp.sum(n0 * n0, axis=0)
+        self._keep_worst(kind, entries, start)
+        if kind == "entry" and self.error_map_t is not None:
+            ratio = _ratio(entries, xp)
+            stop = start + ratio.shape[0]
+            self.error_map_t[start:stop, :] = xp.maximum(self.error_map_t[start:stop, :], ratio)
+
+    def _tally_arguments(self, entries: Entries, start: int, by_rows: bool) -> None:
+        """Split a batch by differentiated argument: input coordinates run
+        along the rows (entries) or the columns (cotangent products)."""
+        xp, p = self.xp, self.p
+        width = entries.error.shape[0 if by_rows else 1]
+        for slot, tally in zip(p.in_layout.slots, self.by_argument):
+            lo = max(start, slot.offset) - start
+            hi = min(start + width, slot.offset + slot.width) - start
+            if lo >= hi:
+                continue
+            part = entries.map(lambda a, lo=lo, hi=hi: a[lo:hi, :] if by_rows else a[:, lo:hi])
+            tally.merge(Tally.of(part, xp))
+
+    def _keep_worst(self, kind: str, entries: Entries, start: int) -> None:
+        xp = self.xp
+        ratio = _ratio(entries, xp)
+        if math.prod(ratio.shape) == 0:
+            return
+        host = self.p.adapter.to_numpy
+        if ratio.ndim == 2:
+            # Best rows first, then the best entries among them: no full sort.
+            rows = xp.argsort(-xp.max(ratio, axis=1))[:WORST]
+            sub = xp.take(ratio, rows, axis=0)
+            cols = sub.shape[1]
+            order = xp.argsort(-xp.reshape(sub, (-1,)))[:WORST]
+            row_ids = host(rows)
+            places = [(int(row_ids[int(i) // cols]), int(i) % cols) for i in host(order)]
+        else:
+            order = xp.argsort(-ratio)[:WORST]
+            places = [(int(i), 0) for i in host(order)]
+        for row, col in places:
+            values = {
+                name: getattr(entries, name)[row, col]
+                if ratio.ndim == 2
+                else getattr(entries, name)[row]
+                for name in ARRAY_FIELDS
+            }
+            ana, num, err, tol = (
+                float(values[name]) for name in ("analytical", "numerical", "error", "tolerance")
+            )
+            status = (
+                "wrong"
+                if bool(values["wrong"])
+                else "uncertain"
+                if bool(values["uncertain"])
+                else "ok"
+            )
+            self.worst.append(self._mismatch(kind, row, col, start, ana, num, err, tol, status))
+        rank = {"wrong": 0, "uncertain": 1, "ok": 2}
+        self.worst.sort(key=lambda m: (rank[m.status], -m.ratio))
+        del self.worst[WORST:]
+
+    def _mismatch(
+        self,
+        kind: str,
+        row: int,
+        col: int,
+        start: int,
+        ana: float,
+        num: float,
+        err: float,
+        tol: float,
+        status: str,
+    ) -> Mismatch:
+        """Name a compared value. Entries are (input start + row, output col);
+        cotangent products (probe row, input start + col); tangent products
+        (probe row, output col); probes (probe row)."""
+        p = self.p
+        if kind == "probe":
+            return Mismatch(kind, f"probe {row}", (), "", (), ana, num, err, tol, status)
+        if kind == "tangent":
+            o_slot, o_index, o_part = p.out_layout.owner(col)
+            return Mismatch(
+                kind,
+                f"random tangent {row}",
+                (),
+                p.out_names[o_slot],
+                o_index,
+                ana,
+                num,
+                err,
+                tol,
+                status,
+                o_part,
+            )
+        slot, index, part = p.in_layout.owner(start + (col if kind == "cotangent" else row))
+        if kind == "cotangent":
+            return Mismatch(
+                kind, p.in_names[slot], index, str(row), (), ana, num, err, tol, status, part
+            )
+        o_slot, o_index, _ = p.out_layout.owner(col)
+        return Mismatch(
+            kind,
+            p.in_names[slot],
+            index,
+            p.out_names[o_slot],
+            o_index,
+            ana,
+            num,
+            err,
+            tol,
+            status,
+            part,
+        )
+
+    # -- the report ------------------------------------------------------------
+    def report(self, mode: str, direction: str, order: int, seconds: float) -> Report:
+        p, t = self.p, self.tally
+        reasons = []
+        if self.uncertain_kinds.get("rough"):
+            reasons.append(
+                f"{self.uncertain_kinds['rough']} compared value(s) sit where f is not smooth "
+                "or not deterministic (one-sided differences disagree: a kink such as relu "
+                "at 0, a max with ties, or noise); move x off the kink or check there by hand"
+            )
+        if self.uncertain_kinds.get("nonfinite"):
+            reasons.append(
+                f"{self.uncertain_kinds['nonfinite']} compared value(s) have NaN or inf in "
+                "f near x; check at a point where f is finite"
+            )
+        if self.uncertain_kinds.get("marginal"):
+            reasons.append(
+                f"{self.uncertain_kinds['marginal']} compared value(s) differ by 1 to "
+                f"{BAND:g} times the estimated precision, too close to call; check with "
+                "float64 inputs (or a float64-capable f) to decide"
+            )
+        if self.uncertain_kinds.get("rough_agreeing"):
+            p.notes.append(
+                f"{self.uncertain_kinds['rough_agreeing']} compared value(s) sit on a kink "
+                "(f is not differentiable there) and agree with the mean of the one-sided "
+                "slopes"
+            )
+        noise_text = (
+            "f is not deterministic: two evaluations at the same x differ by up to "
+            f"{float(self.xp.max(self.noise)):.3g} (random dropout, unseeded noise, or "
+            "nondeterministic reductions); seed or disable the randomness"
+        )
+        if self.noisy:
+            reasons.insert(0, noise_text)
+        elif self.nondeterministic:
+            p.notes.append(noise_text)
+        if self.noisy:
+            verdict = "inconclusive"
+        else:
+            verdict = "fail" if t.wrong else "inconclusive" if t.uncertain else "pass"
+        arguments = tuple(
+            ArgumentSummary(
+                name=p.in_names[i],
+                shape=tuple(int(s) for s in p.primals[i].shape),
+                dtype=_describe([p.in_dtypes[i]]),
+                relative_error=tally.relative_error,
+                checked=tally.checked,
+                wrong=tally.wrong,
+                uncertain=tally.uncertain,
+            )
+            for i, tally in enumerate(self.by_argument)
+        )
+        diagnosis: tuple[str, ...] = ()
+        if verdict == "fail":
+            diagnosis = core_diagnosis.diagnose(
+                core_diagnosis.Evidence(
+                    tally=t,
+                    arguments=list(zip(p.in_names, self.by_argument)),
+                    mode=mode,
+                    directions=self.directions,
+                    one_hot_wrong=self.one_hot_wrong,
+                    dense_wrong=self.dense_wrong,
+                    row_scales=self.row_scales,
+                    row_cross=self.row_cross,
+                    row_num_sq=self.row_num_sq,
+                    jacobians=self.jacobians,
+                    in_widths=[s.width for s in p.in_layout.slots],
+                    out_widths=[s.width for s in p.out_layout.slots],
+                    in_names=list(p.in_names),
+                ),
+                self.xp,
+            )
+        notes = list(p.notes)
+        if mode == "probe" and verdict == "fail":
+            notes.append("probe mode cannot locate entries; rerun with mode='full' to see which")
+        return Report(
+            verdict=verdict,
+            relative_error=t.relative_error,
+            framework=p.adapter.name,
+            mode=mode,
+            direction=direction,
+            order=order,
+            precision=p.precision,
+            path=self.evaluator.path or "vectorized",
+            evaluations=self.evaluator.evaluations,
+            seconds=seconds,
+            seed=self.seed,
+            num_inputs=p.in_layout.size,
+            num_outputs=p.out_layout.size,
+            checked=t.checked,
+            wrong=t.wrong,
+            uncertain=t.uncertain,
+            worst=tuple(self.worst),
+            arguments=arguments,
+            diagnosis=diagnosis,
+            reasons=tuple(reasons),
+            notes=tuple(notes),
+            error_map=self._error_map(),
+        )
+
+    def _error_map(self) -> tuple[tuple[float, ...], ...]:
+        """error / tolerance per Jacobian entry, (outputs, inputs), for pictures."""
+        if self.error_map_t is None:
+            return ()
+        host = self.p.adapter.to_numpy(self.xp.matrix_transpose(self.error_map_t))
+        return tuple(tuple(float(v) for v in row) for row in host)
+
+
+def _ratio(entries: Entries, xp: Any) -> Any:
+    """error / tolerance: 0 where both are 0, inf where only the tolerance is
+    (or either is NaN); never a division warning."""
+    tol = entries.tolerance
+    error = entries.error
+    positive = tol > 0
+    ratio = error / xp.where(positive, tol, xp.ones_like(tol))
+    undefined = (~positive & (error > 0)) | (error != error) | (tol != tol)
+    return xp.where(undefined, xp.full_like(ratio, math.inf), xp.where(positive, ratio, 0 * ratio))

@@ -1,0 +1,574 @@
+"""What a check differentiates, and how it calls f.
+
+Flattens the arguments (pytrees), picks the arrays to differentiate, copies
+them so that f never sees the caller's own, chooses the dtypes of the
+numerical side (float64 when f accepts it), and wraps the analytical side:
+the framework's autodiff through its adapter, or the caller's grad / vjp
+rule. Refuses points and outputs that cannot be checked, with the fix.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from . import _tree
+from ._errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    MutationError,
+    UnsupportedError,
+)
+from .adapters import Adapter, adapter_for, adapter_of
+from .core.layout import FlatLayout
+
+
+@dataclass
+class _Problem:
+    adapter: Adapter
+    xp: Any
+    fn: Callable[..., list[Any]]
+    primals: list[Any]  # framework arrays, the caller's dtypes
+    eval_like: list[Any]  # framework arrays in the dtypes the numerical side uses
+    in_layout: FlatLayout
+    out_layout: FlatLayout
+    in_names: list[str]
+    out_names: list[str]
+    in_dtypes: list[Any]  # core dtypes of the primals
+    eval_dtypes: list[Any]
+    out_dtypes: list[Any]  # core dtypes of the outputs at the primals
+    out_like: list[Any]  # framework outputs at the primals (device, dtype)
+    work_dtype: Any
+    precision: str
+    x0: Any
+    analytical_vjp: Callable[[list[Any]], list[Any]]
+    user_rule: bool
+    eps_analytical: float
+    notes: list[str]
+    #: f at the point from the setup's first call, flattened, when that call
+    #: ran in the numerical side's dtypes (else None).
+    first_output: Any
+    #: The point in the numerical side's wider dtypes, when they differ from
+    #: the caller's and the framework differentiates: the same rule run there
+    #: shows how much of the analytical side is rounding (else None).
+    wide_primals: list[Any] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        f: Callable[..., Any],
+        args: tuple[Any, ...],
+        wrt: Any,
+        grad: Any,
+        vjp: Any,
+        precision: str,
+        order: int,
+        seed: int,
+    ) -> _Problem:
+        if not args:
+            raise ArgumentError("args: pass the point to check at, e.g. check(f, x)")
+        names = _argument_names(f, len(args))
+        leaves: list[Any] = []
+        paths: list[str] = []
+        positions: list[int] = []
+        for p, arg in enumerate(args):
+            arg_leaves, arg_paths, _ = _tree.flatten(arg, names[p])
+            leaves += arg_leaves
+            paths += arg_paths
+            positions += [p] * len(arg_leaves)
+        _, _, treedef = _tree.flatten(tuple(args))
+        arrays = [i for i, leaf in enumerate(leaves) if adapter_for(leaf) is not None]
+        adapter = adapter_of([leaves[i] for i in arrays], "args")
+        selected = _wrt_positions(wrt, len(args))
+        core_leaves = {i: adapter.to_core(leaves[i]) for i in arrays}
+        xp = adapter.namespace(next(iter(core_leaves.values())))
+        diff = [
+            i
+            for i in arrays
+            if positions[i] in selected
+            and xp.isdtype(core_leaves[i].dtype, ("real floating", "complex floating"))
+        ]
+        if not diff:
+            raise ArgumentTypeError(
+                "args: no floating-point array to differentiate"
+                + (f" among the arguments wrt={wrt!r} selects" if wrt is not None else "")
+                + "; pass float arrays (integers are not differentiable)"
+            )
+        diff_core = [core_leaves[i] for i in diff]
+        _check_points(diff_core, [paths[i] for i in diff], xp, adapter)
+        # f only ever sees copies: the caller's arrays cannot change, whatever f does.
+        leaves = list(leaves)
+        for i in arrays:
+            leaves[i] = adapter.from_core(_copy(core_leaves[i], xp), like=leaves[i])
+        primals = [leaves[i] for i in diff]
+        snapshot = {i: _copy(adapter.to_core(leaves[i]), xp) for i in arrays}
+
+        def call(diff_leaves: Sequence[Any]) -> tuple[list[Any], list[str]]:
+            result = f(*_tree.unflatten(treedef, _replace(leaves, diff, list(diff_leaves))))
+            outs, out_paths, _ = _tree.flatten(result)
+            return outs, out_paths
+
+        def fn(*diff_leaves: Any) -> list[Any]:
+            outs, _ = call(diff_leaves)
+            return [o if adapter.owns(o) else adapter.asarray_like(o, diff_leaves[0]) for o in outs]
+
+        with adapter.no_grad():
+            try:
+                raw_outputs, out_paths = call(primals)
+            except Exception as exc:
+                _note(exc, "gradguard: f raised this when called at the point being checked")
+                raise
+        _check_unchanged(snapshot, leaves, paths, adapter, xp)
+        outputs0 = _output_arrays(raw_outputs, out_paths, adapter, primals[0])
+        out_core = [adapter.to_core(o) for o in outputs0]
+        for j, o in enumerate(out_core):
+            if not xp.isdtype(o.dtype, ("real floating", "complex floating")):
+                raise ArgumentTypeError(
+                    f"f: output {_name('out', out_paths[j])} has dtype {o.dtype}; "
+                    "every output must be a floating-point array or scalar"
+                )
+        out_names = [_name("out", p) for p in out_paths]
+        _check_outputs(out_core, out_names, xp)
+
+        base_fn = fn
+        user_rule = grad is not None or vjp is not None
+        if order == 2:
+            if user_rule:
+                raise ArgumentError("order: order=2 needs the framework's autodiff, not grad=/vjp=")
+            if not adapter.has_autodiff:
+                raise UnsupportedError(f"order=2 needs autodiff, which {adapter.name} lacks")
+            rng = _rng(seed + 7919)
+            cots = [
+                adapter.from_core(_random_like(o, xp, rng), like=out_fw)
+                for o, out_fw in zip(out_core, outputs0)
+            ]
+            fn = adapter.differentiable_vjp(base_fn, cots)
+            outputs0 = fn(*primals)
+            out_core = [adapter.to_core(o) for o in outputs0]
+            out_names = [f"d/d{paths[i]}" for i in diff]
+
+        in_layout = FlatLayout.of(diff_core, xp)
+        out_layout = FlatLayout.of(out_core, xp)
+        in_dtypes = [c.dtype for c in diff_core]
+        notes: list[str] = []
+
+        eval_dtypes, eval_like, precision_text = _choose_precision(
+            fn, adapter, xp, diff_core, primals, precision, notes
+        )
+        work_dtype = _real_dtype(xp, _widest(xp, eval_dtypes))
+        x0 = in_layout.flatten_one(
+            [xp.astype(c, d) for c, d in zip(diff_core, eval_dtypes)], xp, work_dtype
+        )
+        out_dtypes = [o.dtype for o in out_core]
+        eps_analytical = max(
+            float(xp.finfo(_real_dtype(xp, d)).eps) for d in in_dtypes + out_dtypes
+        )
+
+        if user_rule:
+            analytical_vjp = _user_vjp(
+                grad,
+                vjp,
+                f,
+                args,
+                treedef,
+                leaves,
+                diff,
+                positions,
+                selected,
+                adapter,
+                xp,
+                out_layout,
+                outputs0,
+            )
+        elif adapter.has_autodiff:
+
+            def analytical_vjp(cotangents: list[Any]) -> list[Any]:
+                return adapter.vjp(fn, primals, cotangents)
+
+        else:
+            analytical_vjp = _no_autodiff(adapter)
+
+        return cls(
+            adapter=adapter,
+            xp=xp,
+            fn=fn,
+            primals=primals,
+            eval_like=eval_like,
+            in_layout=in_layout,
+            out_layout=out_layout,
+            in_names=[paths[i] for i in diff],
+            out_names=out_names,
+            in_dtypes=in_dtypes,
+            eval_dtypes=eval_dtypes,
+            out_dtypes=out_dtypes,
+            out_like=outputs0,
+            work_dtype=work_dtype,
+            precision=precision_text,
+            x0=x0,
+            analytical_vjp=analytical_vjp,
+            user_rule=user_rule,
+            eps_analytical=eps_analytical,
+            notes=notes,
+            first_output=(
+                out_layout.flatten_one(out_core, xp, work_dtype)
+                if eval_dtypes == in_dtypes
+                else None
+            ),
+            wide_primals=(
+                eval_like
+                if eval_dtypes != in_dtypes and adapter.has_autodiff and not user_rule
+                else None
+            ),
+        )
+
+
+def _note(exc: BaseException, text: str) -> None:
+    """Say where a user's exception came from, keeping it their exception."""
+    if hasattr(exc, "add_note"):  # Python >= 3.11
+        exc.add_note(text)
+
+
+def _check_points(arrays: list[Any], names: list[str], xp: Any, adapter: Adapter) -> None:
+    """The point must be finite and not empty."""
+    if sum(math.prod(a.shape) for a in arrays) == 0:
+        raise ArgumentError(
+            f"args: every array to differentiate is empty ({', '.join(names)}); "
+            "pass arrays with at least one entry"
+        )
+    for a, name in zip(arrays, names):
+        finite = xp.isfinite(a)
+        if not bool(xp.all(finite)):
+            flat = adapter.to_numpy(xp.reshape(~finite, (-1,)))
+            first = int(flat.nonzero()[0][0])
+            index = tuple(int(i) for i in _unravel(first, tuple(a.shape)))
+            raise ArgumentError(
+                f"{name}: contains NaN or inf (first at index {index}); finite differences "
+                "need a finite point: check at another x"
+            )
+
+
+def _unravel(flat_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    import numpy as np
+
+    return tuple(int(i) for i in np.unravel_index(flat_index, shape)) if shape else ()
+
+
+def _check_unchanged(
+    snapshot: dict[int, Any], leaves: list[Any], paths: list[str], adapter: Adapter, xp: Any
+) -> None:
+    """f must not write into its arguments: the check's points would move under it."""
+    for i, before in snapshot.items():
+        after = adapter.to_core(leaves[i])
+        same = tuple(after.shape) == tuple(before.shape) and bool(
+            xp.all((after == before) | (xp.isnan(xp.abs(after)) & xp.isnan(xp.abs(before))))
+            if xp.isdtype(before.dtype, ("real floating", "complex floating"))
+            else xp.all(after == before)
+        )
+        if not same:
+            raise MutationError(
+                f"f: modifies its argument {paths[i]} in place; gradguard evaluates f at "
+                "many points and cannot check a function that changes them (your own arrays "
+                "are untouched: f was given copies). Work on a copy inside f (x = x.clone(), "
+                "x.copy()) or use out-of-place operations"
+            )
+
+
+def _check_outputs(outputs: list[Any], names: list[str], xp: Any) -> None:
+    if sum(math.prod(o.shape) for o in outputs) == 0:
+        raise ArgumentError(
+            "f: returned only empty arrays; there is nothing to compare: f must return at "
+            "least one value"
+        )
+    for o, name in zip(outputs, names):
+        if not bool(xp.all(xp.isfinite(o))):
+            raise ArgumentError(
+                f"f: returned NaN or inf in {name} at the point itself; finite differences "
+                "need f finite at x: check at another x"
+            )
+
+
+def _argument_names(f: Any, count: int) -> list[str]:
+    names = [f"args[{p}]" for p in range(count)]
+    try:
+        params = list(inspect.signature(f).parameters.values())
+    except (TypeError, ValueError):
+        return names
+    for p, param in enumerate(params[:count]):
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            names[p] = param.name
+        else:
+            break
+    return names
+
+
+def _wrt_positions(wrt: Any, count: int) -> set[int]:
+    if wrt is None:
+        return set(range(count))
+    items = [wrt] if isinstance(wrt, numbers.Integral) and not isinstance(wrt, bool) else wrt
+    try:
+        positions = list(items)
+    except TypeError:
+        raise ArgumentTypeError(
+            f"wrt: expected an argument index or a tuple of them, got {wrt!r}"
+        ) from None
+    indices = []
+    for p in positions:
+        if isinstance(p, bool) or not isinstance(p, numbers.Integral):
+            raise ArgumentTypeError(f"wrt: argument indices must be integers, got {p!r}")
+        if not -count <= int(p) < count:
+            raise ArgumentError(
+                f"wrt: index {p} is out of range for {count} argument(s); use 0 .. {count - 1} "
+                "(or negative from the end)"
+            )
+        indices.append(int(p) % count)
+    return set(indices)
+
+
+def _name(prefix: str, path: str) -> str:
+    return path if path.startswith(prefix) else f"{prefix}{path}" if path else prefix
+
+
+def _replace(leaves: list[Any], positions: list[int], values: list[Any]) -> list[Any]:
+    full = list(leaves)
+    for i, v in zip(positions, values):
+        full[i] = v
+    return full
+
+
+def _copy(core: Any, xp: Any) -> Any:
+    return xp.asarray(core, copy=True)
+
+
+def _output_arrays(outs: list[Any], paths: list[str], adapter: Adapter, like: Any) -> list[Any]:
+    """f's output leaves as framework arrays; refuses what cannot be one."""
+    if not outs:
+        raise ArgumentTypeError("f: returned an empty container; it must return a float array")
+    arrays = []
+    for out, path in zip(outs, paths):
+        if adapter.owns(out):
+            arrays.append(out)
+        elif isinstance(out, numbers.Number) and not isinstance(out, bool):
+            arrays.append(adapter.asarray_like(out, like))
+        else:
+            raise ArgumentTypeError(
+                f"f: output {_name('out', path)} is {type(out).__name__}; f must return "
+                f"{adapter.name} arrays or floats (or containers of them)"
+            )
+    return arrays
+
+
+def _widest(xp: Any, dtypes: list[Any]) -> Any:
+    return xp.result_type(*dtypes) if len(dtypes) > 1 else dtypes[0]
+
+
+def _real_dtype(xp: Any, dtype: Any) -> Any:
+    if xp.isdtype(dtype, "complex floating"):
+        return xp.float64 if dtype == xp.complex128 else xp.float32
+    return dtype
+
+
+def _wide_dtype(xp: Any, dtype: Any) -> Any:
+    return xp.complex128 if xp.isdtype(dtype, "complex floating") else xp.float64
+
+
+def _choose_precision(
+    fn: Callable[..., list[Any]],
+    adapter: Adapter,
+    xp: Any,
+    diff_core: list[Any],
+    primals: list[Any],
+    precision: str,
+    notes: list[str],
+) -> tuple[list[Any], list[Any], str]:
+    """Dtypes for the numerical side: float64 if f accepts it, else float32
+    for inputs narrower than that, else the inputs' own."""
+    native = [c.dtype for c in diff_core]
+    ladder = [(xp.float64, xp.complex128)]
+    if precision == "native":
+        ladder = []
+    elif precision == "auto":
+        ladder.append((xp.float32, xp.complex64))
+    reasons = []
+    for real, complex_ in ladder:
+        wanted = [complex_ if xp.isdtype(d, "complex floating") else real for d in native]
+        if wanted == native:
+            return native, primals, _describe(native)
+        if any(_bits(xp, w) < _bits(xp, d) for w, d in zip(wanted, native)):
+            continue  # never evaluate below the caller's own precision
+        if real == xp.float64 and not adapter.float64_available(primals[0]):
+            reason = f"{adapter.name} has float64 disabled here"
+            if adapter.name == "jax":
+                reason += " (jax.config.update('jax_enable_x64', True) enables it)"
+            reasons.append(reason)
+            continue
+        like = [
+            adapter.from_core(xp.astype(c, d), like=p)
+            for c, d, p in zip(diff_core, wanted, primals)
+        ]
+        try:
+            with adapter.no_grad():
+                outs = [adapter.to_core(o) for o in fn(*like)]
+        except Exception as exc:  # f refuses this dtype: a float32-only kernel, say
+            reasons.append(f"f raised {type(exc).__name__} on {_describe([real])} input")
+            continue
+        if all(_bits(xp, o.dtype) >= _bits(xp, real) for o in outs):
+            if reasons:
+                notes.append(
+                    "numerical side in " + _describe(wanted) + " because " + "; ".join(reasons)
+                )
+            return wanted, like, _describe(wanted)
+        reasons.append(f"f returns lower precision for {_describe([real])} input")
+    if precision == "float64":
+        raise ArgumentError(f"precision: 'float64' is not possible: {'; '.join(reasons)}")
+    if reasons:
+        notes.append("numerical side in the input dtype because " + "; ".join(reasons))
+    return native, primals, _describe(native)
+
+
+def _bits(xp: Any, dtype: Any) -> int:
+    """Precision rank of a floating dtype (complex counts by its parts)."""
+    real = _real_dtype(xp, dtype)
+    return int(-math.log2(float(xp.finfo(real).eps)))
+
+
+def _describe(dtypes: list[Any]) -> str:
+    names = sorted({str(d).replace("torch.", "").replace("dtype(", "").strip("')") for d in dtypes})
+    return "/".join(names)
+
+
+def _no_autodiff(adapter: Adapter) -> Callable[[list[Any]], list[Any]]:
+    def missing(cotangents: list[Any]) -> list[Any]:
+        raise UnsupportedError(
+            f"{adapter.name} has no autodiff: pass the analytical derivative as "
+            "grad=fn (fn(*args) returns the gradient of a scalar f) or "
+            "vjp=fn (fn(cotangent, *args) returns the vector-Jacobian product)"
+        )
+
+    return missing
+
+
+def _user_vjp(
+    grad: Any,
+    vjp: Any,
+    f: Any,
+    args: tuple[Any, ...],
+    treedef: Any,
+    leaves: list[Any],
+    diff: list[int],
+    positions: list[int],
+    selected: set[int],
+    adapter: Adapter,
+    xp: Any,
+    out_layout: FlatLayout,
+    outputs0: list[Any],
+) -> Callable[[list[Any]], list[Any]]:
+    """The caller's grad/vjp rule as a batched VJP on framework arrays."""
+    wanted = sorted(selected)
+    call_args = _tree.unflatten(treedef, leaves)
+    if grad is not None and out_layout.size != 1:
+        raise ArgumentError(
+            f"grad: f has {out_layout.size} real outputs; grad= needs a real scalar f, "
+            "use vjp=fn (fn(cotangent, *args)) instead"
+        )
+
+    def gather(result: Any, rule: str) -> list[Any]:
+        per_arg = (
+            [result]
+            if len(wanted) == 1
+            else list(result)
+            if isinstance(result, (tuple, list))
+            else None
+        )
+        if per_arg is None or len(per_arg) != len(wanted):
+            raise ArgumentError(
+                f"{rule}: returned {type(result).__name__}; expected one entry per "
+                f"differentiated argument ({len(wanted)}), a tuple when there are several"
+            )
+        values: list[Any] = []
+        for p, item in zip(wanted, per_arg):
+            item_leaves, _, _ = _tree.flatten(item)
+            mine = [i for i in range(len(leaves)) if positions[i] == p]
+            if len(item_leaves) != len(mine):
+                raise ArgumentError(
+                    f"{rule}: the entry for argument {p} has {len(item_leaves)} leaves, "
+                    f"the argument has {len(mine)}; mirror its structure"
+                )
+            for i, value in zip(mine, item_leaves):
+                if i in diff:
+                    values.append(value)
+        out = []
+        for value, i in zip(values, diff):
+            target = leaves[i]
+            if value is None or isinstance(value, (str, bytes)):
+                raise ArgumentTypeError(
+                    f"{rule}: returned {type(value).__name__} for argument {positions[i]}; "
+                    "return an array shaped like that argument"
+                )
+            if not adapter.owns(value):
+                value = adapter.from_core(
+                    adapter.namespace(adapter.to_core(target)).asarray(value), like=target
+                )
+            if tuple(value.shape) != tuple(target.shape):
+                raise ArgumentError(
+                    f"{rule}: gradient of shape {tuple(value.shape)} for an argument of "
+                    f"shape {tuple(target.shape)}; return one derivative per entry"
+                )
+            out.append(adapter.to_core(value))
+        return out
+
+    def rule_vjp(cotangents: list[Any]) -> list[Any]:
+        k = cotangents[0].shape[0]
+        rows = []
+        for r in range(k):
+            cot = [c[r, ...] for c in cotangents]
+            if grad is not None:
+                g = gather(grad(*call_args), "grad")
+                scale = cot[0]
+                rows.append([gi * xp.reshape(adapter.to_core(scale), ()) for gi in g])
+            else:
+                out_tree = _tree.unflatten(_output_treedef(f, call_args), cot)
+                rows.append(gather(vjp(out_tree, *call_args), "vjp"))
+        return [
+            adapter.from_core(xp.stack([row[i] for row in rows], axis=0), like=leaves[diff[i]])
+            for i in range(len(diff))
+        ]
+
+    return rule_vjp
+
+
+def _output_treedef(f: Any, call_args: Any) -> Any:
+    _, _, treedef = _tree.flatten(f(*call_args))
+    return treedef
+
+
+def _rng(seed: int) -> Any:
+    import numpy as np
+
+    return np.random.default_rng(seed)
+
+
+def _random_like(core: Any, xp: Any, rng: Any) -> Any:
+    """Standard normal entries shaped like ``core`` (complex: both parts)."""
+    shape = tuple(core.shape)
+    values = rng.standard_normal(shape)
+    if xp.isdtype(core.dtype, "complex floating"):
+        values = values + 1j * rng.standard_normal(shape)
+    return _to_xp(values, xp, core)
+
+
+def _to_xp(host: Any, xp: Any, like: Any) -> Any:
+    """NumPy -> the namespace of ``like`` (same device and dtype)."""
+    import numpy as np
+
+    array = xp.asarray(np.asarray(host), device=_device(like))
+    return xp.astype(array, like.dtype)
+
+
+def _device(array: Any) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(array)
