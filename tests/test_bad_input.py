@@ -619,14 +619,6 @@ BAD_OPTIONS = [
     ("atol", -1.0),
     ("atol", math.inf),
 ]
-BUG_COMPARE_WRT = pytest.mark.xfail(
-    strict=True,
-    reason="gradguard bug: compare(wrt=1.5 or a non-iterable) raises builtins TypeError (BI-8)",
-)
-BUG_COMPARE_ATOL = pytest.mark.xfail(
-    strict=True,
-    reason="gradguard bug: compare accepts atol=inf / rtol=inf: everything agrees (BI-12)",
-)
 BAD_OPTIONS += [
     ("accuracy", 3),
     ("accuracy", 5),
@@ -640,23 +632,12 @@ BAD_OPTIONS += [
 ]
 
 
-def _known_bug(name: str, option: str, value: Any) -> Any:
-    if name == "compare" and option == "wrt" and (value == 1.5 or isinstance(value, type)):
-        return BUG_COMPARE_WRT
-    if name == "compare" and option in ("rtol", "atol") and value == math.inf:
-        return BUG_COMPARE_ATOL
-    return ()
-
-
 def _option_params() -> list[Any]:
-    params = []
-    for name in CHECKERS:
-        for option, value in BAD_OPTIONS:
-            marks = _known_bug(name, option, value)
-            params.append(
-                pytest.param(name, option, value, id=f"{name}-{option}={value!r}", marks=marks)
-            )
-    return params
+    return [
+        pytest.param(name, option, value, id=f"{name}-{option}={value!r}")
+        for name in CHECKERS
+        for option, value in BAD_OPTIONS
+    ]
 
 
 @pytest.mark.parametrize(("name", "option", "value"), _option_params())
@@ -692,11 +673,6 @@ def test_bad_tolerance_of_compare(rtol):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gradguard bug: an unknown option of compare raises 'check() got an unexpected "
-    "keyword argument' (Python's TypeError, naming check) (BI-9)",
-)
 def test_unknown_option_of_compare():
     raises_clear(lambda: _compare(square_sum, np.ones(2), bogus=1), ArgumentTypeError, "bogus:")
 
