@@ -21,6 +21,7 @@ from ._errors import (
 from ._evaluation import Evaluator
 from ._problem import (
     _describe,
+    _device,
     _note,
     _Problem,
     _real_dtype,
@@ -49,7 +50,7 @@ NOISE_ULPS = 64
 #: Worst entries kept for the report.
 WORST = 8
 #: Bytes of perturbed points and outputs held at once.
-MEMORY_BUDGET = 1 << 25
+MEMORY_BUDGET = 1 << 26
 #: Jacobian entries beyond which the analytical Jacobian is stored in float32
 #: (800 MB in float64 at n = m = 10^4; half that in float32).
 STORE_ENTRIES = 1 << 25
@@ -82,6 +83,7 @@ class _Run:
     ):
         self.p = problem
         self.xp = problem.xp
+        self.device = _device(problem.x0)
         self.seed = seed
         self.rng = _rng(seed)
         self.rtol = rtol
@@ -92,9 +94,9 @@ class _Run:
         low_precision = float(xp.finfo(p.work_dtype).eps) > 1e-10
         self.accuracy = accuracy if accuracy is not None else 6 if low_precision else 4
         # Chunks sized to MEMORY_BUDGET: a column of a full check holds its
-        # perturbed points and outputs plus some twenty (columns, m) arrays of
+        # perturbed points and outputs plus some ten (columns, m) arrays of
         # bookkeeping; small chunks also stay in cache.
-        per_column = 8 * (self.accuracy * (n + m) + 20 * m + 1)
+        per_column = 8 * (self.accuracy * (n + m) + 10 * m + 1)
         self.columns_per_chunk = max(1, MEMORY_BUDGET // per_column)
         self.rows_per_vjp = max(1, MEMORY_BUDGET // (8 * 4 * (n + m + 1)))
         k_rows = self.accuracy * self.columns_per_chunk
@@ -123,7 +125,7 @@ class _Run:
         if self.complex_step:
             self._check_complex_step()
         if eps is not None:
-            self.steps = xp.full(p.x0.shape, float(eps), dtype=p.work_dtype)
+            self.steps = xp.full(p.x0.shape, float(eps), dtype=p.work_dtype, device=self.device)
             moved = (p.x0 + self.steps) - (p.x0 - self.steps)
             if not bool(xp.all(xp.abs(moved - 2 * self.steps) <= 1e-3 * 2 * self.steps)):
                 largest = float(xp.max(xp.abs(p.x0)))
@@ -187,7 +189,7 @@ class _Run:
                 self.evaluate, p.x0, self.steps[start:stop], start, self.f0, xp, self.accuracy
             )
         c = stop - start
-        mask = xp.eye(c, p.in_layout.size, k=start, dtype=p.work_dtype)
+        mask = xp.eye(c, p.in_layout.size, k=start, dtype=p.work_dtype, device=self.device)
         dd = self.derivatives(mask)
         step = xp.sum(dd.direction * mask, axis=1)[:, None]
         return DirectionalDerivatives(
@@ -264,7 +266,7 @@ class _Run:
             # The error estimate is the order (accuracy - 2) stencil's: step for it.
             h = default_steps(xp.astype(x, real), xp, order=self.accuracy - 2)
             parts.append(xp.astype(h, p.work_dtype))
-        return xp.concat(parts) if parts else xp.zeros((0,), dtype=p.work_dtype)
+        return xp.concat(parts) if parts else xp.zeros((0,), dtype=p.work_dtype, device=self.device)
 
     def default_probes(self) -> int:
         # Low precision on either side hides a small error in any one probe:
@@ -345,7 +347,7 @@ class _Run:
         xp, p = self.xp, self.p
         n, m = p.in_layout.size, p.out_layout.size
         if n * m <= ERROR_MAP_ENTRIES:
-            self.error_map_t = xp.zeros((n, m), dtype=p.work_dtype)
+            self.error_map_t = xp.zeros((n, m), dtype=p.work_dtype, device=self.device)
         rev = direction in ("rev", "both")
         fwd = direction in ("fwd", "both")
         if rev:
@@ -361,13 +363,16 @@ class _Run:
                 p.notes.append(
                     f"the analytical Jacobian ({m} x {n}) was held in float32 to bound memory"
                 )
-            jac_t = xp.empty((n, m), dtype=storage)
+            jac_t = xp.empty((n, m), dtype=storage, device=self.device)
             # |analytical - the same rule in the wider dtypes|: its rounding.
-            jac_err_t = xp.empty((n, m), dtype=storage) if p.wide_primals is not None else None
+            jac_err_t = None
+            if p.wide_primals is not None:
+                jac_err_t = xp.empty((n, m), dtype=storage, device=self.device)
             for start in range(0, m, self.rows_per_vjp):
                 stop = min(m, start + self.rows_per_vjp)
                 scale = self.row_scales[start:stop][:, None]
-                onehot = xp.eye(stop - start, m, k=start, dtype=p.work_dtype) * scale
+                onehot = xp.eye(stop - start, m, k=start, dtype=p.work_dtype, device=self.device)
+                onehot = onehot * scale
                 rows, wide = self.vjp(onehot)
                 jac_t[:, start:stop] = xp.astype(
                     xp.matrix_transpose(rows / scale), storage, copy=False
@@ -381,11 +386,11 @@ class _Run:
             dense_cots_t = xp.matrix_transpose(dense_cots)
             dense_ana, dense_wide = self.vjp(dense_cots)
             dense_err = None if dense_wide is None else xp.abs(dense_ana - dense_wide)
-            self.row_cross = xp.zeros((m,), dtype=p.work_dtype)
-            self.row_num_sq = xp.zeros((m,), dtype=p.work_dtype)
+            self.row_cross = xp.zeros((m,), dtype=p.work_dtype, device=self.device)
+            self.row_num_sq = xp.zeros((m,), dtype=p.work_dtype, device=self.device)
         if fwd:
             dense_tans = self._round_to(self._random(DENSE_PROBES, n), p.in_layout, p.in_dtypes)
-            zeros = xp.zeros((DENSE_PROBES, m), dtype=p.work_dtype)
+            zeros = xp.zeros((DENSE_PROBES, m), dtype=p.work_dtype, device=self.device)
             fwd_num, fwd_trunc, fwd_round, fwd_rough = zeros, zeros, zeros, zeros
         kept = []
         for start in range(0, n, self.columns_per_chunk):
@@ -431,7 +436,8 @@ class _Run:
             if fwd:
                 c = stop - start
                 tscales = _to_xp(self.rng.choice(ONE_HOT_SCALES, size=c), xp, p.x0)
-                tangents = xp.eye(c, n, k=start, dtype=p.work_dtype) * tscales[:, None]
+                tangents = xp.eye(c, n, k=start, dtype=p.work_dtype, device=self.device)
+                tangents = tangents * tscales[:, None]
                 columns, wide = self.jvp(tangents)
                 columns_err = None
                 if wide is not None:
@@ -463,7 +469,7 @@ class _Run:
                 fwd_trunc,
                 fwd_round,
                 fwd_rough,
-                xp.zeros(fwd_num.shape, dtype=xp.bool),
+                xp.zeros(fwd_num.shape, dtype=xp.bool, device=self.device),
                 xp.abs(fwd_num) + xp.abs(fwd_ana),
                 0,
                 forward=True,

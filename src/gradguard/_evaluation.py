@@ -43,7 +43,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TextIO
 
-from ._errors import ArgumentTypeError
+from ._errors import ArgumentError, ArgumentTypeError
 from .adapters.base import Adapter, LeafFunction
 
 __all__ = ["Evaluator", "Pending"]
@@ -99,6 +99,7 @@ class Evaluator:
         if self._batched is None:
             self.path = LOOP
         self._remote: _Remote | None = None
+        self._out_dtypes: list[Any] | None = None
         self.points = 0
         self._expected: int | None = None
         self._progress = _Progress(progress)
@@ -162,11 +163,25 @@ class Evaluator:
         self._progress.update(self.points, self.expected)
 
     def _chunk(self, leaves: list[Any], xp: Any) -> list[Any]:
+        result = None
         if self.path != LOOP:
             result = self._vectorized(leaves, xp)
-            if result is not None:
-                return result
-        return self._loop(leaves, xp)
+        if result is None:
+            result = self._loop(leaves, xp)
+        if self._out_dtypes is None:
+            self._out_dtypes = [o.dtype for o in result]
+        return result
+
+    def _check_remote(self, outputs: list[Any]) -> None:
+        """A worker must compute what this process computes (same dtypes)."""
+        got = [o.dtype for o in outputs]
+        if self._out_dtypes is not None and got != self._out_dtypes:
+            raise ArgumentError(
+                f"executor: a worker returned {', '.join(map(str, got))} where this process "
+                f"computes {', '.join(map(str, self._out_dtypes))}; the workers' framework "
+                "is set up differently (versions, or settings such as jax_enable_x64 or "
+                "torch.set_default_dtype made outside gradguard.check)"
+            )
 
     def _vectorized(self, leaves: list[Any], xp: Any) -> list[Any] | None:
         assert self._batched is not None
@@ -240,6 +255,7 @@ class Pending:
         else:
             for chunk, future in zip(self._chunks, self._futures):
                 outputs, path, count = future.result()
+                ev._check_remote(outputs)
                 if path == LOOP:
                     ev.path = LOOP
                 ev.evaluations += count
@@ -302,9 +318,12 @@ class _Remote:
     ``_WORKER_CACHE`` under ``token``.
     """
 
-    def __init__(self, token: str, blob: bytes) -> None:
+    def __init__(self, token: str, blob: bytes, state: dict[str, Any] | None = None) -> None:
         self.token = token
         self.blob = blob
+        #: Framework settings that change what f computes (JAX's x64 mode, torch's
+        #: default dtype), set on the worker before f runs there.
+        self.state = state or {}
 
     def __dask_tokenize__(self) -> str:
         # dask hashes task arguments; the token names these bytes already.
@@ -335,7 +354,7 @@ class _Remote:
                 "files, locks or sockets), or pass a concurrent.futures.ThreadPoolExecutor, "
                 "which needs no pickling"
             ) from exc
-        return cls(uuid.uuid4().hex, blob)
+        return cls(uuid.uuid4().hex, blob, _framework_state(adapter))
 
 
 #: Per worker process: token -> (adapter, fn, batched fn, like), newest last.
@@ -351,6 +370,7 @@ def _remote_chunk(remote: _Remote, path: str, leaves: list[Any]) -> tuple[list[A
         if entry is None:
             import pickle
 
+            _apply_framework_state(remote.state)
             try:
                 adapter, fn, like = pickle.loads(remote.blob)
             except Exception as exc:
@@ -369,6 +389,31 @@ def _remote_chunk(remote: _Remote, path: str, leaves: list[Any]) -> tuple[list[A
             _WORKER_CACHE.move_to_end(remote.token)
     adapter, fn, batched, like = entry
     return _run_chunk(adapter, fn, batched, like, path, leaves)
+
+
+def _framework_state(adapter: Adapter) -> dict[str, Any]:
+    """Global settings of the framework in this process that decide the
+    dtypes f computes in; a fresh worker process has the defaults."""
+    state: dict[str, Any] = {}
+    if adapter.name == "jax" and "jax" in sys.modules:
+        state["jax_enable_x64"] = bool(sys.modules["jax"].config.jax_enable_x64)
+    if adapter.name == "torch" and "torch" in sys.modules:
+        state["torch_default_dtype"] = str(sys.modules["torch"].get_default_dtype())
+    return state
+
+
+def _apply_framework_state(state: dict[str, Any]) -> None:
+    if "jax_enable_x64" in state:
+        import jax
+
+        if bool(jax.config.jax_enable_x64) != state["jax_enable_x64"]:
+            jax.config.update("jax_enable_x64", state["jax_enable_x64"])
+    if "torch_default_dtype" in state:
+        import torch
+
+        wanted = getattr(torch, state["torch_default_dtype"].replace("torch.", ""))
+        if torch.get_default_dtype() != wanted:
+            torch.set_default_dtype(wanted)
 
 
 def _workers(executor: Any) -> int:

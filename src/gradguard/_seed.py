@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from array_api_compat import device
 
 from ._errors import (
     ArgumentError,
@@ -102,7 +103,7 @@ def _numerical_gradient(
     stencil = CENTRAL[2] if epsilon is not None else CENTRAL[order]
     if epsilon is not None:
         # The seed's formula: divide by the nominal step.
-        steps = xp.full((n,), float(epsilon), dtype=work_dtype)
+        steps = xp.full((n,), float(epsilon), dtype=work_dtype, device=device(x_work))
     else:
         steps = represented_displacement(x_work, default_steps(x_work, xp, order))
     evaluate = _scalar_evaluator(f, x, adapter, core_x.shape, xp, work_dtype)
@@ -111,7 +112,8 @@ def _numerical_gradient(
     parts = []
     for start in range(0, n, chunk):
         count = min(n, start + chunk) - start
-        eye = xp.eye(count, n, k=start, dtype=work_dtype) * steps[None, :]
+        eye = xp.eye(count, n, k=start, dtype=work_dtype, device=device(x_work))
+        eye = eye * steps[None, :]
         points = xp.concat([x_work[None, :] + eye * float(o) for o in stencil.offsets], axis=0)
         outputs = evaluate(points)
         if not bool(xp.all(xp.isfinite(outputs))):

@@ -64,7 +64,16 @@ class Adapter:
         try:
             return np.asarray(core_array)
         except (TypeError, RuntimeError, ValueError):
-            return np.from_dlpack(core_array)
+            pass
+        try:
+            # Asks the producer to copy to the host (DLPack 1.0, NumPy >= 2.1),
+            # which arrays on an accelerator need.
+            return np.from_dlpack(core_array, device="cpu", copy=True)
+        except (TypeError, RuntimeError, ValueError, BufferError):
+            pass
+        if hasattr(core_array, "get"):  # CuPy
+            return np.asarray(core_array.get())
+        return np.from_dlpack(core_array)
 
     def float64_available(self, array: Any) -> bool:
         """Can this framework compute in float64 here (JAX without x64 cannot)?"""

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from array_api_compat import device
+
 from .stencils import CENTRAL, EVEN_DIFFERENCE, KINK_RESPONSE, Stencil
 
 __all__ = [
@@ -116,7 +118,7 @@ def partial_derivatives(
     stencil = _stencil(accuracy)
     k = steps.shape[0]
     n = x0.shape[0]
-    eye = xp.eye(k, n, k=start, dtype=x0.dtype) * steps[:, None]
+    eye = xp.eye(k, n, k=start, dtype=x0.dtype, device=device(x0)) * steps[:, None]
     points = xp.concat([x0[None, :] + eye * float(o) for o in stencil.offsets], axis=0)
     own = x0[start : start + k]
     represented = apply_stencil(
@@ -158,7 +160,7 @@ def _quotients(
     reach = float(max(stencil.offsets))
     rounding = (eps * weight) * (xp.abs(values[0]) + reach * xp.abs(value))
     if bool(xp.all(xp.isfinite(outputs))):
-        nonfinite = xp.broadcast_to(xp.asarray(False), value.shape)
+        nonfinite = xp.broadcast_to(xp.asarray(False, device=device(value)), value.shape)
     else:
         bad = ~xp.isfinite(outputs)
         nonfinite = bad[0:k, :]

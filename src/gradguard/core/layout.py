@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from array_api_compat import device
+
 __all__ = ["FlatLayout", "Slot"]
 
 
@@ -65,7 +67,7 @@ class FlatLayout:
             else:
                 columns.append(xp.astype(flat, dtype, copy=False))
         if not columns:
-            return xp.zeros((k, 0), dtype=dtype)
+            return xp.zeros((k, 0), dtype=dtype, device=device(batched[0]) if batched else None)
         if len(columns) == 1:
             return columns[0]
         return xp.concat(columns, axis=1)
