@@ -209,6 +209,41 @@ def test_process_pool_numpy(process_pool):
     _same(reference, report)
 
 
+def jax_sin_times_x(x):
+    import jax.numpy as jnp
+
+    return jnp.sin(x) * x
+
+
+def test_process_pool_jax_carries_x64(process_pool):
+    """A fresh worker has JAX's x64 mode off; the check's float64 must reach it."""
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    x = jax.numpy.linspace(-2.0, 2.0, 40)
+    reference = gradguard.check(jax_sin_times_x, x, mode="full")
+    report = gradguard.check(jax_sin_times_x, x, mode="full", executor=process_pool)
+    assert reference.verdict == "pass"
+    _same(reference, report)
+
+
+class Float32Worker(CountingExecutor):
+    """A worker set up differently: it computes in float32."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = super().submit(fn, *args, **kwargs)
+        outputs, path, count = future.result()
+        changed: Future = Future()
+        changed.set_result(([o.astype(np.float32) for o in outputs], path, count))
+        return changed
+
+
+def test_a_worker_computing_other_dtypes_is_an_error():
+    pytest.importorskip("cloudpickle")
+    x = np.linspace(-2.0, 2.0, 40)
+    with pytest.raises(gradguard.ArgumentError, match="worker returned float32"):
+        gradguard.check(numpy_f, x, vjp=numpy_vjp, mode="full", executor=Float32Worker())
+
+
 def test_unpicklable_function_gives_a_gradguard_error(process_pool):
     _, x = _torch_cases()
     lock = threading.Lock()

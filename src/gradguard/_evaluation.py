@@ -31,6 +31,7 @@ the same path, with the same code, so the results equal the in-process ones.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import sys
@@ -124,7 +125,10 @@ class Evaluator:
         with self.adapter.no_grad():
             outputs = self.fn(*framework)
         self.evaluations += 1
-        return [self.adapter.to_core(o) for o in outputs]
+        result = [self.adapter.to_core(o) for o in outputs]
+        if self._out_dtypes is None:
+            self._out_dtypes = [o.dtype for o in result]
+        return result
 
     # -- a batch of points -------------------------------------------------
     def __call__(self, leaves: list[Any]) -> list[Any]:
@@ -404,8 +408,7 @@ def _framework_state(adapter: Adapter) -> dict[str, Any]:
 
 def _apply_framework_state(state: dict[str, Any]) -> None:
     if "jax_enable_x64" in state:
-        import jax
-
+        jax = importlib.import_module("jax")
         if bool(jax.config.jax_enable_x64) != state["jax_enable_x64"]:
             jax.config.update("jax_enable_x64", state["jax_enable_x64"])
     if "torch_default_dtype" in state:
