@@ -107,14 +107,9 @@ class _Problem:
         primals = [leaves[i] for i in diff]
         snapshot = {i: _copy(adapter.to_core(leaves[i]), xp) for i in arrays}
 
-        def call(diff_leaves: Sequence[Any]) -> tuple[list[Any], list[str]]:
-            result = f(*_tree.unflatten(treedef, _replace(leaves, diff, list(diff_leaves))))
-            outs, out_paths, _ = _tree.flatten(result)
-            return outs, out_paths
-
-        def fn(*diff_leaves: Any) -> list[Any]:
-            outs, _ = call(diff_leaves)
-            return [o if adapter.owns(o) else adapter.asarray_like(o, diff_leaves[0]) for o in outs]
+        leaf_call = _LeafCall(f, treedef, leaves, diff, adapter)
+        call = leaf_call.call
+        fn: Callable[..., list[Any]] = leaf_call
 
         with adapter.no_grad():
             try:
@@ -224,6 +219,29 @@ class _Problem:
                 else None
             ),
         )
+
+
+@dataclass
+class _LeafCall:
+    """f as a function of the differentiated arrays alone, returning its
+    output leaves as framework arrays. A class, not a closure, so that it
+    pickles (to process pools) whenever f and the arguments do."""
+
+    f: Callable[..., Any]
+    treedef: Any
+    leaves: list[Any]
+    diff: list[int]
+    adapter: Adapter
+
+    def call(self, diff_leaves: Sequence[Any]) -> tuple[list[Any], list[str]]:
+        full = _replace(self.leaves, self.diff, list(diff_leaves))
+        outs, out_paths, _ = _tree.flatten(self.f(*_tree.unflatten(self.treedef, full)))
+        return outs, out_paths
+
+    def __call__(self, *diff_leaves: Any) -> list[Any]:
+        outs, _ = self.call(diff_leaves)
+        adapter = self.adapter
+        return [o if adapter.owns(o) else adapter.asarray_like(o, diff_leaves[0]) for o in outs]
 
 
 def _note(exc: BaseException, text: str) -> None:
@@ -392,10 +410,12 @@ def _choose_precision(
         ladder = []
     elif precision == "auto":
         ladder.append((xp.float32, xp.complex64))
-    reasons = []
+    reasons: list[str] = []
     for real, complex_ in ladder:
         wanted = [complex_ if xp.isdtype(d, "complex floating") else real for d in native]
         if wanted == native:
+            if reasons:
+                notes.append(f"numerical side in {_describe(native)} because " + "; ".join(reasons))
             return native, primals, _describe(native)
         if any(_bits(xp, w) < _bits(xp, d) for w, d in zip(wanted, native)):
             continue  # never evaluate below the caller's own precision
@@ -436,8 +456,13 @@ def _bits(xp: Any, dtype: Any) -> int:
 
 
 def _describe(dtypes: list[Any]) -> str:
-    names = sorted({str(d).replace("torch.", "").replace("dtype(", "").strip("')") for d in dtypes})
-    return "/".join(names)
+    """Dtype names as people write them: float32, not torch.float32 or a class."""
+
+    def name(d: Any) -> str:
+        text = getattr(d, "__name__", None) or str(d)
+        return text.replace("torch.", "").replace("dtype(", "").strip("')")
+
+    return "/".join(sorted({name(d) for d in dtypes}))
 
 
 def _no_autodiff(adapter: Adapter) -> Callable[[list[Any]], list[Any]]:
