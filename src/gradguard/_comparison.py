@@ -151,6 +151,11 @@ class _Run:
         self.row_cross: Any = None
         self.row_num_sq: Any = None
         self.dense_wrong = 0
+        # The first VJP seen, and whether every later one (for other
+        # cotangents) came back the same: a rule that ignores its cotangent.
+        self.first_vjp: Any = None
+        self.vjps_identical = True
+        self.entry_tally = Tally()
         self.one_hot_wrong = 0
 
     # -- evaluation ------------------------------------------------------
@@ -331,6 +336,18 @@ class _Run:
             raise
         return p.out_layout.flatten(outs, xp, p.work_dtype)
 
+    def _watch_vjps(self, rows: Any) -> None:
+        """Keep track of whether every VJP so far is the same vector."""
+        if not self.vjps_identical or rows.shape[0] == 0:
+            return
+        xp = self.xp
+        if self.first_vjp is None:
+            self.first_vjp = rows[0, :]
+        reference = self.first_vjp[None, :]
+        spread = float(xp.max(xp.abs(rows - reference)))
+        size = float(xp.max(xp.abs(self.first_vjp))) if self.first_vjp.shape[0] else 0.0
+        self.vjps_identical = spread <= 1e-12 * size
+
     def _round_to(self, values: Any, layout: FlatLayout, dtypes: list[Any]) -> Any:
         """Round real coordinates to what the analytical side actually receives."""
         xp = self.xp
@@ -374,6 +391,7 @@ class _Run:
                 onehot = xp.eye(stop - start, m, k=start, dtype=p.work_dtype, device=self.device)
                 onehot = onehot * scale
                 rows, wide = self.vjp(onehot)
+                self._watch_vjps(rows)
                 jac_t[:, start:stop] = xp.astype(
                     xp.matrix_transpose(rows / scale), storage, copy=False
                 )
@@ -385,6 +403,7 @@ class _Run:
             dense_cots = self._round_to(self._random(DENSE_PROBES, m), p.out_layout, p.out_dtypes)
             dense_cots_t = xp.matrix_transpose(dense_cots)
             dense_ana, dense_wide = self.vjp(dense_cots)
+            self._watch_vjps(dense_ana)
             dense_err = None if dense_wide is None else xp.abs(dense_ana - dense_wide)
             self.row_cross = xp.zeros((m,), dtype=p.work_dtype, device=self.device)
             self.row_num_sq = xp.zeros((m,), dtype=p.work_dtype, device=self.device)
@@ -502,6 +521,7 @@ class _Run:
         if direction in ("rev", "both"):
             u = self._round_to(self._random(count, m), p.out_layout, p.out_dtypes)
             grads, wide = self.vjp(u)  # (k, n)
+            self._watch_vjps(grads)
             ana = xp.sum(grads * dd.direction, axis=1)
             ana_err = None
             if wide is not None:
@@ -572,6 +592,8 @@ class _Run:
         tally = Tally.of(entries, xp)
         self.tally.merge(tally)
         self.directions.setdefault("fwd" if forward else "rev", Tally()).merge(tally)
+        if kind == "entry":
+            self.entry_tally.merge(tally)
         wrong = int(xp.sum(xp.astype(entries.wrong, xp.int64)))
         if kind == "cotangent":
             self.dense_wrong += wrong
@@ -770,6 +792,10 @@ class _Run:
                     directions=self.directions,
                     one_hot_wrong=self.one_hot_wrong,
                     dense_wrong=self.dense_wrong,
+                    cotangent_ignored=self.vjps_identical
+                    and self.first_vjp is not None
+                    and bool(self.xp.any(self.first_vjp != 0)),
+                    entries=self.entry_tally if self.entry_tally.checked else None,
                     row_scales=self.row_scales,
                     row_cross=self.row_cross,
                     row_num_sq=self.row_num_sq,

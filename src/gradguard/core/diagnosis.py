@@ -29,6 +29,10 @@ class Evidence:
     directions: dict[str, Tally] = field(default_factory=dict)
     one_hot_wrong: int = 0
     dense_wrong: int = 0
+    #: Every VJP came back the same (and nonzero) whatever cotangent it got.
+    cotangent_ignored: bool = False
+    #: Tally of the Jacobian entries alone (full mode), for counting.
+    entries: Tally | None = None
     #: Scale of each one-hot cotangent, and per output row <ana, num> and
     #: <num, num> (full reverse mode only).
     row_scales: Any = None
@@ -90,9 +94,11 @@ def diagnose(evidence: Evidence, xp: Any) -> tuple[str, ...]:
             f"only {names} {'is' if len(wrong_args) == 1 else 'are'} wrong; "
             f"{', '.join(right_args)} {'agrees' if len(right_args) == 1 else 'agree'}"
         )
-    if 0 < t.wrong < t.active and evidence.mode == "full" and not found:
+    counted = evidence.entries or t
+    if 0 < counted.wrong < counted.active and evidence.mode == "full" and not found:
         found.append(
-            f"only some entries are wrong: {t.wrong} of the {t.active} nonzero ones "
+            f"only some entries are wrong: {counted.wrong} of the {counted.active} nonzero "
+            "Jacobian entries "
             "(see the worst entries: a branch, a term or an index missing for part of "
             "the input)"
         )
@@ -123,7 +129,14 @@ def _constant_factor(t: Tally) -> float | None:
 
 
 def _cotangent_pattern(e: Evidence, xp: Any) -> str:
-    """Rows scaled by c_j come back scaled by 1/c_j (ignored) or c_j (squared)."""
+    """The rule returns the same whatever the cotangent, or rows scaled by c_j
+    come back scaled by 1/c_j (ignored) or c_j (squared)."""
+    ignored = (
+        "ignores the incoming gradient: the backward returns the same result whatever "
+        "cotangent (grad_output) it is given; multiply by it"
+    )
+    if e.cotangent_ignored:
+        return ignored
     if e.row_scales is None or e.row_cross is None:
         return ""
     used = e.row_num_sq > 0
@@ -134,10 +147,7 @@ def _cotangent_pattern(e: Evidence, xp: Any) -> str:
     c = e.row_scales
     inverse = xp.where(used, xp.abs(ratio * c - 1.0), xp.zeros_like(ratio))
     if float(xp.max(inverse)) < FIT:
-        return (
-            "ignores the incoming gradient: the backward returns the same result whatever "
-            "cotangent (grad_output) it is given; multiply by it"
-        )
+        return ignored
     squared = xp.where(used, xp.abs(ratio / c - 1.0), xp.zeros_like(ratio))
     if float(xp.max(squared)) < FIT:
         return (

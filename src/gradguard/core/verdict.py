@@ -157,7 +157,7 @@ class Tally:
     num_sq: float = 0.0
     ana_sq: float = 0.0
     cross: float = 0.0
-    #: Entries where either side is nonzero.
+    #: Entries where either side is nonzero (beyond rounding noise).
     active: int = 0
 
     @classmethod
@@ -181,7 +181,7 @@ class Tally:
             num_sq=float(xp.sum(n * n)),
             ana_sq=float(xp.sum(a * a)),
             cross=float(xp.sum(a * n)),
-            active=int(xp.sum(xp.astype((a != 0) | (n != 0), xp.int64))),
+            active=_active(a, n, xp),
         )
 
     def merge(self, other: Tally) -> None:
@@ -194,3 +194,13 @@ class Tally:
         if denominator == 0.0:
             return 0.0
         return min(1.0, self.diff_sq**0.5 / denominator)
+
+
+def _active(a: Any, n: Any, xp: Any) -> int:
+    """Entries where either side is nonzero, rounding noise aside: above
+    sqrt(eps) of the batch's largest magnitude."""
+    magnitude = xp.maximum(xp.abs(a), xp.abs(n))
+    if math.prod(magnitude.shape) == 0:
+        return 0
+    floor = float(xp.max(magnitude)) * float(xp.finfo(magnitude.dtype).eps) ** 0.5
+    return int(xp.sum(xp.astype(magnitude > floor, xp.int64)))
