@@ -74,10 +74,11 @@ class TorchAdapter(Adapter):
                 )
                 for r in range(k)
             ]
-            grads = tuple(
-                None if rows[0][i] is None else torch.stack([row[i] for row in rows])  # type: ignore[misc]
-                for i in range(len(inputs))
-            )
+            stacked: list[Any] = []
+            for i in range(len(inputs)):
+                column: list[Any] = [row[i] for row in rows]
+                stacked.append(None if column[0] is None else torch.stack(column))
+            grads = tuple(stacked)
         return [
             torch.zeros((k, *p.shape), dtype=p.dtype, device=p.device) if g is None else g.detach()
             for p, g in zip(primals, grads)
