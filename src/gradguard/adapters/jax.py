@@ -33,7 +33,12 @@ class JaxAdapter(Adapter):
         return array_api_compat.numpy
 
     def to_core(self, array: Any) -> Any:
-        return np.asarray(array)
+        host = np.asarray(array)
+        if host.dtype.kind == "V":
+            # bfloat16 / float8 (ml_dtypes), which NumPy's dtype machinery
+            # does not know: float32 holds them exactly.
+            host = host.astype(np.float32)
+        return host
 
     def from_core(self, array: Any, like: Any) -> Any:
         if isinstance(array, jax.Array):
@@ -55,7 +60,9 @@ class JaxAdapter(Adapter):
         cots = [jnp.conj(c) for c in cotangents]
 
         def batched(primals: list[Any], cots: list[Any]) -> Any:
-            _, pullback = jax.vjp(fn, *primals)
+            out, pullback = jax.vjp(fn, *primals)
+            # The pullback wants cotangents in the outputs' own dtypes.
+            cots = [c.astype(o.dtype) for c, o in zip(cots, out)]
             return jax.vmap(lambda *c: pullback(list(c)))(*cots)
 
         try:
@@ -63,7 +70,8 @@ class JaxAdapter(Adapter):
         except Exception:
             # Not traceable as a whole (Python control flow on values):
             # one pullback per cotangent, eagerly.
-            _, pullback = jax.vjp(fn, *primals)
+            out, pullback = jax.vjp(fn, *primals)
+            cots = [c.astype(o.dtype) for c, o in zip(cots, out)]
             k = cots[0].shape[0]
             rows = [pullback([c[r] for c in cots]) for r in range(k)]
             grads = tuple(jnp.stack([row[i] for row in rows]) for i in range(len(primals)))
@@ -71,6 +79,7 @@ class JaxAdapter(Adapter):
 
     def jvp(self, fn: LeafFunction, primals: list[Any], tangents: list[Any]) -> list[Any]:
         def batched(primals: list[Any], tangents: list[Any]) -> Any:
+            tangents = [t.astype(p.dtype) for t, p in zip(tangents, primals)]
             return jax.vmap(lambda *t: jax.jvp(fn, tuple(primals), tuple(t))[1])(*tangents)
 
         try:
