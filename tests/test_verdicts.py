@@ -15,8 +15,8 @@
 - both the seed's global relative error and the per-entry view are reported.
 
 Tests marked ``xfail(strict=True)`` are shortfalls reported to the lead
-(``/tmp/gradguard_bugs.md``); they turn into failures once fixed, to be
-unmarked.
+(V-1 .. V-7 in ``/tmp/gradguard_bugs.md``); they turn into failures once
+fixed, to be unmarked.
 """
 
 from __future__ import annotations
@@ -264,7 +264,6 @@ def test_float32_only_torch_rule_passes_and_is_checked_in_float32():
     assert r.precision == "float32"
 
 
-@pytest.mark.xfail(strict=True, reason="gradguard_bugs.md: no note when f refuses float64")
 def test_float32_only_note_says_why():
     r = gradguard.check(tanh_rule(only=torch.float32), randn(16, dtype=torch.float32))
     assert any("float64" in note and "TypeError" in note for note in r.notes), str(r)
@@ -290,9 +289,7 @@ def test_float32_only_torch_rule_with_one_entry_off_by_one_percent_fails():
     assert "only some entries are wrong" in text(r)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="gradguard_bugs.md: float32-only 1% error of a small entry undecided"
-)
+@pytest.mark.xfail(strict=True, reason="V-4: float32-only 1% error of a small entry undecided")
 def test_float32_only_one_percent_off_a_logsumexp_entry_fails():
     # d lse(x)_r / d x[r, c] = softmax(x[r])_c ~ 0.19 for the planted entry,
     # next to outputs of size ~3: the native float32 step leaves 1% within
@@ -354,16 +351,13 @@ def linear_rule(w, transposed=False):
             ["not linear in the incoming gradient"],
         ),
         ("transposed", linear_rule(randn(10, 10, seed=3), transposed=True), ["transposed"]),
-        pytest.param(
+        (
             "missing-term",
-            # d/dx (x sin x) without the product rule's x cos x: every entry
-            # of the diagonal is wrong, yet "only some entries are wrong"
-            # counts rounding noise of the numerical zeros as nonzero.
+            # d/dx (x sin x) without the product rule's x cos x: every
+            # nonzero entry is wrong (not "only some": the numerical zeros'
+            # rounding noise must not count as nonzero).
             rule(lambda x: x * torch.sin(x), lambda g, x, y: g * torch.sin(x)),
             ["missing term"],
-            marks=pytest.mark.xfail(
-                strict=True, reason="gradguard_bugs.md: numerical zeros counted as nonzero"
-            ),
         ),
         (
             "missing-term-dense",
@@ -389,9 +383,6 @@ def test_diagnosis_only_some_entries_wrong():
     assert {m.index for m in r.worst if m.status == "wrong"} == {(a,)}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="gradguard_bugs.md: counts compared values, not Jacobian entries"
-)
 def test_diagnosis_counts_the_one_wrong_jacobian_entry():
     n, a = 12, 5
     r = gradguard.check(one_entry_off(n, a, only=None), randn(n, seed=2))
@@ -418,9 +409,7 @@ def test_diagnosis_only_one_argument_wrong():
     assert by_name["x"].wrong == 0 and by_name["w"].wrong > 0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="gradguard_bugs.md: one wrong entry of one argument not named"
-)
+@pytest.mark.xfail(strict=True, reason="V-7: one wrong entry of one argument not named")
 def test_diagnosis_one_entry_of_one_argument():
     bump = torch.ones(6, dtype=D)
     bump[2] = 1.01
@@ -434,10 +423,6 @@ def test_diagnosis_one_entry_of_one_argument():
     assert "only x is wrong" in said and "only some entries are wrong" in said, str(r)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gradguard_bugs.md: 'ignores the incoming gradient' only found for diagonal J",
-)
 def test_diagnosis_ignores_the_incoming_gradient_of_a_dense_jacobian():
     w = randn(10, 10, seed=3)
     f = rule(lambda x: w @ x, lambda g, x, y: w.T @ torch.ones_like(g))
@@ -518,12 +503,7 @@ def jax_tanh(jax, scale=1.0, only=None, entry=None):
     [
         "float32",
         "float16",
-        pytest.param(
-            "bfloat16",
-            marks=pytest.mark.xfail(
-                strict=True, reason="gradguard_bugs.md: jax bfloat16 input raises TypeError"
-            ),
-        ),
+        "bfloat16",
     ],
 )
 def test_jax_low_precision_correct_rules_pass(jax, dtype):
@@ -534,7 +514,6 @@ def test_jax_low_precision_correct_rules_pass(jax, dtype):
         assert r.verdict == "pass", f"{name} {dtype}\n{r}"
 
 
-@pytest.mark.xfail(strict=True, reason="gradguard_bugs.md: jax precision reads <class ...>")
 def test_jax_precision_is_named_like_a_dtype(jax):
     x = jax.numpy.linspace(-2.0, 2.0, 8, dtype="float32")
     assert gradguard.check(jax.numpy.tanh, x).precision == "float64"
