@@ -88,6 +88,8 @@ def diagnose(evidence: Evidence, xp: Any) -> tuple[str, ...]:
             "in the incoming gradient (it uses only part of it, e.g. its first entry or "
             "its sum)"
         )
+    # A shape explains the whole error; otherwise say how much is wrong.
+    shaped = bool(found)
     if wrong_args and right_args:
         names = ", ".join(name for name, _ in wrong_args)
         found.append(
@@ -95,7 +97,7 @@ def diagnose(evidence: Evidence, xp: Any) -> tuple[str, ...]:
             f"{', '.join(right_args)} {'agrees' if len(right_args) == 1 else 'agree'}"
         )
     counted = evidence.entries or t
-    if 0 < counted.wrong < counted.active and evidence.mode == "full" and not found:
+    if 0 < counted.wrong < counted.active and evidence.mode == "full" and not shaped:
         found.append(
             f"only some entries are wrong: {counted.wrong} of the {counted.active} nonzero "
             "Jacobian entries "

@@ -40,7 +40,7 @@ __all__ = [
 #: the 4th-order value compared, so a small factor suffices.
 SAFETY = 4.0
 #: Units of rounding per evaluation that a smooth f may carry.
-ROUNDING = 16.0
+ROUNDING = 4.0
 #: Units of rounding of the analytical side (its dtype's eps).
 ANALYTICAL = 32.0
 #: The fourth difference above this many rounding floors means f is not
