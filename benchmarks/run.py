@@ -443,10 +443,13 @@ def _environment() -> dict[str, Any]:
 
     versions = {}
     for package in ("gradguard", "numpy", "scipy", "torch", "jax", "tensorflow"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
+        versions[package] = None
+        for distribution in (package, f"{package}-cpu"):
+            try:
+                versions[package] = metadata.version(distribution)
+                break
+            except metadata.PackageNotFoundError:
+                pass
     # A snapshot made with `git archive` is no repository: it says its commit
     # in GRADGUARD_COMMIT (see benchmarks/README.md).
     commit = os.environ.get("GRADGUARD_COMMIT", "")
