@@ -185,8 +185,6 @@ def test_not_an_executor_is_refused():
 
 @pytest.fixture(scope="module")
 def process_pool():
-    # Other processes get f through cloudpickle (it comes with dask).
-    pytest.importorskip("cloudpickle")
     # spawn: a forked child of a process running torch's or JAX's threads
     # can deadlock (and JAX warns about it).
     context = multiprocessing.get_context("spawn")
@@ -238,7 +236,6 @@ class Float32Worker(CountingExecutor):
 
 
 def test_a_worker_computing_other_dtypes_is_an_error():
-    pytest.importorskip("cloudpickle")
     x = np.linspace(-2.0, 2.0, 40)
     with pytest.raises(gradguard.ArgumentError, match="worker returned float32"):
         gradguard.check(numpy_f, x, vjp=numpy_vjp, mode="full", executor=Float32Worker())
@@ -262,18 +259,32 @@ def test_unpicklable_error_names_the_fix():
         _evaluation._Remote.of(None, threading.Lock(), [], CountingExecutor())  # type: ignore[arg-type]
 
 
-def test_without_cloudpickle_other_processes_are_refused(monkeypatch):
+def _hide_cloudpickle(monkeypatch):
     import importlib.util
 
     find_spec = importlib.util.find_spec
 
-    def hide_cloudpickle(name, *args, **kwargs):
+    def hidden(name, *args, **kwargs):
         return None if name == "cloudpickle" else find_spec(name, *args, **kwargs)
 
-    monkeypatch.setattr(importlib.util, "find_spec", hide_cloudpickle)
+    monkeypatch.setattr(importlib.util, "find_spec", hidden)
+
+
+def test_without_cloudpickle_module_level_functions_still_travel(monkeypatch, process_pool):
+    _hide_cloudpickle(monkeypatch)
+    x = np.linspace(-2.0, 2.0, 40)
+    reference = gradguard.check(numpy_f, x, vjp=numpy_vjp, mode="full")
+    report = gradguard.check(numpy_f, x, vjp=numpy_vjp, mode="full", executor=process_pool)
+    _same(reference, report)
+
+
+def test_without_cloudpickle_a_lambda_is_refused_with_the_fix(monkeypatch):
+    _hide_cloudpickle(monkeypatch)
     x = np.linspace(-2.0, 2.0, 10)
     with pytest.raises(gradguard.ArgumentTypeError, match="pip install cloudpickle"):
-        gradguard.check(numpy_f, x, vjp=numpy_vjp, mode="full", executor=CountingExecutor())
+        gradguard.check(
+            lambda x: np.sin(x) * x, x, vjp=numpy_vjp, mode="full", executor=CountingExecutor()
+        )
 
 
 # -- dask.distributed -----------------------------------------------------------

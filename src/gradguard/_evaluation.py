@@ -20,10 +20,11 @@ the same path, with the same code, so the results equal the in-process ones.
   task carries the function and the chunk to another process, so the
   function ``f`` given to :func:`gradguard.check`, everything it refers to,
   and its arguments must be picklable. gradguard pickles the function with
-  ``cloudpickle`` (installed with ``dask``; without it only threads work),
-  which also sends functions defined in ``__main__``, lambdas and closures
-  by value; functions defined at module level in an importable module are
-  sent by reference (that module must be importable on the workers). Open files, locks, sockets and
+  ``cloudpickle`` when it is installed (it comes with ``dask``), which also
+  sends functions defined in ``__main__``, lambdas and closures by value;
+  without it, with :mod:`pickle`, which sends only functions defined at
+  module level. Those are sent by reference: their module must be
+  importable on the workers. Open files, locks, sockets and
   the like cannot travel: gradguard raises
   :class:`~gradguard.ArgumentTypeError` naming what failed. The workers
   need the same framework (and gradguard) installed.
@@ -336,27 +337,28 @@ class _Remote:
     @classmethod
     def of(cls, adapter: Adapter, fn: LeafFunction, like: list[Any], executor: Any) -> _Remote:
         import importlib.util
+        import pickle
 
-        # cloudpickle (installed with dask) also sends lambdas and closures,
-        # among them the wrapper gradguard.check builds around f.
-        if importlib.util.find_spec("cloudpickle") is None:
-            raise ArgumentTypeError(
-                f"executor: {type(executor).__name__} runs tasks in other processes, which "
-                "needs cloudpickle to send f there: pip install cloudpickle (it comes with "
-                "dask), or pass a concurrent.futures.ThreadPoolExecutor, which needs no "
-                "pickling"
-            )
-        import cloudpickle
-
+        # cloudpickle (installed with dask) also sends lambdas, closures and
+        # functions defined in __main__ of a script; plain pickle sends
+        # module-level functions of importable modules only.
+        have_cloudpickle = importlib.util.find_spec("cloudpickle") is not None
+        dumps = importlib.import_module("cloudpickle").dumps if have_cloudpickle else pickle.dumps
         try:
-            blob = cloudpickle.dumps((adapter, fn, like))
+            blob = dumps((adapter, fn, like))
         except Exception as exc:
+            hint = (
+                ""
+                if have_cloudpickle
+                else " Install cloudpickle (pip install cloudpickle; it comes with dask) to "
+                "send lambdas, closures and functions defined in __main__."
+            )
             raise ArgumentTypeError(
                 f"executor: {type(executor).__name__} runs tasks in other processes, so f, "
                 "what it refers to and its arguments must be picklable; pickling failed: "
                 f"{type(exc).__name__}: {exc}. Make what f refers to picklable (no open "
                 "files, locks or sockets), or pass a concurrent.futures.ThreadPoolExecutor, "
-                "which needs no pickling"
+                f"which needs no pickling.{hint}"
             ) from exc
         return cls(uuid.uuid4().hex, blob, _framework_state(adapter))
 
