@@ -7,6 +7,7 @@ decides how that batch is computed (vectorised, looped, on an executor).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -119,7 +120,9 @@ def partial_derivatives(
     k = steps.shape[0]
     n = x0.shape[0]
     eye = xp.eye(k, n, k=start, dtype=x0.dtype, device=device(x0)) * steps[:, None]
-    points = xp.concat([x0[None, :] + eye * float(o) for o in stencil.offsets], axis=0)
+    offsets = xp.asarray([float(o) for o in stencil.offsets], dtype=x0.dtype, device=device(x0))
+    # One broadcast builds every offset's block: (offsets, k, n) -> (offsets * k, n).
+    points = xp.reshape(x0[None, None, :] + offsets[:, None, None] * eye[None, :, :], (-1, n))
     own = x0[start : start + k]
     represented = apply_stencil(
         stencil, {o: (own + steps * float(o)) - own for o in stencil.offsets}
@@ -159,7 +162,10 @@ def _quotients(
     weight = sum(abs(w) for w in stencil.weights)
     reach = float(max(stencil.offsets))
     rounding = (eps * weight) * (xp.abs(values[0]) + reach * xp.abs(value))
-    if bool(xp.all(xp.isfinite(outputs))):
+    # One reduction tells whether everything is finite: a NaN or inf anywhere
+    # makes the sum so (an overflowing sum of finite values only sends the
+    # batch to the entry-by-entry test).
+    if math.isfinite(float(xp.sum(outputs))):
         nonfinite = xp.broadcast_to(xp.asarray(False, device=device(value)), value.shape)
     else:
         bad = ~xp.isfinite(outputs)
