@@ -208,27 +208,19 @@ def test_seed_functions_refuse_integer_tensors_of_every_framework():
         raises_clear(lambda x=x: gradguard.check(square_sum, x), ArgumentTypeError, POINT, "float")
 
 
-BUG_SPARSE_NAME = pytest.mark.xfail(
-    strict=True,
-    reason="gradguard bug: the sparse-tensor error always starts 'args:', whichever argument "
-    "(x, a, b, analytical_grad) is sparse (BI-18)",
-)
-
-
 @pytest.mark.parametrize(
     ("call", "prefix"),
     [
         pytest.param("check", POINT, id="check"),
-        pytest.param("numerical_gradient", "x:", id="numerical_gradient", marks=BUG_SPARSE_NAME),
-        pytest.param("check_gradient", "x:", id="check_gradient-x", marks=BUG_SPARSE_NAME),
+        pytest.param("numerical_gradient", "x:", id="numerical_gradient"),
+        pytest.param("check_gradient", "x:", id="check_gradient-x"),
         pytest.param(
             "check_gradient-analytical",
             "analytical_grad:",
             id="check_gradient-analytical",
-            marks=BUG_SPARSE_NAME,
         ),
-        pytest.param("relative_error-a", "a:", id="relative_error-a", marks=BUG_SPARSE_NAME),
-        pytest.param("relative_error-b", "b:", id="relative_error-b", marks=BUG_SPARSE_NAME),
+        pytest.param("relative_error-a", "a:", id="relative_error-a"),
+        pytest.param("relative_error-b", "b:", id="relative_error-b"),
     ],
 )
 def test_sparse_torch_tensor_is_refused_clearly(call, prefix):

@@ -579,7 +579,6 @@ def test_checks_in_threads_match_checks_run_alone():
     cases = _numpy_cases()
     torch = torch_if_installed()
     if torch is not None:
-        # Reverse mode only: torch forward mode in threads is BI-19 below.
         cases += [c for c in _torch_cases(torch) if c[2].get("direction", "rev") == "rev"]
     alone = [_run_case(case) for case in cases]
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -589,11 +588,6 @@ def test_checks_in_threads_match_checks_run_alone():
     assert together == alone * 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gradguard bug: torch forward-mode checks in threads at once raise torch's "
-    "'Nested forward mode AD is not supported' (dual_level is process-global) (BI-19)",
-)
 def test_torch_forward_mode_checks_in_threads(torch):
     x = torch.tensor(np.random.default_rng(0).standard_normal(20))
 

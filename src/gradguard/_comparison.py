@@ -56,6 +56,9 @@ MEMORY_BUDGET = 1 << 26
 STORE_ENTRIES = 1 << 25
 #: Jacobian entries up to which the report carries error / tolerance per entry.
 ERROR_MAP_ENTRIES = 1 << 16
+#: Inputs from which a full reverse check screens columns with two points
+#: first (also past KEEP_JACOBIAN_ENTRIES entries).
+SCREEN_INPUTS = 4096
 #: Sizes up to which the whole numerical Jacobian is kept for diagnosis.
 KEEP_JACOBIAN_ENTRIES = 1 << 20
 #: Exact scale factors for one-hot cotangents: powers of two, so scaling and
@@ -411,17 +414,18 @@ class _Run:
             dense_tans = self._round_to(self._random(DENSE_PROBES, n), p.in_layout, p.in_dtypes)
             zeros = xp.zeros((DENSE_PROBES, m), dtype=p.work_dtype, device=self.device)
             fwd_num, fwd_trunc, fwd_round, fwd_rough = zeros, zeros, zeros, zeros
-        kept = []
         # Large float64 reverse checks first settle what they can from x +- h
         # alone (see _screen); only the rest get the full stencil.
         screening = (
             rev
             and not fwd
             and not self.complex_step
-            and not self.keep
+            and (n * m > KEEP_JACOBIAN_ENTRIES or n >= SCREEN_INPUTS)
             and self.accuracy == 4
             and float(xp.finfo(p.work_dtype).eps) < 1e-10
         )
+        if self.keep:
+            self.num_t = xp.empty((n, m), dtype=p.work_dtype, device=self.device)
         ranges: list[tuple[int, int]] = []
         for start in range(0, n, self.columns_per_chunk):
             stop = min(n, start + self.columns_per_chunk)
@@ -436,7 +440,7 @@ class _Run:
             num, trunc, rough, bad = dd.value, dd.truncation, dd.roughness, dd.nonfinite
             rnd = dd.rounding + self.noise[None, :] / xp.abs(dd.direction)[:, None]
             if self.keep:
-                kept.append(num)
+                self.num_t[start:stop, :] = num
             scale = self._entry_scale(num)
             if rev:
                 ana = xp.astype(jac_t[start:stop, :], p.work_dtype, copy=False)
@@ -512,8 +516,8 @@ class _Run:
                 forward=True,
                 analytical_error=None if fwd_wide is None else xp.abs(fwd_ana - fwd_wide),
             )
-        if self.keep and kept:
-            self.jacobians["numerical"] = xp.matrix_transpose(xp.concat(kept, axis=0))
+        if self.keep and n:
+            self.jacobians["numerical"] = xp.matrix_transpose(self.num_t)
             if rev:
                 self.jacobians["analytical"] = xp.matrix_transpose(jac_t)
 
@@ -529,10 +533,9 @@ class _Run:
     ) -> list[tuple[int, int]]:
         """Settle the columns ``start:stop`` from the two points x +- h.
 
-        The second-order quotient is compared with the tolerance left
-        without its truncation and noise terms: an entry within that is
-        settled (the quotient's own truncation, h^2 |f'''| / 6, is far below
-        it in float64). Settled columns are booked here; the ranges of
+        The second-order quotient is compared with the usual tolerance, its
+        truncation term set to what it is for a well-scaled f at this step:
+        an entry within that is settled. Settled columns are booked here; the ranges of
         columns with an entry that is not come back for the full stencil,
         which alone may call an entry wrong. Costs 2 evaluations per column
         instead of 4 when everything agrees.
@@ -547,6 +550,8 @@ class _Run:
         own = p.x0[start:stop]
         size = xp.abs((own + h) - (own - h))[:, None]  # the represented 2h
         num = (plus - minus) / size
+        if self.keep:
+            self.num_t[start:stop, :] = num  # stage 2 overwrites what it redoes
         eps = float(xp.finfo(p.work_dtype).eps)
         rounding = (eps * (xp.abs(plus) + xp.abs(minus)) + self.noise[None, :]) / size
         ana = xp.astype(jac_t[start:stop, :], p.work_dtype, copy=False)
@@ -554,14 +559,19 @@ class _Run:
         if jac_err_t is not None:
             ana_err = xp.astype(jac_err_t[start:stop, :], p.work_dtype, copy=False)
         zero = xp.zeros_like(num)
+        scale = self._entry_scale(num)
+        # The quotient's truncation is not measured here; allow what it is at
+        # this step for a well-scaled f, eps^(2/3) of the entry's scale
+        # (4e-11 in float64). Larger truncation goes to the full stencil.
+        truncation = eps ** (2 / 3) * (xp.abs(num) + scale)
         entries = compare(
             ana,
             num,
-            zero,
+            truncation,
             rounding,
             zero,
             xp.broadcast_to(xp.asarray(False, device=self.device), num.shape),
-            self._entry_scale(num),
+            scale,
             max(p.eps_analytical, self.eps_store),
             xp,
             self.rtol,

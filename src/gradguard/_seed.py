@@ -190,6 +190,11 @@ def _as_array(value: Any, name: str) -> tuple[Any, Adapter]:
                 f"{name}: could not read {type(value).__name__} as an array of floats ({exc}); "
                 "pass a rectangular list of floats or an array"
             ) from exc
+    layout = getattr(value, "layout", None)
+    if layout is not None and "sparse" in str(layout):
+        raise ArgumentTypeError(
+            f"{name}: {layout} tensors are not supported; pass {name}.to_dense()"
+        )
     adapter = adapter_for(value)
     if adapter is None:
         raise ArgumentTypeError(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Any
 
@@ -10,6 +11,8 @@ import torch
 
 from .._errors import ArgumentTypeError, UnsupportedError
 from .base import Adapter, LeafFunction
+
+_FORWARD_AD = threading.Lock()
 
 
 class TorchAdapter(Adapter):
@@ -90,7 +93,8 @@ class TorchAdapter(Adapter):
         k = tangents[0].shape[0]
         rows = []
         for r in range(k):
-            with fwad.dual_level(), warnings.catch_warnings():
+            # Forward-AD levels are process-wide in torch: one thread at a time.
+            with _FORWARD_AD, fwad.dual_level(), warnings.catch_warnings():
                 # Forward AD's first use imports decompositions through the
                 # deprecated torch.jit.script: torch's warning, not the caller's.
                 warnings.filterwarnings(
