@@ -58,7 +58,7 @@ STORE_ENTRIES = 1 << 25
 ERROR_MAP_ENTRIES = 1 << 16
 #: Inputs from which a full reverse check screens columns with two points
 #: first (also past KEEP_JACOBIAN_ENTRIES entries).
-SCREEN_INPUTS = 4096
+SCREEN_INPUTS = 1024
 #: Sizes up to which the whole numerical Jacobian is kept for diagnosis.
 KEEP_JACOBIAN_ENTRIES = 1 << 20
 #: Exact scale factors for one-hot cotangents: powers of two, so scaling and
