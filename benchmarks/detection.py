@@ -24,7 +24,8 @@ mutation        what the rule returns instead of ``J^T g``
 Functions: activations (gelu (tanh form), softplus, tanh, sigmoid),
 normalisations (layer norm, softmax), scaled dot-product attention (q, k,
 v), reductions (logsumexp, mean and variance: two outputs), and a matrix
-product with a residual (``A @ B + A``). Sizes 30 to 96 inputs.
+product with a residual (``A @ B + A``). Sizes 48 to 112 inputs; each
+function at ``--points`` seeded points (default 3).
 
 Three dtype columns: ``float64`` inputs; ``float32`` inputs of a function that
 also accepts float64; ``float32-only``: float32 inputs of a function that
@@ -93,6 +94,8 @@ NAMES: dict[str, tuple[str, ...]] = {
 ANY_WORDS = {"missing"}
 #: Threads per worker process (torch and jax run side by side).
 THREADS = 1
+#: Seeded points per function: every rule, correct or mutated, at each.
+POINTS = 3
 
 
 # -- functions and their rules, written once against the Array API -------------
@@ -288,9 +291,9 @@ FUNCTIONS = (
 )
 
 
-def point(fn: Function) -> list[np.ndarray]:
-    """The (float64) point every tool checks at: seeded, off every kink."""
-    rng = np.random.default_rng(sum(map(ord, fn.name)))
+def point(fn: Function, index: int = 0) -> list[np.ndarray]:
+    """Point ``index`` (float64) that every tool checks at: seeded, off every kink."""
+    rng = np.random.default_rng(sum(map(ord, fn.name)) + 1000 * index)
     return [rng.standard_normal(shape) + fn.shift for shape in fn.shapes]
 
 
@@ -465,7 +468,7 @@ def run_peer(call: Callable[[], Any]) -> dict[str, Any]:
     return {"verdict": verdict, "error": error, "seconds": time.perf_counter() - started}
 
 
-def cases_for(framework: str, column: str) -> list[dict[str, Any]]:
+def cases_for(framework: str, column: str, points: int = 1) -> list[dict[str, Any]]:
     """Every function and rule of one framework and dtype column, all tools."""
     only32 = column == "float32-only"
     results = []
@@ -510,8 +513,8 @@ def cases_for(framework: str, column: str) -> list[dict[str, Any]]:
             }
 
         del jax
-    for fn in FUNCTIONS:
-        x = point(fn)
+    for fn, index in ((fn, i) for fn in FUNCTIONS for i in range(points)):
+        x = point(fn, index)
         entry = planted_entry(fn, x)
         for mutation in ("correct", *mutations_of(fn)):
             f = make(fn, mutated_rule(fn, mutation, entry))
@@ -523,6 +526,7 @@ def cases_for(framework: str, column: str) -> list[dict[str, Any]]:
                         "framework": framework,
                         "column": column,
                         "function": fn.name,
+                        "point": index,
                         "kind": fn.kind,
                         "mutation": mutation,
                         "tool": tool,
@@ -532,12 +536,12 @@ def cases_for(framework: str, column: str) -> list[dict[str, Any]]:
     return results
 
 
-def worker(framework: str, columns: list[str]) -> None:
+def worker(framework: str, columns: list[str], points: int) -> None:
     """Entry point of one worker process: JSON lines on stdout."""
     for column in columns:
         started = time.perf_counter()
         try:
-            rows = cases_for(framework, column)
+            rows = cases_for(framework, column, points)
         except Exception:
             traceback.print_exc()
             raise
@@ -549,7 +553,7 @@ def worker(framework: str, columns: list[str]) -> None:
         )
 
 
-def run_workers(frameworks: list[str], columns: list[str]) -> list[dict[str, Any]]:
+def run_workers(frameworks: list[str], columns: list[str], points: int) -> list[dict[str, Any]]:
     env = dict(os.environ)
     env.update(
         OMP_NUM_THREADS=str(THREADS),
@@ -560,7 +564,16 @@ def run_workers(frameworks: list[str], columns: list[str]) -> list[dict[str, Any
     )
     procs = {
         fw: subprocess.Popen(
-            [sys.executable, __file__, "--worker", fw, "--columns", ",".join(columns)],
+            [
+                sys.executable,
+                __file__,
+                "--worker",
+                fw,
+                "--columns",
+                ",".join(columns),
+                "--points",
+                str(points),
+            ],
             stdout=subprocess.PIPE,
             env=env,
             text=True,
@@ -706,14 +719,17 @@ def main() -> None:
     parser.add_argument(
         "--out", default=str(ROOT / "out" / "detection"), help="path stem for .md and .json"
     )
+    parser.add_argument(
+        "--points", type=int, default=POINTS, help="seeded points per function (default 3)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     options = parser.parse_args()
     columns = [c for c in options.columns.split(",") if c]
     if options.worker:
-        worker(options.worker, columns)
+        worker(options.worker, columns, options.points)
         return
     started = time.perf_counter()
-    rows = run_workers([f for f in options.frameworks.split(",") if f], columns)
+    rows = run_workers([f for f in options.frameworks.split(",") if f], columns, options.points)
     wall = time.perf_counter() - started
     summary = summarise(rows)
     command = "python benchmarks/detection.py " + " ".join(sys.argv[1:])

@@ -14,9 +14,8 @@
 - each recognised shape of mistake is named with its words;
 - both the seed's global relative error and the per-entry view are reported.
 
-Tests marked ``xfail(strict=True)`` are shortfalls reported to the lead
-(V-1 .. V-7 in ``/tmp/gradguard_bugs.md``); they turn into failures once
-fixed, to be unmarked.
+The shortfalls these tests found (V-1 .. V-7 in the maintainers' notes)
+are fixed; a test marked ``xfail(strict=True)`` is one still open.
 """
 
 from __future__ import annotations
@@ -289,7 +288,6 @@ def test_float32_only_torch_rule_with_one_entry_off_by_one_percent_fails():
     assert "only some entries are wrong" in text(r)
 
 
-@pytest.mark.xfail(strict=True, reason="V-4: float32-only 1% error of a small entry undecided")
 def test_float32_only_one_percent_off_a_logsumexp_entry_fails():
     # d lse(x)_r / d x[r, c] = softmax(x[r])_c ~ 0.19 for the planted entry,
     # next to outputs of size ~3: the native float32 step leaves 1% within
@@ -306,6 +304,18 @@ def test_float32_only_one_percent_off_a_logsumexp_entry_fails():
         return g[..., None] * torch.softmax(x, -1) * bump
 
     f = rule(lambda x: torch.logsumexp(x, -1), backward, only=torch.float32)
+    r = gradguard.check(f, x, mode="full")
+    assert r.verdict == "fail", str(r)
+
+
+@pytest.mark.xfail(strict=True, reason="V-9: float32-only 1% off a mean entry undecided")
+def test_float32_only_one_percent_off_a_mean_entry_fails():
+    # d mean(x) / d x[0] = 1/48, 1% off, next to an output of ~0.7.
+    n = 48
+    x = torch.tensor(np.random.default_rng(0).standard_normal(n) + 0.7, dtype=torch.float32)
+    bump = torch.ones(n)
+    bump[0] = 1.01
+    f = rule(lambda x: x.mean(), lambda g, x, y: g * bump / n, only=torch.float32)
     r = gradguard.check(f, x, mode="full")
     assert r.verdict == "fail", str(r)
 
@@ -409,7 +419,6 @@ def test_diagnosis_only_one_argument_wrong():
     assert by_name["x"].wrong == 0 and by_name["w"].wrong > 0
 
 
-@pytest.mark.xfail(strict=True, reason="V-7: one wrong entry of one argument not named")
 def test_diagnosis_one_entry_of_one_argument():
     bump = torch.ones(6, dtype=D)
     bump[2] = 1.01
