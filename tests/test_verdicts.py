@@ -308,7 +308,6 @@ def test_float32_only_one_percent_off_a_logsumexp_entry_fails():
     assert r.verdict == "fail", str(r)
 
 
-@pytest.mark.xfail(strict=True, reason="V-9: float32-only 1% off a mean entry undecided")
 def test_float32_only_one_percent_off_a_mean_entry_fails():
     # d mean(x) / d x[0] = 1/48, 1% off, next to an output of ~0.7.
     n = 48

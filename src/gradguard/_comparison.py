@@ -40,7 +40,7 @@ from .core.differences import (
 )
 from .core.layout import FlatLayout
 from .core.steps import default_steps
-from .core.verdict import ARRAY_FIELDS, BAND, Entries, Tally, compare
+from .core.verdict import ARRAY_FIELDS, BAND, ROUNDING, Entries, Tally, compare
 
 #: Random dense cotangents (tangents) compared besides the one-hot rows.
 DENSE_PROBES = 2
@@ -56,6 +56,8 @@ MEMORY_BUDGET = 1 << 26
 STORE_ENTRIES = 1 << 25
 #: Jacobian entries up to which the report carries error / tolerance per entry.
 ERROR_MAP_ENTRIES = 1 << 16
+#: How much longer the second step of a low-precision full check is.
+WIDE_STEP = 8.0
 #: Inputs from which a full reverse check screens columns with two points
 #: first (also past KEEP_JACOBIAN_ENTRIES entries).
 SCREEN_INPUTS = 1024
@@ -125,6 +127,12 @@ class _Run:
         self.nondeterministic = bool(xp.any(self.noise > 0))
         self.noisy = bool(xp.any(self.noise > NOISE_ULPS * unit * xp.abs(self.f0)))
         self.complex_step = method == "complex-step"
+        # In low precision without a fixed step, a second, longer step per entry.
+        # Float32 only: in float16 / bfloat16 the steps are already long.
+        unit = float(xp.finfo(p.work_dtype).eps)
+        self.wide_steps = 1e-10 < unit < 1e-5 and eps is None and not self.complex_step
+        if self.wide_steps:
+            self.evaluator.expected *= 2
         if self.complex_step:
             self._check_complex_step()
         if eps is not None:
@@ -193,8 +201,34 @@ class _Run:
         every field per unit of the coordinate."""
         xp, p = self.xp, self.p
         if not self.complex_step:
-            return partial_derivatives(
-                self.evaluate, p.x0, self.steps[start:stop], start, self.f0, xp, self.accuracy
+            steps = self.steps[start:stop]
+            dd = partial_derivatives(self.evaluate, p.x0, steps, start, self.f0, xp, self.accuracy)
+            if not self.wide_steps:
+                return dd
+            # Low precision: also a step WIDE_STEP times longer, and per entry
+            # whichever estimate claims the smaller error. Where f is nearly
+            # linear (small truncation) the longer step divides rounding.
+            far = partial_derivatives(
+                self.evaluate, p.x0, steps * WIDE_STEP, start, self.f0, xp, self.accuracy
+            )
+            better = (
+                far.truncation + ROUNDING * far.rounding < dd.truncation + ROUNDING * dd.rounding
+            )
+            # Trust the long step only inside the asymptotic regime: its
+            # truncation estimate grows no faster than the stencil's order says.
+            regime = far.truncation <= dd.truncation * WIDE_STEP ** (self.accuracy - 2)
+            better = better & regime & ~far.nonfinite & (far.roughness <= dd.roughness * WIDE_STEP)
+
+            def pick(a: Any, b: Any) -> Any:
+                return xp.where(better, b, a)
+
+            return DirectionalDerivatives(
+                value=pick(dd.value, far.value),
+                truncation=pick(dd.truncation, far.truncation),
+                rounding=pick(dd.rounding, far.rounding),
+                roughness=pick(dd.roughness, far.roughness),
+                nonfinite=dd.nonfinite,
+                direction=dd.direction,
             )
         c = stop - start
         mask = xp.eye(c, p.in_layout.size, k=start, dtype=p.work_dtype, device=self.device)
