@@ -434,15 +434,7 @@ def _vjp(
     from ._problem import _argument_names
 
     names = names if names is not None else _argument_names(f, len(args))
-    leaves: list[Any] = []
-    paths: list[str] = []
-    positions: list[int] = []
-    for p, arg in enumerate(args):
-        arg_leaves, arg_paths, _ = _tree.flatten(arg, names[p])
-        leaves += arg_leaves
-        paths += arg_paths
-        positions += [p] * len(arg_leaves)
-    _, _, treedef = _tree.flatten(tuple(args))
+    leaves, paths, positions, treedef = _tree.flatten_arguments(args, names)
     diff = [
         i
         for i, leaf in enumerate(leaves)

@@ -72,15 +72,7 @@ class _Problem:
         if not args:
             raise ArgumentError("args: pass the point to check at, e.g. check(f, x)")
         names = _argument_names(f, len(args))
-        leaves: list[Any] = []
-        paths: list[str] = []
-        positions: list[int] = []
-        for p, arg in enumerate(args):
-            arg_leaves, arg_paths, _ = _tree.flatten(arg, names[p])
-            leaves += arg_leaves
-            paths += arg_paths
-            positions += [p] * len(arg_leaves)
-        _, _, treedef = _tree.flatten(tuple(args))
+        leaves, paths, positions, treedef = _tree.flatten_arguments(args, names)
         arrays = [i for i, leaf in enumerate(leaves) if adapter_for(leaf) is not None]
         adapter = adapter_of([leaves[i] for i in arrays], "args")
         selected = _wrt_positions(wrt, len(args))

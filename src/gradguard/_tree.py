@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TreeDef", "flatten", "unflatten"]
+__all__ = ["TreeDef", "flatten", "flatten_arguments", "unflatten"]
 
 
 @dataclass(frozen=True)
@@ -70,3 +70,20 @@ def _build(treedef: TreeDef, leaves: Any) -> Any:
         return treedef.cls(*children)
     result = dict(zip(treedef.keys, children))
     return result if treedef.cls is dict else treedef.cls(result)
+
+
+def flatten_arguments(
+    args: tuple[Any, ...], names: list[str]
+) -> tuple[list[Any], list[str], list[int], TreeDef]:
+    """The leaves of positional arguments, their paths under the arguments'
+    names, the argument each leaf belongs to, and the structure of ``args``."""
+    leaves: list[Any] = []
+    paths: list[str] = []
+    positions: list[int] = []
+    for p, arg in enumerate(args):
+        arg_leaves, arg_paths, _ = flatten(arg, names[p])
+        leaves += arg_leaves
+        paths += arg_paths
+        positions += [p] * len(arg_leaves)
+    _, _, treedef = flatten(tuple(args))
+    return leaves, paths, positions, treedef
