@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import gradguard
+from reports import wrong
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +25,6 @@ def jax():
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
     return jax
-
-
-def wrong(report):
-    return [m for m in report.worst if m.status == "wrong"]
 
 
 def randn(torch, *shape, seed=0, dtype=None):

@@ -11,25 +11,9 @@ import pytest
 np = pytest.importorskip("numpy")
 
 import gradguard  # noqa: E402
+from reports import assert_fail_at, diagnosis  # noqa: E402
 
 MODES = ("full", "probe")
-
-
-def wrong(report):
-    return [m for m in report.worst if m.status == "wrong"]
-
-
-def assert_fail_at(report, argument, indices=None):
-    assert report.verdict == "fail", str(report)
-    bad = [m for m in wrong(report) if m.kind in ("entry", "cotangent")]
-    assert bad, str(report)
-    assert all(m.argument == argument for m in bad), str(report)
-    if indices is not None:
-        assert {m.index for m in bad} <= set(indices), str(report)
-
-
-def diagnosis(report):
-    return " ".join(report.diagnosis)
 
 
 def randn(*shape, seed=0):

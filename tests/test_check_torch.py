@@ -13,31 +13,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import gradguard  # noqa: E402
+from reports import assert_fail_at, diagnosis, wrong  # noqa: E402
 
 MODES = ("full", "probe")
 D = torch.float64
-
-
-def wrong(report):
-    """The located wrong entries of a full-mode report."""
-    return [m for m in report.worst if m.status == "wrong"]
-
-
-def assert_fail_at(report, argument, indices=None):
-    """Fails, and every located wrong entry is in ``argument`` (at ``indices``)."""
-    assert report.verdict == "fail", str(report)
-    # Located entries (one-hot) and random cotangents name an input entry;
-    # random forward tangents name none.
-    bad = [m for m in wrong(report) if m.kind in ("entry", "cotangent")]
-    assert bad, str(report)
-    assert bad[0].argument == argument, str(report)
-    assert all(m.argument == argument for m in bad), str(report)
-    if indices is not None:
-        assert {m.index for m in bad} <= set(indices), str(report)
-
-
-def diagnosis(report):
-    return " ".join(report.diagnosis)
 
 
 def gen(seed=0):
