@@ -13,6 +13,8 @@ import math
 from concurrent.futures import Executor
 from typing import Any
 
+from array_api_compat import array_namespace
+
 from ._errors import (
     ArgumentError,
     PrecisionError,
@@ -35,12 +37,23 @@ from .core.differences import (
     COMPLEX_STEP,
     DirectionalDerivatives,
     complex_step_derivatives,
+    coordinate_points,
     directional_derivatives,
     partial_derivatives,
 )
 from .core.layout import FlatLayout
+from .core.norms import row_norms
 from .core.steps import default_steps
-from .core.verdict import ARRAY_FIELDS, BAND, ROUNDING, Entries, Tally, compare
+from .core.verdict import (
+    ANALYTICAL,
+    ARRAY_FIELDS,
+    BAND,
+    ROUNDING,
+    SAFETY,
+    Entries,
+    Tally,
+    compare,
+)
 
 #: Random dense cotangents (tangents) compared besides the one-hot rows.
 DENSE_PROBES = 2
@@ -103,7 +116,7 @@ class _Run:
         # bookkeeping; small chunks also stay in cache.
         per_column = 8 * (self.accuracy * (n + m) + 10 * m + 1)
         self.columns_per_chunk = max(1, MEMORY_BUDGET // per_column)
-        self.rows_per_vjp = max(1, MEMORY_BUDGET // (8 * 4 * (n + m + 1)))
+        self.rows_per_vjp = max(1, MEMORY_BUDGET // (8 * 16 * (n + m + 1)))
         k_rows = self.accuracy * self.columns_per_chunk
         self.evaluator = Evaluator(
             p.adapter,
@@ -167,6 +180,13 @@ class _Run:
         self.first_vjp: Any = None
         self.vjps_identical = True
         self.entry_tally = Tally()
+        # Settled columns whose nonzero entries are not counted yet:
+        # (argument, first column, stop, threshold); see _count_settled.
+        self.uncounted: list[tuple[int, int, int, float]] = []
+        # Worst-list candidates of the screen: (errors, columns, rows of its arrays).
+        self.candidates: tuple[list[float], list[int], tuple[Any, ...]] | None = None
+        # The analytical Jacobian of a full reverse check, transposed (n, m).
+        self.jac_t: Any = None
         self.one_hot_wrong = 0
 
     # -- evaluation ------------------------------------------------------
@@ -417,16 +437,15 @@ class _Run:
                 p.notes.append(
                     f"the analytical Jacobian ({m} x {n}) was held in float32 to bound memory"
                 )
-            jac_t = xp.empty((n, m), dtype=storage, device=self.device)
+            jac_t = self.jac_t = p.adapter.empty((n, m), storage, p.x0)
             # |analytical - the same rule in the wider dtypes|: its rounding.
             jac_err_t = None
             if p.wide_primals is not None:
-                jac_err_t = xp.empty((n, m), dtype=storage, device=self.device)
+                jac_err_t = p.adapter.empty((n, m), storage, p.x0)
             for start in range(0, m, self.rows_per_vjp):
                 stop = min(m, start + self.rows_per_vjp)
                 scale = self.row_scales[start:stop][:, None]
-                onehot = xp.eye(stop - start, m, k=start, dtype=p.work_dtype, device=self.device)
-                onehot = onehot * scale
+                onehot = _one_hot_rows(self.row_scales[start:stop], start, m, xp)
                 rows, wide = self.vjp(onehot)
                 self._watch_vjps(rows)
                 jac_t[:, start:stop] = xp.astype(
@@ -438,7 +457,6 @@ class _Run:
                         xp.matrix_transpose(err), storage, copy=False
                     )
             dense_cots = self._round_to(self._random(DENSE_PROBES, m), p.out_layout, p.out_dtypes)
-            dense_cots_t = xp.matrix_transpose(dense_cots)
             dense_ana, dense_wide = self.vjp(dense_cots)
             self._watch_vjps(dense_ana)
             dense_err = None if dense_wide is None else xp.abs(dense_ana - dense_wide)
@@ -458,17 +476,20 @@ class _Run:
             and self.accuracy == 4
             and float(xp.finfo(p.work_dtype).eps) < 1e-10
         )
+        if screening:
+            screened = _DenseProducts(dense_cots, dense_ana, dense_err, n)
         if self.keep:
             self.num_t = xp.empty((n, m), dtype=p.work_dtype, device=self.device)
         ranges: list[tuple[int, int]] = []
         for start in range(0, n, self.columns_per_chunk):
             stop = min(n, start + self.columns_per_chunk)
             if screening:
-                ranges += self._screen(
-                    start, stop, jac_t, jac_err_t, dense_ana, dense_err, dense_cots_t
-                )
+                ranges += self._screen(start, stop, jac_t, jac_err_t, screened)
             else:
                 ranges.append((start, stop))
+        if screening:
+            self._flush_candidates()
+            screened.compare(self)
         for start, stop in ranges:
             dd = self.partials(start, stop)
             num, trunc, rough, bad = dd.value, dd.truncation, dd.roughness, dd.nonfinite
@@ -495,16 +516,16 @@ class _Run:
                     analytical_error=ana_err,
                 )
                 # Random dense cotangents: u^T J for the columns of this chunk.
-                weights = xp.abs(dense_cots_t)
+                weights = xp.abs(dense_cots)  # (probes, m)
                 self._compare(
                     "cotangent",
                     dense_ana[:, start:stop],
-                    xp.matrix_transpose(num @ dense_cots_t),
-                    xp.matrix_transpose(trunc @ weights),
-                    xp.matrix_transpose(rnd @ weights),
-                    xp.matrix_transpose(rough @ weights),
+                    dense_cots @ xp.matrix_transpose(num),
+                    weights @ xp.matrix_transpose(trunc),
+                    weights @ xp.matrix_transpose(rnd),
+                    weights @ xp.matrix_transpose(rough),
                     xp.broadcast_to(xp.any(bad, axis=1)[None, :], (DENSE_PROBES, stop - start)),
-                    xp.matrix_transpose(xp.abs(num) @ weights),
+                    weights @ xp.matrix_transpose(xp.abs(num)),
                     start,
                     analytical_error=None if dense_err is None else dense_err[:, start:stop],
                 )
@@ -561,44 +582,135 @@ class _Run:
         stop: int,
         jac_t: Any,
         jac_err_t: Any,
-        dense_ana: Any,
-        dense_err: Any,
-        dense_cots_t: Any,
+        dense: _DenseProducts,
     ) -> list[tuple[int, int]]:
         """Settle the columns ``start:stop`` from the two points x +- h.
 
         The second-order quotient is compared with the usual tolerance, its
         truncation term set to what it is for a well-scaled f at this step:
-        an entry within that is settled. Settled columns are booked here; the ranges of
-        columns with an entry that is not come back for the full stencil,
-        which alone may call an entry wrong. Costs 2 evaluations per column
-        instead of 4 when everything agrees.
+        an entry within that is settled. Settled columns are booked here; the
+        ranges of columns with an entry that is not come back for the full
+        stencil, which alone may call an entry wrong. Costs 2 evaluations per
+        column instead of 4 when everything agrees.
+
+        Every such tolerance is at least ``floor`` below, so a column whose
+        largest error is within it is settled by a few reductions, without
+        tolerances of its own: most columns, most of the time. Only the others
+        get per-entry tolerances here.
         """
         xp, p = self.xp, self.p
         c = stop - start
         h = self.steps[start:stop]
-        eye = xp.eye(c, p.in_layout.size, k=start, dtype=p.work_dtype, device=self.device)
-        eye = eye * h[:, None]
-        out = self.evaluate(xp.concat([p.x0[None, :] + eye, p.x0[None, :] - eye], axis=0))
+        out = self.evaluate(coordinate_points(p.x0, h, start, (1, -1), xp))
         plus, minus = out[:c, :], out[c:, :]
         own = p.x0[start:stop]
         size = xp.abs((own + h) - (own - h))[:, None]  # the represented 2h
         num = (plus - minus) / size
         if self.keep:
             self.num_t[start:stop, :] = num  # stage 2 overwrites what it redoes
-        eps = float(xp.finfo(p.work_dtype).eps)
-        rounding = (eps * (xp.abs(plus) + xp.abs(minus)) + self.noise[None, :]) / size
         ana = xp.astype(jac_t[start:stop, :], p.work_dtype, copy=False)
         ana_err = None
         if jac_err_t is not None:
             ana_err = xp.astype(jac_err_t[start:stop, :], p.work_dtype, copy=False)
+        diff = num - ana
+        eps = float(xp.finfo(p.work_dtype).eps)
+        eps_ana = max(p.eps_analytical, self.eps_store)
+        largest = float(xp.max(row_norms(num, xp, ord=math.inf))) if c else 0.0
+        column_error = row_norms(diff, xp, ord=math.inf)
+        # compare() below allows SAFETY * truncation + ANALYTICAL * eps_ana *
+        # scale at least, both scaled by the chunk's largest entry; NaN
+        # anywhere makes the floor NaN and settles nothing.
+        floor = (SAFETY * eps ** (2 / 3) + ANALYTICAL * eps_ana) * largest
+        floor += float(self.atol or 0.0)
+        if self.error_map_t is None:
+            quick = p.adapter.to_numpy(column_error <= floor)
+        else:
+            quick = [False] * c  # the map needs every entry's own ratio
+        pieces = _runs([bool(q) for q in quick])
+        if any(q for _, _, q in pieces):
+            diff_norms = row_norms(diff, xp)
+            num_norms = row_norms(num, xp)
+            ana_norms = row_norms(ana, xp)
+            weights = row_norms(dense.cotangents, xp)[:, None]
+        scale = xp.full((c, 1), largest, dtype=p.work_dtype, device=self.device)
+        sides = (plus, minus, num, ana, ana_err, size, scale)
+        open_ranges: list[tuple[int, int]] = []
+        for a, b, settled in pieces:
+            if not settled:
+                open_ranges += self._screen_exactly(start, a, b, sides, dense)
+                continue
+            self._book_agreeing(
+                start + a, diff_norms[a:b], num_norms[a:b], ana_norms[a:b], num.shape[1], largest
+            )
+            # Random dense cotangents u: |u . (num - ana)| <= |u| |num - ana|
+            # (Cauchy-Schwarz) bounds what the settled entries' measured errors
+            # carry into u . num; beyond that, dense VJPs must agree with the
+            # one-hot rows: the rule is linear in its cotangent.
+            dense.add(
+                start + a,
+                dense.cotangents @ xp.matrix_transpose(num[a:b, :]),
+                weights * diff_norms[None, a:b],
+                xp.zeros((DENSE_PROBES, b - a), dtype=p.work_dtype, device=self.device),
+                weights * num_norms[None, a:b],
+            )
+        quick_rows = [r for r in range(c) if quick[r]]
+        if quick_rows:
+            self._worst_candidates(start, quick_rows, p.adapter.to_numpy(column_error), sides)
+        return open_ranges
+
+    def _worst_candidates(
+        self, start: int, rows: list[int], errors: Any, sides: tuple[Any, ...]
+    ) -> None:
+        """Keep, over the whole screen, the settled columns with the largest
+        errors (the rows of ``sides`` for them); :meth:`_flush_candidates`
+        gives them their tolerances, once, for the worst list. The largest
+        error / tolerance is among them unless tolerances differ a lot
+        between columns; all of them pass."""
+        xp = self.xp
+        held = self.candidates
+        floor = min(held[0]) if held is not None and len(held[0]) >= WORST else -math.inf
+        picked = sorted((r for r in rows if float(errors[r]) > floor), key=lambda r: -errors[r])
+        if not picked:
+            return
+        picked = picked[:WORST]
+        index = xp.asarray(picked, device=self.device)
+        taken = tuple(None if t is None else xp.take(t, index, axis=0) for t in sides)
+        new = ([float(errors[r]) for r in picked], [start + r for r in picked], taken)
+        if held is not None:
+            fields = tuple(
+                None if a is None else xp.concat([a, b], axis=0) for a, b in zip(held[2], taken)
+            )
+            new = (held[0] + new[0], held[1] + new[1], fields)
+            if len(new[0]) > WORST:
+                keep = sorted(range(len(new[0])), key=lambda i: -new[0][i])[:WORST]
+                at = xp.asarray(keep, device=self.device)
+                new = (
+                    [new[0][i] for i in keep],
+                    [new[1][i] for i in keep],
+                    tuple(None if t is None else xp.take(t, at, axis=0) for t in new[2]),
+                )
+        self.candidates = new
+
+    def _flush_candidates(self) -> None:
+        if self.candidates is not None:
+            _, columns, sides = self.candidates
+            self._keep_worst("entry", self._screen_entries(*sides), 0, positions=columns)
+            self.candidates = None
+
+    def _screen_entries(
+        self, plus: Any, minus: Any, num: Any, ana: Any, ana_err: Any, size: Any, scale: Any
+    ) -> Entries:
+        """Entries of the two-point screen, with their own tolerances;
+        ``scale`` is each row's chunk's largest entry, ``(k, 1)``."""
+        xp = self.xp
+        eps = float(xp.finfo(self.p.work_dtype).eps)
+        rounding = (eps * (xp.abs(plus) + xp.abs(minus)) + self.noise[None, :]) / size
         zero = xp.zeros_like(num)
-        scale = self._entry_scale(num)
         # The quotient's truncation is not measured here; allow what it is at
         # this step for a well-scaled f, eps^(2/3) of the entry's scale
         # (4e-11 in float64). Larger truncation goes to the full stencil.
         truncation = eps ** (2 / 3) * (xp.abs(num) + scale)
-        entries = compare(
+        return compare(
             ana,
             num,
             truncation,
@@ -606,57 +718,116 @@ class _Run:
             zero,
             xp.broadcast_to(xp.asarray(False, device=self.device), num.shape),
             scale,
-            max(p.eps_analytical, self.eps_store),
+            max(self.p.eps_analytical, self.eps_store),
             xp,
             self.rtol,
             self.atol,
             analytical_error=ana_err,
         )
+
+    def _screen_exactly(
+        self,
+        start: int,
+        a: int,
+        b: int,
+        sides: tuple[Any, ...],
+        dense: _DenseProducts,
+    ) -> list[tuple[int, int]]:
+        """Screen rows ``a:b`` of the chunk at ``start`` entry by entry: book
+        the columns that settle, return the ranges that need the full stencil."""
+        xp, p = self.xp, self.p
+        rows: list[Any] = [None if t is None else t[a:b, ...] for t in sides]
+        plus, minus, num, ana, ana_err, size, scale = rows
+        entries = self._screen_entries(plus, minus, num, ana, ana_err, size, scale)
         if entries.exceeding:
-            settled = self.p.adapter.to_numpy(xp.all(entries.error <= entries.tolerance, axis=1))
+            settled = p.adapter.to_numpy(xp.all(entries.error <= entries.tolerance, axis=1))
         else:
-            settled = [True] * c
-        runs: list[tuple[int, int, bool]] = []
-        for r, ok in enumerate(settled):
-            if runs and runs[-1][2] == bool(ok):
-                runs[-1] = (runs[-1][0], r + 1, bool(ok))
-            else:
-                runs.append((r, r + 1, bool(ok)))
+            settled = [True] * (b - a)
         open_ranges = []
-        weights = xp.abs(dense_cots_t)
-        for a, b, ok in runs:
+        weights = xp.abs(dense.cotangents)  # (probes, m)
+        eps = float(xp.finfo(p.work_dtype).eps)
+        for lo, hi, ok in _runs([bool(s) for s in settled]):
             if not ok:
-                open_ranges.append((start + a, start + b))
+                open_ranges.append((start + a + lo, start + a + hi))
                 continue
-            part = entries if (a, b) == (0, c) else entries.map(lambda t, a=a, b=b: t[a:b, :])
-            self._record("entry", part, start + a, rows=True)
-            sub, sub_round = num[a:b, :], rounding[a:b, :]
-            dense_zero = xp.zeros((DENSE_PROBES, b - a), dtype=p.work_dtype, device=self.device)
-            self._compare(
-                "cotangent",
-                dense_ana[:, start + a : start + b],
-                xp.matrix_transpose(sub @ dense_cots_t),
-                dense_zero,
-                xp.matrix_transpose(sub_round @ weights),
-                dense_zero,
-                xp.broadcast_to(xp.asarray(False, device=self.device), dense_zero.shape),
-                xp.matrix_transpose(xp.abs(sub) @ weights),
-                start + a,
-                analytical_error=None if dense_err is None else dense_err[:, start + a : start + b],
+            part = (
+                entries
+                if (lo, hi) == (0, b - a)
+                else entries.map(lambda t, lo=lo, hi=hi: t[lo:hi, :])
+            )
+            self._record("entry", part, start + a + lo, rows=True)
+            first = start + a + lo
+            sub = num[lo:hi, :]
+            sub_round = (
+                eps * (xp.abs(plus[lo:hi, :]) + xp.abs(minus[lo:hi, :])) + self.noise[None, :]
+            ) / size[lo:hi, :]
+            dense.add(
+                first,
+                dense.cotangents @ xp.matrix_transpose(sub),
+                xp.zeros((DENSE_PROBES, hi - lo), dtype=p.work_dtype, device=self.device),
+                weights @ xp.matrix_transpose(sub_round),
+                weights @ xp.matrix_transpose(xp.abs(sub)),
             )
         return open_ranges
 
+    def _book_agreeing(
+        self,
+        start: int,
+        diff_norms: Any,
+        num_norms: Any,
+        ana_norms: Any,
+        outputs: int,
+        largest: float,
+    ) -> None:
+        """Book columns ``start ...`` whose every entry agrees, from their
+        norms: the tallies need sums of squares. Their nonzero entries are
+        counted only if the check fails (see :meth:`_count_settled`)."""
+        xp, p = self.xp, self.p
+        width = diff_norms.shape[0]
+        threshold = largest * float(xp.finfo(p.work_dtype).eps) ** 0.5
+        for i, (slot, by_argument) in enumerate(zip(p.in_layout.slots, self.by_argument)):
+            lo = max(start, slot.offset) - start
+            hi = min(start + width, slot.offset + slot.width) - start
+            if lo >= hi:
+                continue
+            diff_sq = float(xp.sum(diff_norms[lo:hi] ** 2))
+            num_sq = float(xp.sum(num_norms[lo:hi] ** 2))
+            ana_sq = float(xp.sum(ana_norms[lo:hi] ** 2))
+            tally = Tally(
+                checked=(hi - lo) * outputs,
+                diff_sq=diff_sq,
+                num_sq=num_sq,
+                ana_sq=ana_sq,
+                cross=(num_sq + ana_sq - diff_sq) / 2,  # <a, n> by polarisation
+            )
+            by_argument.merge(tally)
+            self.tally.merge(tally)
+            self.directions.setdefault("rev", Tally()).merge(tally)
+            self.entry_tally.merge(tally)
+            self.uncounted.append((i, start + lo, start + hi, threshold))
+
+    def _count_settled(self) -> None:
+        """Nonzero entries of the columns booked by :meth:`_book_agreeing`,
+        which only the diagnosis of a failed check needs. Counted on the
+        stored analytical side: the two sides agree there far below the
+        threshold (sqrt(eps) of the chunk's largest entry)."""
+        xp = self.xp
+        for i, lo, hi, threshold in self.uncounted:
+            active = int(xp.count_nonzero(xp.abs(self.jac_t[lo:hi, :]) > threshold))
+            for tally in (self.by_argument[i], self.tally, self.entry_tally):
+                tally.active += active
+            self.directions["rev"].active += active
+        self.uncounted = []
+
     def _entry_scale(self, num: Any) -> Any:
         """Size of the terms behind an entry, which its rounding scales with:
-        the largest numerical entry of its row, column and chunk. An entry that
-        comes out small by cancellation carries the rounding of its terms."""
+        the largest numerical entry of its chunk. An entry that comes out
+        small by cancellation carries the rounding of its terms."""
         xp = self.xp
         magnitude = xp.abs(num)
         if not bool(xp.all(xp.isfinite(magnitude))):
             magnitude = xp.where(xp.isfinite(magnitude), magnitude, xp.zeros_like(magnitude))
-        row = xp.max(magnitude, axis=1, keepdims=True)
-        col = xp.max(magnitude, axis=0, keepdims=True)
-        return xp.maximum(xp.maximum(row, col), xp.max(magnitude))
+        return xp.max(magnitude) if math.prod(magnitude.shape) else xp.zeros_like(magnitude)
 
     # -- random probes -------------------------------------------------------
     def probe(self, direction: str, count: int) -> None:
@@ -794,7 +965,11 @@ class _Run:
             part = entries.map(lambda a, lo=lo, hi=hi: a[lo:hi, :] if by_rows else a[:, lo:hi])
             tally.merge(Tally.of(part, xp))
 
-    def _keep_worst(self, kind: str, entries: Entries, start: int) -> None:
+    def _keep_worst(
+        self, kind: str, entries: Entries, start: int, positions: list[int] | None = None
+    ) -> None:
+        """Keep the entries with the largest error / tolerance. ``positions``,
+        when given, are those (from ``start``) of the batch's rows."""
         xp = self.xp
         ratio = _ratio(entries, xp)
         if math.prod(ratio.shape) == 0:
@@ -834,7 +1009,8 @@ class _Run:
                 if bool(values["uncertain"])
                 else "ok"
             )
-            self.worst.append(self._mismatch(kind, row, col, start, ana, num, err, tol, status))
+            place = row if positions is None else positions[row]
+            self.worst.append(self._mismatch(kind, place, col, start, ana, num, err, tol, status))
         rank = {"wrong": 0, "uncertain": 1, "ok": 2}
         self.worst.sort(key=lambda m: (rank[m.status], -m.ratio))
         del self.worst[WORST:]
@@ -946,6 +1122,7 @@ class _Run:
         )
         diagnosis: tuple[str, ...] = ()
         if verdict == "fail":
+            self._count_settled()
             diagnosis = core_diagnosis.diagnose(
                 core_diagnosis.Evidence(
                     tally=t,
@@ -1002,6 +1179,74 @@ class _Run:
             return ()
         host = self.p.adapter.to_numpy(self.xp.matrix_transpose(self.error_map_t))
         return tuple(tuple(float(v) for v in row) for row in host)
+
+
+class _DenseProducts:
+    """Random dense cotangents u of a screened check: their VJPs, and the
+    numerical u . J of settled columns with the pieces of its tolerance,
+    gathered over the whole screen and compared once."""
+
+    def __init__(self, cotangents: Any, analytical: Any, analytical_error: Any, n: int):
+        xp = array_namespace(analytical)
+        self.cotangents = cotangents  # (probes, m)
+        self.analytical = analytical  # (probes, n)
+        self.analytical_error = analytical_error
+        shape = (cotangents.shape[0], n)
+        zeros = [
+            xp.zeros(shape, dtype=analytical.dtype, device=_device(analytical)) for _ in range(4)
+        ]
+        self.numerical, self.truncation, self.rounding, self.scale = zeros
+        self.columns: list[tuple[int, int]] = []
+
+    def add(self, first: int, numerical: Any, truncation: Any, rounding: Any, scale: Any) -> None:
+        last = first + numerical.shape[1]
+        self.numerical[:, first:last] = numerical
+        self.truncation[:, first:last] = truncation
+        self.rounding[:, first:last] = rounding
+        self.scale[:, first:last] = scale
+        if self.columns and self.columns[-1][1] == first:
+            self.columns[-1] = (self.columns[-1][0], last)
+        else:
+            self.columns.append((first, last))
+
+    def compare(self, run: _Run) -> None:
+        xp = run.xp
+        for first, last in self.columns:
+            zero = xp.zeros_like(self.numerical[:, first:last])
+            error = self.analytical_error
+            run._compare(
+                "cotangent",
+                self.analytical[:, first:last],
+                self.numerical[:, first:last],
+                self.truncation[:, first:last],
+                self.rounding[:, first:last],
+                zero,
+                xp.broadcast_to(xp.asarray(False, device=_device(zero)), zero.shape),
+                self.scale[:, first:last],
+                first,
+                analytical_error=None if error is None else error[:, first:last],
+            )
+
+
+def _one_hot_rows(values: Any, start: int, width: int, xp: Any) -> Any:
+    """``(k, width)`` zeros but ``values[r]`` at ``(r, start + r)``, set through
+    one strided slice of the flat array."""
+    k = values.shape[0]
+    flat = xp.zeros((k * width,), dtype=values.dtype, device=_device(values))
+    if k:
+        flat[start : start + (k - 1) * (width + 1) + 1 : width + 1] = values
+    return xp.reshape(flat, (k, width))
+
+
+def _runs(flags: list[bool]) -> list[tuple[int, int, bool]]:
+    """Maximal runs of equal flags: ``(first, stop, flag)``."""
+    runs: list[tuple[int, int, bool]] = []
+    for i, flag in enumerate(flags):
+        if runs and runs[-1][2] == flag:
+            runs[-1] = (runs[-1][0], i + 1, flag)
+        else:
+            runs.append((i, i + 1, flag))
+    return runs
 
 
 def _ratio(entries: Entries, xp: Any) -> Any:

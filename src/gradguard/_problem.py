@@ -225,6 +225,12 @@ class _LeafCall:
     diff: list[int]
     adapter: Adapter
 
+    @property
+    def __name__(self) -> str:
+        # torch.func.vmap names its function on every call, by repr() when it
+        # has no name: that would print the arguments, every chunk.
+        return str(getattr(self.f, "__name__", type(self.f).__name__))
+
     def call(self, diff_leaves: Sequence[Any]) -> tuple[list[Any], list[str]]:
         full = _replace(self.leaves, self.diff, list(diff_leaves))
         outs, out_paths, _ = _tree.flatten(self.f(*_tree.unflatten(self.treedef, full)))

@@ -75,6 +75,13 @@ class Adapter:
             return np.asarray(core_array.get())
         return np.from_dlpack(core_array)
 
+    def empty(self, shape: tuple[int, ...], dtype: Any, like: Any) -> Any:
+        """An uninitialised core array for a large, long-lived buffer (the
+        stored analytical Jacobian), on the device of the core array ``like``."""
+        from array_api_compat import device
+
+        return self.namespace(like).empty(shape, dtype=dtype, device=device(like))
+
     def float64_available(self, array: Any) -> bool:
         """Can this framework compute in float64 here (JAX without x64 cannot)?"""
         return True

@@ -20,6 +20,7 @@ __all__ = [
     "DirectionalDerivatives",
     "apply_stencil",
     "complex_step_derivatives",
+    "coordinate_points",
     "directional_derivatives",
     "partial_derivatives",
     "represented_displacement",
@@ -118,11 +119,7 @@ def partial_derivatives(
     """
     stencil = _stencil(accuracy)
     k = steps.shape[0]
-    n = x0.shape[0]
-    eye = xp.eye(k, n, k=start, dtype=x0.dtype, device=device(x0)) * steps[:, None]
-    offsets = xp.asarray([float(o) for o in stencil.offsets], dtype=x0.dtype, device=device(x0))
-    # One broadcast builds every offset's block: (offsets, k, n) -> (offsets * k, n).
-    points = xp.reshape(x0[None, None, :] + offsets[:, None, None] * eye[None, :, :], (-1, n))
+    points = coordinate_points(x0, steps, start, stencil.offsets, xp)
     own = x0[start : start + k]
     represented = apply_stencil(
         stencil, {o: (own + steps * float(o)) - own for o in stencil.offsets}
@@ -138,6 +135,26 @@ def partial_derivatives(
         nonfinite=result.nonfinite,
         direction=represented,
     )
+
+
+def coordinate_points(x0: Any, steps: Any, start: int, offsets: tuple[int, ...], xp: Any) -> Any:
+    """``x0 + o * steps[r] * e[start + r]`` for every offset ``o`` (the outer
+    blocks) and ``r < k = len(steps)``: a ``(len(offsets) * k, n)`` array.
+
+    Copies of ``x0`` with each block's moved entries written through one
+    strided slice (row ``r`` moves flat index ``r * (n + 1) + start``): one
+    pass over the points, where adding a scaled identity would take several.
+    """
+    k = steps.shape[0]
+    n = x0.shape[0]
+    if k == 0:
+        return xp.zeros((0, n), dtype=x0.dtype, device=device(x0))
+    points = xp.tile(x0, (len(offsets) * k,))
+    own = x0[start : start + k]
+    for block, offset in enumerate(offsets):
+        first = block * k * n + start
+        points[first : first + (k - 1) * (n + 1) + 1 : n + 1] = own + steps * float(offset)
+    return xp.reshape(points, (len(offsets) * k, n))
 
 
 def _stencil(accuracy: int) -> Stencil:

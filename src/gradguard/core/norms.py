@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-__all__ = ["relative_error", "vector_norm"]
+__all__ = ["relative_error", "row_norms", "vector_norm"]
 
 
 def vector_norm(a: Any, xp: Any) -> float:
@@ -41,3 +42,17 @@ def relative_error(numerical: Any, analytical: Any, xp: Any) -> float:
 def _largest(a: Any, xp: Any) -> float:
     magnitude = xp.abs(xp.reshape(a, (-1,)))
     return float(xp.max(magnitude)) if magnitude.shape[0] else 0.0
+
+
+def row_norms(a: Any, xp: Any, ord: float = 2) -> Any:
+    """The ``ord``-norm (2 or inf) of each row of a real ``(k, m)`` array, in
+    read-only passes. NaN stays NaN. Unscaled: for the sizes of derivatives,
+    not for the ends of the dtype."""
+    if ord == math.inf:
+        # max and min rather than abs: no temporary, and faster than torch's
+        # inf-norm.
+        return xp.maximum(xp.max(a, axis=1), -xp.min(a, axis=1))
+    linalg = getattr(xp, "linalg", None)
+    if linalg is not None and hasattr(linalg, "vector_norm"):
+        return linalg.vector_norm(a, axis=1)
+    return xp.sqrt(xp.sum(a * a, axis=1))
