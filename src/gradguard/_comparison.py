@@ -13,6 +13,7 @@ import math
 from concurrent.futures import Executor
 from typing import Any
 
+import array_api_compat.numpy as host_xp
 from array_api_compat import array_namespace
 
 from ._errors import (
@@ -334,7 +335,7 @@ class _Run:
         # Low precision on either side hides a small error in any one probe:
         # more probes keep the chance of missing it negligible.
         eps = max(float(self.xp.finfo(self.p.work_dtype).eps), self.p.eps_analytical)
-        return 16 if eps > 1e-10 else 4
+        return 16 if eps > 1e-10 else 2
 
     # -- analytical side ---------------------------------------------------
     def vjp(self, cotangents: Any) -> tuple[Any, Any]:
@@ -892,6 +893,13 @@ class _Run:
         analytical_error: Any = None,
     ) -> None:
         xp, p = self.xp, self.p
+        arrays = [ana, num, trunc, rnd, rough, bad, scale, analytical_error]
+        if kind == "probe":
+            # A handful of numbers: a few dozen NumPy operations on the host
+            # cost less than as many framework calls (and device syncs).
+            xp = host_xp
+            arrays = [None if a is None else p.adapter.to_numpy(a) for a in arrays]
+        ana, num, trunc, rnd, rough, bad, scale, analytical_error = arrays
         eps_ana = max(p.eps_analytical, self.eps_store if kind == "entry" else 0.0)
         entries = compare(
             ana,
@@ -907,13 +915,20 @@ class _Run:
             self.atol,
             analytical_error=analytical_error,
         )
-        self._record(kind, entries, start, rows=rows, forward=forward)
+        self._record(kind, entries, start, rows=rows, forward=forward, xp=xp)
 
     def _record(
-        self, kind: str, entries: Entries, start: int, rows: bool = False, forward: bool = False
+        self,
+        kind: str,
+        entries: Entries,
+        start: int,
+        rows: bool = False,
+        forward: bool = False,
+        xp: Any = None,
     ) -> None:
-        """Add compared entries to the tallies, the worst list and the map."""
-        xp = self.xp
+        """Add compared entries to the tallies, the worst list and the map.
+        ``xp`` is the namespace of the entries, by default the check's."""
+        xp = self.xp if xp is None else xp
         ana, num = entries.analytical, entries.numerical
         tally = Tally.of(entries, xp)
         self.tally.merge(tally)
@@ -946,7 +961,7 @@ class _Run:
             n0 = xp.where(xp.isfinite(num), num, xp.zeros_like(num))
             self.row_cross = self.row_cross + xp.sum(a0 * n0, axis=0)
             self.row_num_sq = self.row_num_sq + xp.sum(n0 * n0, axis=0)
-        self._keep_worst(kind, entries, start)
+        self._keep_worst(kind, entries, start, xp=xp)
         if kind == "entry" and self.error_map_t is not None:
             ratio = _ratio(entries, xp)
             stop = start + ratio.shape[0]
@@ -966,15 +981,20 @@ class _Run:
             tally.merge(Tally.of(part, xp))
 
     def _keep_worst(
-        self, kind: str, entries: Entries, start: int, positions: list[int] | None = None
+        self,
+        kind: str,
+        entries: Entries,
+        start: int,
+        positions: list[int] | None = None,
+        xp: Any = None,
     ) -> None:
         """Keep the entries with the largest error / tolerance. ``positions``,
         when given, are those (from ``start``) of the batch's rows."""
-        xp = self.xp
+        xp = self.xp if xp is None else xp
         ratio = _ratio(entries, xp)
         if math.prod(ratio.shape) == 0:
             return
-        host = self.p.adapter.to_numpy
+        host = (lambda a: a) if xp is host_xp else self.p.adapter.to_numpy
         if (
             not entries.exceeding
             and len(self.worst) >= WORST

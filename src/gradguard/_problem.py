@@ -279,10 +279,14 @@ def _check_unchanged(
     """f must not write into its arguments: the check's points would move under it."""
     for i, before in snapshot.items():
         after = adapter.to_core(leaves[i])
-        same = tuple(after.shape) == tuple(before.shape) and bool(
-            xp.all((after == before) | (xp.isnan(xp.abs(after)) & xp.isnan(xp.abs(before))))
-            if xp.isdtype(before.dtype, ("real floating", "complex floating"))
-            else xp.all(after == before)
+        same = tuple(after.shape) == tuple(before.shape) and (
+            bool(xp.all(after == before))
+            or (  # NaN != NaN: compare again with NaNs in the same places as equal
+                xp.isdtype(before.dtype, ("real floating", "complex floating"))
+                and bool(
+                    xp.all((after == before) | (xp.isnan(xp.abs(after)) & xp.isnan(xp.abs(before))))
+                )
+            )
         )
         if not same:
             raise MutationError(
