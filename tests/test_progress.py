@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import sys
 import time
 
@@ -50,8 +51,8 @@ def test_bar_after_the_delay_ends_with_a_newline():
     bar.close()
     text = stream.getvalue()
     assert text.startswith("\rgradguard: [")
-    assert " 25% 25/100 evaluations, 1.5 s" in text
-    assert text.endswith(" 100% 100/100 evaluations, 2.0 s\n")
+    assert " 25% 25/100 evaluations and VJPs, 1.5 s" in text
+    assert text.endswith(" 100% 100/100 evaluations and VJPs, 2.0 s\n")
     assert text.count("\n") == 1
 
 
@@ -87,7 +88,7 @@ def test_quiet_when_not_a_terminal_unless_asked():
     bar = _Progress(True, stream=forced, clock=clock)
     clock.now = 7.0
     bar.update(100, 100)
-    assert forced.getvalue().endswith("100/100 evaluations, 2.0 s\n")
+    assert forced.getvalue().endswith("100/100 evaluations and VJPs, 2.0 s\n")
 
 
 def test_quiet_when_turned_off():
@@ -132,16 +133,27 @@ def _check(progress):
     return gradguard.check(slow_f, x, vjp=slow_vjp, mode="full", progress=progress)
 
 
+def _read_line(reader, timeout=5.0):
+    """What the terminal got, up to the bar's final newline: the kernel hands
+    pty output to the reader asynchronously, so one read may get only part."""
+    text, deadline = "", time.monotonic() + timeout
+    while not text.endswith("\n") and time.monotonic() < deadline:
+        ready, _, _ = select.select([reader], [], [], 0.1)
+        if ready:
+            text += reader.read(65536).decode()
+    return text
+
+
 def test_check_draws_a_bar_on_a_terminal(quick, monkeypatch):
     primary, secondary = os.openpty()
     with os.fdopen(secondary, "w") as tty, os.fdopen(primary, "rb", buffering=0) as reader:
         monkeypatch.setattr(sys, "stderr", tty)
         report = _check(None)
         tty.flush()
-        text = reader.read(65536).decode()
+        text = _read_line(reader)
     assert report.verdict == "pass"
-    expected = 4 * 30  # 4 perturbed points per entry
-    assert f"100% {expected}/{expected} evaluations" in text
+    expected = 4 * 30 + 30  # 4 perturbed points per input entry, a VJP per output
+    assert f"100% {expected}/{expected} evaluations and VJPs" in text
     assert text.rstrip("\r\n").count("\n") == 0  # one line, redrawn in place
 
 
@@ -156,10 +168,27 @@ def test_check_progress_true_draws_even_off_a_terminal(quick, capsys):
     _check(True)
     err = capsys.readouterr().err
     assert err.startswith("\rgradguard: [") and err.endswith(" s\n")
-    assert "100% 120/120 evaluations" in err
+    assert "100% 150/150 evaluations and VJPs" in err
 
 
 def test_a_quick_check_is_quiet_even_when_asked(capsys):
     x = np.linspace(-1.0, 1.0, 5)
     gradguard.check(np.sin, x, vjp=lambda c, x: c * np.cos(x), mode="full", progress=True)
     assert capsys.readouterr().err == ""
+
+
+def test_a_screened_check_fills_its_bar(quick, capsys):
+    """Past 1024 inputs columns settle from two points; the bar counts those,
+    the VJP rows, and reaches 100% when the check ends."""
+    n = 1100
+    x = np.linspace(-1.0, 1.0, n)
+
+    def f(x):
+        time.sleep(0.0002)
+        return np.sin(x) * x
+
+    report = gradguard.check(f, x, vjp=slow_vjp, mode="full", progress=True)
+    assert report.verdict == "pass"
+    err = capsys.readouterr().err
+    total = n + 2 * n  # a VJP per output, two points per input
+    assert f"100% {total}/{total} evaluations and VJPs" in err

@@ -426,6 +426,7 @@ class _Run:
         rev = direction in ("rev", "both")
         fwd = direction in ("fwd", "both")
         if rev:
+            self.evaluator.expected += m  # the VJP rows count as work too
             scales = self.rng.choice(ONE_HOT_SCALES, size=m)
             self.row_scales = _to_xp(scales, xp, p.x0)
             # The analytical Jacobian, transposed: (n, m), filled block by block.
@@ -448,6 +449,7 @@ class _Run:
                 scale = self.row_scales[start:stop][:, None]
                 onehot = _one_hot_rows(self.row_scales[start:stop], start, m, xp)
                 rows, wide = self.vjp(onehot)
+                self.evaluator.advance(stop - start)
                 self._watch_vjps(rows)
                 jac_t[:, start:stop] = xp.astype(
                     xp.matrix_transpose(rows / scale), storage, copy=False
@@ -479,6 +481,9 @@ class _Run:
         )
         if screening:
             screened = _DenseProducts(dense_cots, dense_ana, dense_err, n)
+            # Two points per column; columns that do not settle add their
+            # stencil's points when they go on to it.
+            self.evaluator.expected = m + 2 * n
         if self.keep:
             self.num_t = xp.empty((n, m), dtype=p.work_dtype, device=self.device)
         ranges: list[tuple[int, int]] = []
@@ -491,6 +496,7 @@ class _Run:
         if screening:
             self._flush_candidates()
             screened.compare(self)
+            self.evaluator.expected += self.accuracy * sum(b - a for a, b in ranges)
         for start, stop in ranges:
             dd = self.partials(start, stop)
             num, trunc, rough, bad = dd.value, dd.truncation, dd.roughness, dd.nonfinite

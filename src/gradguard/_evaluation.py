@@ -69,8 +69,9 @@ class Evaluator:
     ``executor`` runs chunks as tasks (see the module docstring);
     ``progress`` shows a progress bar on stderr for long checks: ``None``
     only when stderr is a terminal, ``True`` always, ``False`` never.
-    ``expected`` is the number of points a full check evaluates (``1 + 4n``),
-    the 100% of the bar; the caller may set it to something else.
+    ``expected`` is the work of a full check, the 100% of the bar: by
+    default the points it evaluates (``1 + 4n``); the caller may set it to
+    something else and report other work with :meth:`advance`.
     """
 
     def __init__(
@@ -150,7 +151,7 @@ class Evaluator:
             if self.path is None and chunks:
                 # Decide (and validate) the vectorised path here, once.
                 done.append(self._chunk(chunks[0], xp))
-                self._advance(chunks[0][0].shape[0])
+                self.advance(chunks[0][0].shape[0])
                 chunks = chunks[1:]
             futures = [self._submit(chunk) for chunk in chunks]
         return Pending(self, xp, done, chunks, futures)
@@ -163,8 +164,10 @@ class Evaluator:
             rows = max(1, min(rows, max(MIN_TASK_ROWS, per_worker)))
         return [(start, min(k, start + rows)) for start in range(0, k, rows)]
 
-    def _advance(self, rows: int) -> None:
-        self.points += rows
+    def advance(self, units: int) -> None:
+        """Count ``units`` of work done (evaluated points, or other work the
+        caller put in :attr:`expected`) and redraw the bar if due."""
+        self.points += units
         self._progress.update(self.points, self.expected)
 
     def _chunk(self, leaves: list[Any], xp: Any) -> list[Any]:
@@ -256,7 +259,7 @@ class Pending:
         if self._futures is None:
             for chunk in self._chunks:
                 parts.append(ev._chunk(chunk, xp))
-                ev._advance(chunk[0].shape[0])
+                ev.advance(chunk[0].shape[0])
         else:
             for chunk, future in zip(self._chunks, self._futures):
                 outputs, path, count = future.result()
@@ -265,7 +268,7 @@ class Pending:
                     ev.path = LOOP
                 ev.evaluations += count
                 parts.append(outputs)
-                ev._advance(chunk[0].shape[0])
+                ev.advance(chunk[0].shape[0])
         self._chunks, self._futures = [], None
         if len(parts) == 1:
             self._result = parts[0]
@@ -524,7 +527,7 @@ class _Progress:
         filled = round(24 * fraction)
         line = (
             f"gradguard: [{'#' * filled}{'.' * (24 - filled)}] {100 * fraction:3.0f}% "
-            f"{count}/{total} evaluations, {elapsed:.1f} s"
+            f"{count}/{total} evaluations and VJPs, {elapsed:.1f} s"
         )
         pad = " " * max(0, self.width - len(line))
         try:
