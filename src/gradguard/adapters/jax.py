@@ -5,10 +5,36 @@ TensorFlow: JAX compiles every eager operation for every new shape, so the
 core's many small bookkeeping operations would cost a compilation each
 (seconds per check). Only ``f`` and its derivatives run in JAX, jitted and
 vmapped over whole batches.
+
+Compiled functions outlive a check
+----------------------------------
+A check builds a new wrapper of ``f`` (``_LeafCall``) every time, so
+jitting the wrapper itself would compile anew on every check: about 0.1 s,
+where the check's own work at small sizes is milliseconds. The jitted
+evaluation, VJP and JVP are therefore kept in a small module-level cache,
+keyed on what decides the compiled code: ``f`` itself (by identity), the
+arguments' structure, which leaves are differentiated, the Python scalars
+and strings among the other leaves (by value), and the shapes and dtypes.
+The other JAX arrays among the arguments are arguments of the compiled
+functions, not constants baked into them, so a later check with other
+values in them reuses the code and sees the new values.
+
+What ``f`` reads from elsewhere (a global array, a closure, an attribute of
+the object a bound method belongs to) would be baked in as a constant. So
+every check traces ``f`` once more (``jax.make_jaxpr``, no compilation) and
+uses the cached code only if the program and its constants are the same as
+when it was compiled; otherwise it compiles afresh. Functions that cannot
+be traced, arguments with other leaves, and second-order checks go the
+uncached way, as before.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import jax
@@ -17,6 +43,31 @@ import numpy as np
 
 from .._errors import UnsupportedError
 from .base import Adapter, LeafFunction
+
+#: Compiled functions kept across checks. An entry holds ``f`` and the
+#: constants it reads alive (and the compiled code, which refers to them),
+#: so the cache must be bounded: a test suite checks hundreds of functions,
+#: and each is usually checked again right away (other modes, the same case
+#: repeated), so the last few suffice.
+CACHE_SIZE = 32
+
+_cache: OrderedDict[Hashable, _Compiled] = OrderedDict()
+#: Per wrapper (by id, while it lives): shapes -> (entry, other arrays) or
+#: None, so that the trace that validates an entry runs once per check.
+_resolved: dict[int, tuple[weakref.ref[Any], dict[Hashable, Any]]] = {}
+_lock = threading.RLock()
+
+#: Leaves other than arrays that may be part of a cache key: immutable, and
+#: told apart by ``(type, repr)`` (which, unlike ``==``, separates 0.0 from
+#: -0.0 and matches NaN with NaN).
+_STATIC_TYPES = (type(None), bool, int, float, complex, str, bytes, np.generic, np.dtype)
+
+
+def clear_cache() -> None:
+    """Forget every compiled function kept across checks."""
+    with _lock:
+        _cache.clear()
+        _resolved.clear()
 
 
 class JaxAdapter(Adapter):
@@ -54,35 +105,64 @@ class JaxAdapter(Adapter):
         return bool(jax.config.read("jax_enable_x64"))
 
     def vectorize(self, fn: LeafFunction) -> LeafFunction:
-        return jax.jit(jax.vmap(fn))
+        if _split(fn) is None:
+            return jax.jit(jax.vmap(fn))
+        uncached: list[LeafFunction] = []
+
+        def batched(*xs: Any) -> Any:
+            found = _compiled(fn, [_aval(x, batched=True) for x in xs])
+            if found is None:
+                if not uncached:
+                    uncached.append(jax.jit(jax.vmap(fn)))
+                return uncached[0](*xs)
+            entry, arrays = found
+            return entry.forward(*xs, *arrays)
+
+        return batched
 
     def vjp(self, fn: LeafFunction, primals: list[Any], cotangents: list[Any]) -> list[Any]:
-        cots = [jnp.conj(c) for c in cotangents]
+        found = _compiled(fn, [_aval(p) for p in primals])
+        if found is not None:
+            entry, arrays = found
+            try:
+                return list(entry.vjp(list(primals), arrays, list(cotangents)))
+            except Exception:
+                pass  # not traceable as a whole: the eager loop below
+            cots = [jnp.conj(c) for c in cotangents]
+        else:
+            cots = [jnp.conj(c) for c in cotangents]
 
-        def batched(primals: list[Any], cots: list[Any]) -> Any:
-            out, pullback = jax.vjp(fn, *primals)
-            # The pullback wants cotangents in the outputs' own dtypes.
-            cots = [c.astype(o.dtype) for c, o in zip(cots, out)]
-            return jax.vmap(lambda *c: pullback(list(c)))(*cots)
+            def batched(primals: list[Any], cots: list[Any]) -> Any:
+                out, pullback = jax.vjp(fn, *primals)
+                # The pullback wants cotangents in the outputs' own dtypes.
+                cots = [c.astype(o.dtype) for c, o in zip(cots, out)]
+                return jax.vmap(lambda *c: pullback(list(c)))(*cots)
 
-        try:
-            grads = jax.jit(batched)(list(primals), cots)
-        except Exception:
-            # Not traceable as a whole (Python control flow on values):
-            # one pullback per cotangent, eagerly.
-            out, pullback = jax.vjp(fn, *primals)
-            cots = [c.astype(o.dtype) for c, o in zip(cots, out)]
-            k = cots[0].shape[0]
-            rows = [pullback([c[r] for c in cots]) for r in range(k)]
-            grads = tuple(jnp.stack([row[i] for row in rows]) for i in range(len(primals)))
+            try:
+                grads = jax.jit(batched)(list(primals), cots)
+                return [jnp.conj(g) for g in grads]
+            except Exception:
+                pass
+        # Not traceable as a whole (Python control flow on values):
+        # one pullback per cotangent, eagerly.
+        out, pullback = jax.vjp(fn, *primals)
+        cots = [c.astype(o.dtype) for c, o in zip(cots, out)]
+        k = cots[0].shape[0]
+        rows = [pullback([c[r] for c in cots]) for r in range(k)]
+        grads = tuple(jnp.stack([row[i] for row in rows]) for i in range(len(primals)))
         return [jnp.conj(g) for g in grads]
 
     def jvp(self, fn: LeafFunction, primals: list[Any], tangents: list[Any]) -> list[Any]:
-        def batched(primals: list[Any], tangents: list[Any]) -> Any:
-            tangents = [t.astype(p.dtype) for t, p in zip(tangents, primals)]
-            return jax.vmap(lambda *t: jax.jvp(fn, tuple(primals), tuple(t))[1])(*tangents)
-
         try:
+            found = _compiled(fn, [_aval(p) for p in primals])
+            if found is not None:
+                entry, arrays = found
+                return list(entry.jvp(list(primals), arrays, list(tangents)))
+
+            def batched(primals: list[Any], tangents: list[Any]) -> Any:
+                tangents = [t.astype(p.dtype) for t, p in zip(tangents, primals)]
+                return jax.vmap(lambda *t: jax.jvp(fn, tuple(primals), tuple(t))[1])(*tangents)
+
             return list(jax.jit(batched)(list(primals), list(tangents)))
         except TypeError as exc:
             if "custom_vjp" in str(exc) or "forward-mode" in str(exc):
@@ -100,3 +180,166 @@ class JaxAdapter(Adapter):
             return [jnp.conj(g) for g in pullback(cots)]
 
         return first_derivative
+
+
+# -- compiled functions kept across checks ------------------------------------
+
+
+class _Compiled:
+    """The jitted evaluation, VJP and JVP of one canonical function
+    ``call(*differentiated, *other arrays)``."""
+
+    def __init__(self, f: Any, text: str, consts: list[Any], call: LeafFunction, nd: int, na: int):
+        self.f = f  # held, so that its id in the key stays its own
+        self.text = text
+        self.consts = consts
+
+        def vjp(primals: list[Any], arrays: list[Any], cots: list[Any]) -> Any:
+            out, pullback = jax.vjp(lambda *p: call(*p, *arrays), *primals)
+            # JAX's cotangents are conjugates of ours; the pullback wants
+            # them in the outputs' own dtypes.
+            cots = [jnp.conj(c).astype(o.dtype) for c, o in zip(cots, out)]
+            grads = jax.vmap(lambda *c: pullback(list(c)))(*cots)
+            return [jnp.conj(g) for g in grads]
+
+        def jvp(primals: list[Any], arrays: list[Any], tangents: list[Any]) -> Any:
+            tangents = [t.astype(p.dtype) for t, p in zip(tangents, primals)]
+
+            def one(*t: Any) -> Any:
+                return jax.jvp(lambda *p: call(*p, *arrays), tuple(primals), tuple(t))[1]
+
+            return jax.vmap(one)(*tangents)
+
+        self.forward: Callable[..., Any] = jax.jit(jax.vmap(call, in_axes=(0,) * nd + (None,) * na))
+        self.vjp: Callable[..., Any] = jax.jit(vjp)
+        self.jvp: Callable[..., Any] = jax.jit(jvp)
+
+
+def _split(fn: Any) -> tuple[LeafFunction, list[Any], tuple[Hashable, ...]] | None:
+    """``fn`` as a canonical function of (differentiated leaves, other JAX
+    arrays), those arrays, and the part of the cache key that ``fn`` decides;
+    None when ``fn`` cannot be cached (not a check's wrapper of ``f``, or an
+    argument leaf that is neither a JAX array nor an immutable scalar)."""
+    from .._problem import _LeafCall
+
+    if type(fn) is not _LeafCall:
+        return None
+    diff = list(fn.diff)
+    template: list[Any] = list(fn.leaves)
+    arrays: list[int] = []
+    static: list[tuple[int, type, str]] = []
+    for i, leaf in enumerate(fn.leaves):
+        if i in diff:
+            template[i] = None
+        elif isinstance(leaf, jax.Array) and not isinstance(leaf, jax.core.Tracer):
+            arrays.append(i)
+            template[i] = None
+        elif isinstance(leaf, _STATIC_TYPES):
+            static.append((i, type(leaf), repr(leaf)))
+        else:
+            return None
+    try:
+        hash(fn.treedef)
+    except TypeError:
+        return None
+    call = dataclasses.replace(fn, leaves=template, diff=diff + arrays)
+    # repr too: 1, 1.0 and True are equal dict keys, and equal treedefs.
+    key = (id(fn.f), fn.treedef, repr(fn.treedef), tuple(diff), tuple(arrays), tuple(static))
+    return call, [fn.leaves[i] for i in arrays], key
+
+
+def _aval(x: Any, batched: bool = False) -> jax.ShapeDtypeStruct:
+    shape = tuple(x.shape[1:] if batched else x.shape)
+    return jax.ShapeDtypeStruct(shape, x.dtype, weak_type=bool(getattr(x, "weak_type", False)))
+
+
+def _signature(avals: list[Any]) -> tuple[Hashable, ...]:
+    return tuple(
+        (tuple(a.shape), str(a.dtype), bool(getattr(a, "weak_type", False))) for a in avals
+    )
+
+
+def _compiled(fn: Any, diff_avals: list[Any]) -> tuple[_Compiled, list[Any]] | None:
+    """The cached compiled functions for ``fn`` at these shapes (compiling
+    lazily on first use), with the arrays to pass them; None when ``fn`` goes
+    the uncached way."""
+    shapes = _signature(diff_avals)
+    with _lock:
+        seen = _resolved.get(id(fn))
+        if seen is not None and seen[0]() is fn and shapes in seen[1]:
+            result: tuple[_Compiled, list[Any]] | None = seen[1][shapes]
+            return result
+    result = _lookup(fn, diff_avals, shapes)
+    with _lock:
+        seen = _resolved.get(id(fn))
+        if seen is None or seen[0]() is not fn:
+            try:
+                ref = weakref.ref(fn, _forget(id(fn)))
+            except TypeError:
+                return result
+            seen = (ref, {})
+            _resolved[id(fn)] = seen
+        seen[1][shapes] = result
+    return result
+
+
+def _forget(key: int) -> Callable[[Any], None]:
+    def forget(_: Any) -> None:
+        _resolved.pop(key, None)
+
+    return forget
+
+
+def _lookup(fn: Any, diff_avals: list[Any], shapes: tuple[Hashable, ...]) -> Any:
+    split = _split(fn)
+    if split is None:
+        return None
+    call, arrays, fn_key = split
+    try:
+        # Traced, not compiled: what f computes now, with its constants.
+        closed = jax.make_jaxpr(call)(*diff_avals, *arrays)
+    except Exception:
+        return None  # not traceable (values in Python control flow, ...)
+    text = str(closed.jaxpr)
+    consts = list(closed.consts)
+    key = (
+        fn_key,
+        shapes,
+        _signature(arrays),
+        bool(jax.config.read("jax_enable_x64")),
+    )
+    with _lock:
+        entry = _cache.get(key)
+        if (
+            entry is not None
+            and entry.f is fn.f
+            and entry.text == text
+            and _same_constants(entry.consts, consts)
+        ):
+            _cache.move_to_end(key)
+            return entry, arrays
+        entry = _Compiled(fn.f, text, consts, call, len(diff_avals), len(arrays))
+        _cache[key] = entry
+        _cache.move_to_end(key)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return entry, arrays
+
+
+def _same_constants(old: list[Any], new: list[Any]) -> bool:
+    """The constants ``f`` read when its code was compiled are those it reads now."""
+    if len(old) != len(new):
+        return False
+    try:
+        for a, b in zip(old, new):
+            if a is b:
+                continue
+            a, b = np.asarray(a), np.asarray(b)
+            if a.shape != b.shape or a.dtype != b.dtype:
+                return False
+            nan = a.dtype.kind in "fc"
+            if not np.array_equal(a, b, equal_nan=nan):
+                return False
+    except Exception:
+        return False  # not comparable: compile afresh
+    return True
