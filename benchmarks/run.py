@@ -27,6 +27,12 @@ must at least spend. ``sensitivity`` cases plant one wrong Jacobian entry
 (+1.0 on the diagonal) at n=1000 and count how often a probe-style check
 catches it.
 
+The goals are also measured in ``paired`` cases: gradguard and the tool it is
+held to (the floor; torch's fast mode) alternate in one subprocess for
+PAIRED_ROUNDS rounds, and the ratio is taken round by round, so both sides
+see the same state of a shared machine; the median of those ratios is the
+figure the goals are judged on.
+
 Prints markdown tables and writes them with the raw numbers to
 ``benchmarks/results.md`` and ``benchmarks/results.json``.
 """
@@ -80,6 +86,17 @@ RATIOS: tuple[tuple[str, str], ...] = (
     ("gradguard-numpy-full", "scipy-check_grad"),
     ("gradguard-numpy-probe", "scipy-check_grad"),
 )
+#: (gradguard tool, the tool it is held to, function, n): measured alternately.
+PAIRS: tuple[tuple[str, str, str, int], ...] = (
+    ("gradguard-torch-full", "floor-torch", "elementwise", 3000),
+    ("gradguard-torch-probe", "gradcheck-fast", "elementwise", 1000),
+    ("gradguard-torch-probe", "gradcheck-fast", "elementwise", 3000),
+    ("gradguard-torch-probe", "gradcheck-fast", "elementwise", 10_000),
+    ("gradguard-torch-probe", "gradcheck-fast", "scalar", 3000),
+)
+PAIRED_ROUNDS = 9
+#: A side of a paired round runs for at least this long (quick calls repeat).
+PAIRED_MIN_SECONDS = 0.2
 SENSITIVITY_N = 1000
 SENSITIVITY_POSITIONS = 20
 SENSITIVITY_TOOLS = ("gradguard-torch-probe", "gradcheck-fast")
@@ -331,6 +348,28 @@ def _sensitivity(tool: str) -> dict[str, Any]:
     return {"caught": caught, "positions": len(positions), "median_s": float(np.median(seconds))}
 
 
+def _paired(spec: dict[str, Any]) -> dict[str, Any]:
+    """gradguard and the tool it is held to, alternately, PAIRED_ROUNDS rounds:
+    CPU and wall-clock seconds per call of each, round by round."""
+    tool, other, function, n = spec["tool"], spec["other"], spec["function"], spec["n"]
+    sides = [_torch_case(tool, function, n), _torch_case(other, function, n)]
+    calls = []
+    for side in sides:  # warm up, and find how many calls make a long enough run
+        started = time.perf_counter()
+        side()
+        calls.append(max(1, int(PAIRED_MIN_SECONDS / max(time.perf_counter() - started, 1e-6))))
+    cpu: list[list[float]] = [[], []]
+    wall: list[list[float]] = [[], []]
+    for _ in range(PAIRED_ROUNDS):
+        for i, side in enumerate(sides):
+            w, c = time.perf_counter(), time.process_time()
+            for _ in range(calls[i]):
+                side()
+            wall[i].append((time.perf_counter() - w) / calls[i])
+            cpu[i].append((time.process_time() - c) / calls[i])
+    return {"status": "ok", "calls": calls, "round_cpu_s": cpu, "round_wall_s": wall}
+
+
 def _wrong_at(position: int) -> Callable[[Any], Any]:
     import torch
 
@@ -362,6 +401,8 @@ def run_case(spec: dict[str, Any]) -> dict[str, Any]:
     tool, function, n = spec["tool"], spec["function"], spec["n"]
     if function == "sensitivity":
         return _sensitivity(tool)
+    if "other" in spec:
+        return _paired(spec)
     framework = TOOLS[tool]
     builders = {
         "torch": _torch_case,
@@ -599,8 +640,42 @@ def render(results: dict[str, Any]) -> str:
                 caught = f"{entry['caught']} of {entry['positions']}"
                 srows.append([tool, caught, _seconds(entry["median_s"])])
         out.append(_table(["tool", "caught", "median wall time per check (s)"], srows))
+    paired = [p for p in results.get("paired", []) if p["status"] == "ok"]
+    if paired:
+        out.append(
+            f"\n### Paired: alternating in one process, {PAIRED_ROUNDS} rounds "
+            "(ratio per round, gradguard ÷ other)\n"
+        )
+        prow = []
+        for p in paired:
+            cpu, wall = _round_ratios(p, "round_cpu_s"), _round_ratios(p, "round_wall_s")
+            prow.append(
+                [
+                    f"{p['tool']} ÷ {p['other']}",
+                    p["function"],
+                    str(p["n"]),
+                    _seconds(_median(p["round_cpu_s"][0])),
+                    _seconds(_median(p["round_cpu_s"][1])),
+                    f"{_median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f})",
+                    f"{_median(wall):.2f} ({min(wall):.2f}-{max(wall):.2f})",
+                ]
+            )
+        out.append(
+            _table(
+                [
+                    "pair",
+                    "function",
+                    "n",
+                    "gradguard CPU s (median)",
+                    "other CPU s (median)",
+                    "CPU ratio: median (range)",
+                    "wall ratio: median (range)",
+                ],
+                prow,
+            )
+        )
     out.append("\n### Goals (issue 4)\n")
-    out.append(_goals(by_key, results.get("sensitivity", {})))
+    out.append(_goals(by_key, results.get("sensitivity", {}), paired))
     return "\n".join(out) + "\n"
 
 
@@ -608,8 +683,31 @@ def _both(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float]:
     return a[WALL] / b[WALL], a[CPU] / b[CPU]
 
 
-def _goals(by_key: dict[Any, Any], sensitivity: dict[str, Any]) -> str:
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _round_ratios(paired: dict[str, Any], key: str) -> list[float]:
+    return [a / b for a, b in zip(paired[key][0], paired[key][1])]
+
+
+def _goals(
+    by_key: dict[Any, Any], sensitivity: dict[str, Any], paired: list[dict[str, Any]]
+) -> str:
     lines = []
+    for p in paired:
+        cpu, wall = (
+            _median(_round_ratios(p, "round_cpu_s")),
+            _median(_round_ratios(p, "round_wall_s")),
+        )
+        bound = 1.5 if p["other"] == "floor-torch" else 2.0
+        lines.append(
+            f"- paired, {p['tool']} ÷ {p['other']}, {p['function']} n={p['n']}: median "
+            f"{cpu:.2f}x CPU, {wall:.2f}x wall-clock; goal <= {bound}x: "
+            f"{'holds' if max(cpu, wall) <= bound else 'MISSED'}"
+        )
     full = by_key.get(("gradguard-torch-full", "elementwise", 3000))
     floor = by_key.get(("floor-torch", "elementwise", 3000))
     slow = by_key.get(("gradcheck-slow", "elementwise", 3000))
@@ -726,6 +824,20 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
+    results["paired"] = []
+    for tool, other, function, n in PAIRS:
+        if tool in tools and other in tools and function in functions and n in sizes:
+            spec = {
+                "tool": tool,
+                "other": other,
+                "function": function,
+                "n": n,
+                "threads": args.threads,
+            }
+            entry = _child(spec, args.timeout)
+            entry.update(tool=tool, other=other, function=function, n=n)
+            results["paired"].append(entry)
+            print(f"paired {tool} / {other} {function} n={n}: {entry['status']}", file=sys.stderr)
     if not args.no_sensitivity:
         for tool in SENSITIVITY_TOOLS:
             if tool in tools:

@@ -484,7 +484,7 @@ class _Run:
             and float(xp.finfo(p.work_dtype).eps) < 1e-10
         )
         if screening:
-            screened = _DenseProducts(dense_cots, dense_ana, dense_err, n)
+            book = _ScreenBook(dense_cots, dense_ana, dense_err, n)
             # Two points per column; columns that do not settle add their
             # stencil's points when they go on to it.
             self.evaluator.expected = m + 2 * n
@@ -494,12 +494,12 @@ class _Run:
         for start in range(0, n, self.columns_per_chunk):
             stop = min(n, start + self.columns_per_chunk)
             if screening:
-                ranges += self._screen(start, stop, jac_t, jac_err_t, screened)
+                ranges += self._screen(start, stop, jac_t, jac_err_t, book)
             else:
                 ranges.append((start, stop))
         if screening:
             self._flush_candidates()
-            screened.compare(self)
+            book.close(self, m)
             self.evaluator.expected += self.accuracy * sum(b - a for a, b in ranges)
         for start, stop in ranges:
             dd = self.partials(start, stop)
@@ -593,7 +593,7 @@ class _Run:
         stop: int,
         jac_t: Any,
         jac_err_t: Any,
-        dense: _DenseProducts,
+        book: _ScreenBook,
     ) -> list[tuple[int, int]]:
         """Settle the columns ``start:stop`` from the two points x +- h.
 
@@ -627,39 +627,44 @@ class _Run:
         eps = float(xp.finfo(p.work_dtype).eps)
         eps_ana = max(p.eps_analytical, self.eps_store)
         largest = float(xp.max(row_norms(num, xp, ord=math.inf))) if c else 0.0
-        column_error = row_norms(diff, xp, ord=math.inf)
         # compare() below allows SAFETY * truncation + ANALYTICAL * eps_ana *
         # scale at least, both scaled by the chunk's largest entry; NaN
         # anywhere makes the floor NaN and settles nothing.
         floor = (SAFETY * eps ** (2 / 3) + ANALYTICAL * eps_ana) * largest
         floor += float(self.atol or 0.0)
-        if self.error_map_t is None:
-            quick = p.adapter.to_numpy(column_error <= floor)
-        else:
+        # Per column, the 2-norm of the errors (which the tallies need anyway)
+        # bounds the largest; the largest itself only where that is not enough.
+        diff_norms = row_norms(diff, xp)
+        column_error = diff_norms
+        if self.error_map_t is not None:
             quick = [False] * c  # the map needs every entry's own ratio
+        else:
+            quick = p.adapter.to_numpy(diff_norms <= floor)
+            if not all(quick):
+                column_error = row_norms(diff, xp, ord=math.inf)
+                quick = p.adapter.to_numpy(column_error <= floor)
         pieces = _runs([bool(q) for q in quick])
         if any(q for _, _, q in pieces):
-            diff_norms = row_norms(diff, xp)
             num_norms = row_norms(num, xp)
             ana_norms = row_norms(ana, xp)
-            weights = row_norms(dense.cotangents, xp)[:, None]
+            weights = row_norms(book.cotangents, xp)[:, None]
+        # Entries below this are rounding noise of the chunk's largest: "zero".
+        threshold = largest * eps**0.5
         scale = xp.full((c, 1), largest, dtype=p.work_dtype, device=self.device)
         sides = (plus, minus, num, ana, ana_err, size, scale)
         open_ranges: list[tuple[int, int]] = []
         for a, b, settled in pieces:
             if not settled:
-                open_ranges += self._screen_exactly(start, a, b, sides, dense)
+                open_ranges += self._screen_exactly(start, a, b, sides, book)
                 continue
-            self._book_agreeing(
-                start + a, diff_norms[a:b], num_norms[a:b], ana_norms[a:b], num.shape[1], largest
-            )
+            book.add_agreeing(start + a, diff_norms[a:b], num_norms[a:b], ana_norms[a:b], threshold)
             # Random dense cotangents u: |u . (num - ana)| <= |u| |num - ana|
             # (Cauchy-Schwarz) bounds what the settled entries' measured errors
             # carry into u . num; beyond that, dense VJPs must agree with the
             # one-hot rows: the rule is linear in its cotangent.
-            dense.add(
+            book.add_dense(
                 start + a,
-                dense.cotangents @ xp.matrix_transpose(num[a:b, :]),
+                book.cotangents @ xp.matrix_transpose(num[a:b, :]),
                 weights * diff_norms[None, a:b],
                 xp.zeros((DENSE_PROBES, b - a), dtype=p.work_dtype, device=self.device),
                 weights * num_norms[None, a:b],
@@ -742,7 +747,7 @@ class _Run:
         a: int,
         b: int,
         sides: tuple[Any, ...],
-        dense: _DenseProducts,
+        book: _ScreenBook,
     ) -> list[tuple[int, int]]:
         """Screen rows ``a:b`` of the chunk at ``start`` entry by entry: book
         the columns that settle, return the ranges that need the full stencil."""
@@ -755,7 +760,7 @@ class _Run:
         else:
             settled = [True] * (b - a)
         open_ranges = []
-        weights = xp.abs(dense.cotangents)  # (probes, m)
+        weights = xp.abs(book.cotangents)  # (probes, m)
         eps = float(xp.finfo(p.work_dtype).eps)
         for lo, hi, ok in _runs([bool(s) for s in settled]):
             if not ok:
@@ -772,53 +777,17 @@ class _Run:
             sub_round = (
                 eps * (xp.abs(plus[lo:hi, :]) + xp.abs(minus[lo:hi, :])) + self.noise[None, :]
             ) / size[lo:hi, :]
-            dense.add(
+            book.add_dense(
                 first,
-                dense.cotangents @ xp.matrix_transpose(sub),
+                book.cotangents @ xp.matrix_transpose(sub),
                 xp.zeros((DENSE_PROBES, hi - lo), dtype=p.work_dtype, device=self.device),
                 weights @ xp.matrix_transpose(sub_round),
                 weights @ xp.matrix_transpose(xp.abs(sub)),
             )
         return open_ranges
 
-    def _book_agreeing(
-        self,
-        start: int,
-        diff_norms: Any,
-        num_norms: Any,
-        ana_norms: Any,
-        outputs: int,
-        largest: float,
-    ) -> None:
-        """Book columns ``start ...`` whose every entry agrees, from their
-        norms: the tallies need sums of squares. Their nonzero entries are
-        counted only if the check fails (see :meth:`_count_settled`)."""
-        xp, p = self.xp, self.p
-        width = diff_norms.shape[0]
-        threshold = largest * float(xp.finfo(p.work_dtype).eps) ** 0.5
-        for i, (slot, by_argument) in enumerate(zip(p.in_layout.slots, self.by_argument)):
-            lo = max(start, slot.offset) - start
-            hi = min(start + width, slot.offset + slot.width) - start
-            if lo >= hi:
-                continue
-            diff_sq = float(xp.sum(diff_norms[lo:hi] ** 2))
-            num_sq = float(xp.sum(num_norms[lo:hi] ** 2))
-            ana_sq = float(xp.sum(ana_norms[lo:hi] ** 2))
-            tally = Tally(
-                checked=(hi - lo) * outputs,
-                diff_sq=diff_sq,
-                num_sq=num_sq,
-                ana_sq=ana_sq,
-                cross=(num_sq + ana_sq - diff_sq) / 2,  # <a, n> by polarisation
-            )
-            by_argument.merge(tally)
-            self.tally.merge(tally)
-            self.directions.setdefault("rev", Tally()).merge(tally)
-            self.entry_tally.merge(tally)
-            self.uncounted.append((i, start + lo, start + hi, threshold))
-
     def _count_settled(self) -> None:
-        """Nonzero entries of the columns booked by :meth:`_book_agreeing`,
+        """Nonzero entries of the columns booked by their norms (:class:`_ScreenBook`),
         which only the diagnosis of a failed check needs. Counted on the
         stored analytical side: the two sides agree there far below the
         threshold (sqrt(eps) of the chunk's largest entry)."""
@@ -1211,37 +1180,49 @@ class _Run:
         return tuple(tuple(float(v) for v in row) for row in host)
 
 
-class _DenseProducts:
-    """Random dense cotangents u of a screened check: their VJPs, and the
-    numerical u . J of settled columns with the pieces of its tolerance,
-    gathered over the whole screen and compared once."""
+class _ScreenBook:
+    """What the screen books for settled columns, gathered over the whole
+    check and tallied once at :meth:`close` (no per-chunk host round trips):
+    per column, the 2-norms of the two sides and of their difference; and
+    for random dense cotangents u, their VJPs against the numerical u . J
+    with the pieces of its tolerance."""
 
     def __init__(self, cotangents: Any, analytical: Any, analytical_error: Any, n: int):
         xp = array_namespace(analytical)
+        dtype, where = analytical.dtype, _device(analytical)
         self.cotangents = cotangents  # (probes, m)
         self.analytical = analytical  # (probes, n)
         self.analytical_error = analytical_error
         shape = (cotangents.shape[0], n)
-        zeros = [
-            xp.zeros(shape, dtype=analytical.dtype, device=_device(analytical)) for _ in range(4)
-        ]
+        zeros = [xp.zeros(shape, dtype=dtype, device=where) for _ in range(4)]
         self.numerical, self.truncation, self.rounding, self.scale = zeros
-        self.columns: list[tuple[int, int]] = []
+        self.dense_columns: list[tuple[int, int]] = []
+        self.norms = [xp.zeros((n,), dtype=dtype, device=where) for _ in range(3)]
+        #: Columns booked by their norms: (first, stop, nonzero threshold).
+        self.agreeing: list[tuple[int, int, float]] = []
 
-    def add(self, first: int, numerical: Any, truncation: Any, rounding: Any, scale: Any) -> None:
+    def add_dense(
+        self, first: int, numerical: Any, truncation: Any, rounding: Any, scale: Any
+    ) -> None:
         last = first + numerical.shape[1]
         self.numerical[:, first:last] = numerical
         self.truncation[:, first:last] = truncation
         self.rounding[:, first:last] = rounding
         self.scale[:, first:last] = scale
-        if self.columns and self.columns[-1][1] == first:
-            self.columns[-1] = (self.columns[-1][0], last)
-        else:
-            self.columns.append((first, last))
+        _extend(self.dense_columns, first, last)
 
-    def compare(self, run: _Run) -> None:
-        xp = run.xp
-        for first, last in self.columns:
+    def add_agreeing(
+        self, first: int, diff: Any, numerical: Any, analytical: Any, threshold: float
+    ) -> None:
+        """Columns from ``first`` whose every entry agrees; their norms."""
+        last = first + diff.shape[0]
+        for book, norms in zip(self.norms, (diff, numerical, analytical)):
+            book[first:last] = norms
+        self.agreeing.append((first, last, threshold))
+
+    def close(self, run: _Run, outputs: int) -> None:
+        xp, p = run.xp, run.p
+        for first, last in self.dense_columns:
             zero = xp.zeros_like(self.numerical[:, first:last])
             error = self.analytical_error
             run._compare(
@@ -1256,6 +1237,39 @@ class _DenseProducts:
                 first,
                 analytical_error=None if error is None else error[:, first:last],
             )
+        spans: list[tuple[int, int]] = []
+        for first, last, _ in self.agreeing:
+            _extend(spans, first, last)
+        for first, last in spans:
+            for slot, by_argument in zip(p.in_layout.slots, run.by_argument):
+                lo, hi = max(first, slot.offset), min(last, slot.offset + slot.width)
+                if lo >= hi:
+                    continue
+                diff_sq, num_sq, ana_sq = (float(xp.sum(b[lo:hi] ** 2)) for b in self.norms)
+                tally = Tally(
+                    checked=(hi - lo) * outputs,
+                    diff_sq=diff_sq,
+                    num_sq=num_sq,
+                    ana_sq=ana_sq,
+                    cross=(num_sq + ana_sq - diff_sq) / 2,  # <a, n> by polarisation
+                )
+                for total in (by_argument, run.tally, run.entry_tally):
+                    total.merge(tally)
+                run.directions.setdefault("rev", Tally()).merge(tally)
+        # Their nonzero entries are counted only if the check fails.
+        for first, last, threshold in self.agreeing:
+            for i, slot in enumerate(p.in_layout.slots):
+                lo, hi = max(first, slot.offset), min(last, slot.offset + slot.width)
+                if lo < hi:
+                    run.uncounted.append((i, lo, hi, threshold))
+
+
+def _extend(ranges: list[tuple[int, int]], first: int, last: int) -> None:
+    """Append ``first:last`` to sorted ``ranges``, merging with the last if adjacent."""
+    if ranges and ranges[-1][1] == first:
+        ranges[-1] = (ranges[-1][0], last)
+    else:
+        ranges.append((first, last))
 
 
 def _one_hot_rows(values: Any, start: int, width: int, xp: Any) -> Any:
