@@ -648,6 +648,11 @@ class _Run:
             num_norms = row_norms(num, xp)
             ana_norms = row_norms(ana, xp)
             weights = row_norms(book.cotangents, xp)[:, None]
+            # The numerical side's rounding, |u| . (eps (|f(x+h)| + |f(x-h)|)
+            # + noise) / 2h as the entry-by-entry path has it, with f at x+-h
+            # taken as f at x: it covers the analytical side's rounding where
+            # u . J is zero by cancellation.
+            at_x = xp.abs(book.cotangents) @ (2 * eps * xp.abs(self.f0) + self.noise)
         # Entries below this are rounding noise of the chunk's largest: "zero".
         threshold = largest * eps**0.5
         scale = xp.full((c, 1), largest, dtype=p.work_dtype, device=self.device)
@@ -666,7 +671,7 @@ class _Run:
                 start + a,
                 book.cotangents @ xp.matrix_transpose(num[a:b, :]),
                 weights * diff_norms[None, a:b],
-                xp.zeros((DENSE_PROBES, b - a), dtype=p.work_dtype, device=self.device),
+                at_x[:, None] / xp.matrix_transpose(size[a:b, :]),
                 weights * num_norms[None, a:b],
             )
         quick_rows = [r for r in range(c) if quick[r]]
