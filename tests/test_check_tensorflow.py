@@ -357,3 +357,25 @@ def test_vjp_of_an_op_without_a_vectorisation_rule_still_checks():
 
     report = gradguard.check(opaque, randn(6, seed=4), mode="full")
     assert report.verdict == "pass", str(report)
+
+
+def test_batched_jvp_equals_one_forward_pass_per_tangent():
+    from gradguard.adapters.tensorflow import TensorflowAdapter
+
+    adapter = TensorflowAdapter()
+    x, w = randn(30, seed=5), randn(30, seed=6)
+    tangents = [randn(9, 30, seed=7), randn(9, 30, seed=8)]
+
+    def fn(x, w):
+        return [tf.sin(x) * w, tf.reduce_sum(x * x * w)[None]]
+
+    batched = adapter.jvp(fn, [x, w], tangents)
+    for r in range(9):
+        with tf.autodiff.ForwardAccumulator(
+            primals=[x, w], tangents=[tangents[0][r], tangents[1][r]]
+        ) as acc:
+            outs = fn(x, w)
+        for got, out in zip(batched, outs):
+            np.testing.assert_allclose(got[r].numpy(), acc.jvp(out).numpy(), rtol=1e-14, atol=1e-15)
+    report = gradguard.check(fn, x, w, mode="full", direction="fwd")
+    assert report.verdict == "pass", str(report)
