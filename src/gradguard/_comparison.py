@@ -513,23 +513,13 @@ class _Run:
                 ana_err = None
                 if jac_err_t is not None:
                     ana_err = xp.astype(jac_err_t[start:stop, :], p.work_dtype, copy=False)
-                if not self.wide_steps and not self.complex_step:
-                    num, trunc, rnd, rough, bad = self._second_opinion(
-                        start, stop, ana, ana_err, scale, (num, trunc, rnd, rough, bad)
-                    )
-                self._compare(
-                    "entry",
-                    ana,
-                    num,
-                    trunc,
-                    rnd,
-                    rough,
-                    bad,
-                    scale,
-                    start,
-                    rows=True,
-                    analytical_error=ana_err,
-                )
+                fields = (num, trunc, rnd, rough, bad)
+                if self.wide_steps or self.complex_step:
+                    entries = self._entries("entry", ana, fields, scale, ana_err)
+                else:
+                    fields, entries = self._second_opinion(start, stop, ana, ana_err, scale, fields)
+                    num, trunc, rnd, rough, bad = fields
+                self._record("entry", entries, start, rows=True)
                 # Random dense cotangents: u^T J for the columns of this chunk.
                 weights = xp.abs(dense_cots)  # (probes, m)
                 self._compare(
@@ -599,12 +589,13 @@ class _Run:
         ana_err: Any,
         scale: Any,
         near: tuple[Any, ...],
-    ) -> tuple[Any, ...]:
+    ) -> tuple[tuple[Any, ...], Entries]:
         """Entries of columns ``start:stop`` that disagree at the check's step
         get a second estimate, from a step WIDE_STEP times longer; where that
         one agrees with the analytical value within its own tolerance, it
         stands. ``near`` is (value, truncation, rounding, roughness,
-        nonfinite) at the check's step; the same comes back, entries replaced.
+        nonfinite) at the check's step; the same comes back, entries replaced,
+        with the compared entries.
 
         Rounding inside f that the model (a unit of |f(x)| per evaluation)
         misses, such as an output that is small by cancellation of large
@@ -616,28 +607,9 @@ class _Run:
         disagree.
         """
         xp, p = self.xp, self.p
-        num, trunc, rnd, rough, bad = near
-        eps_ana = max(p.eps_analytical, self.eps_store)
-
-        def entries(num: Any, trunc: Any, rnd: Any, rough: Any, bad: Any) -> Entries:
-            return compare(
-                ana,
-                num,
-                trunc,
-                rnd,
-                rough,
-                bad,
-                scale,
-                eps_ana,
-                xp,
-                self.rtol,
-                self.atol,
-                analytical_error=ana_err,
-            )
-
-        first = entries(num, trunc, rnd, rough, bad)
+        first = self._entries("entry", ana, near, scale, ana_err)
         if not first.exceeding:
-            return near
+            return near, first
         self.evaluator.expected += self.accuracy * (stop - start)
         far = partial_derivatives(
             self.evaluate,
@@ -649,11 +621,14 @@ class _Run:
             self.accuracy,
         )
         far_rnd = far.rounding + self.noise[None, :] / xp.abs(far.direction)[:, None]
-        second = entries(far.value, far.truncation, far_rnd, far.roughness, far.nonfinite)
+        wide = (far.value, far.truncation, far_rnd, far.roughness, far.nonfinite)
+        second = self._entries("entry", ana, wide, scale, ana_err)
         # NaN compares False both ways: such entries keep the first estimate.
         take = (first.error > first.tolerance) & (second.error <= second.tolerance)
-        pairs = zip(near, (far.value, far.truncation, far_rnd, far.roughness, far.nonfinite))
-        return tuple(xp.where(take, b, a) for a, b in pairs)
+        if not bool(xp.any(take)):
+            return near, first
+        merged = tuple(xp.where(take, b, a) for a, b in zip(near, wide))
+        return merged, self._entries("entry", ana, merged, scale, ana_err)
 
     def _screen(
         self,
@@ -799,19 +774,9 @@ class _Run:
         # this step for a well-scaled f, eps^(2/3) of the entry's scale
         # (4e-11 in float64). Larger truncation goes to the full stencil.
         truncation = eps ** (2 / 3) * (xp.abs(num) + scale)
-        return compare(
-            ana,
-            num,
-            truncation,
-            rounding,
-            zero,
-            xp.broadcast_to(xp.asarray(False, device=self.device), num.shape),
-            scale,
-            max(self.p.eps_analytical, self.eps_store),
-            xp,
-            self.rtol,
-            self.atol,
-            analytical_error=ana_err,
+        nowhere = xp.broadcast_to(xp.asarray(False, device=self.device), num.shape)
+        return self._entries(
+            "entry", ana, (num, truncation, rounding, zero, nowhere), scale, ana_err
         )
 
     def _screen_exactly(
@@ -952,8 +917,26 @@ class _Run:
             xp = host_xp
             arrays = [None if a is None else p.adapter.to_numpy(a) for a in arrays]
         ana, num, trunc, rnd, rough, bad, scale, analytical_error = arrays
-        eps_ana = max(p.eps_analytical, self.eps_store if kind == "entry" else 0.0)
-        entries = compare(
+        entries = self._entries(
+            kind, ana, (num, trunc, rnd, rough, bad), scale, analytical_error, xp=xp
+        )
+        self._record(kind, entries, start, rows=rows, forward=forward, xp=xp)
+
+    def _entries(
+        self,
+        kind: str,
+        ana: Any,
+        numerical: tuple[Any, ...],
+        scale: Any,
+        analytical_error: Any,
+        xp: Any = None,
+    ) -> Entries:
+        """compare() with this check's options. ``numerical`` is (value,
+        truncation, rounding, roughness, nonfinite); one-hot entries carry
+        the rounding of the stored analytical Jacobian too."""
+        num, trunc, rnd, rough, bad = numerical
+        eps_ana = max(self.p.eps_analytical, self.eps_store if kind == "entry" else 0.0)
+        return compare(
             ana,
             num,
             trunc,
@@ -962,12 +945,11 @@ class _Run:
             bad,
             scale,
             eps_ana,
-            xp,
+            self.xp if xp is None else xp,
             self.rtol,
             self.atol,
             analytical_error=analytical_error,
         )
-        self._record(kind, entries, start, rows=rows, forward=forward, xp=xp)
 
     def _record(
         self,

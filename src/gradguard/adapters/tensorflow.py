@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -68,16 +68,8 @@ class TensorflowAdapter(Adapter):
             )
             return [tf.convert_to_tensor(g) for g in grads]
 
-        try:
-            # All cotangents in one vectorised backward pass (as
-            # tape.jacobian does): 4x faster than a loop at 100 rows.
-            with _quiet_retracing():
-                return list(tf.vectorized_map(one, tuple(cotangents)))
-        except Exception:
-            # Ops without a vectorisation rule: one backward per cotangent.
-            k = cotangents[0].shape[0]
-            rows = [one([c[r] for c in cotangents]) for r in range(k)]
-            return [tf.stack([row[i] for row in rows]) for i in range(len(inputs))]
+        # As tape.jacobian does: 4x faster than a loop at 100 rows.
+        return _over_rows(one, cotangents)
 
     def jvp(self, fn: LeafFunction, primals: list[Any], tangents: list[Any]) -> list[Any]:
         def one(tans: Any) -> list[Any]:
@@ -86,19 +78,9 @@ class TensorflowAdapter(Adapter):
             return [acc.jvp(o, unconnected_gradients=tf.UnconnectedGradients.ZERO) for o in outputs]
 
         try:
-            # All tangents in one vectorised pass: 2x faster than a loop at 40.
-            with _quiet_retracing():
-                return list(tf.vectorized_map(one, tuple(tangents)))
-        except Exception:
-            pass
-        k = tangents[0].shape[0]
-        rows = []
-        for r in range(k):
-            try:
-                rows.append(one([t[r] for t in tangents]))
-            except Exception as exc:  # pragma: no cover - depends on the op
-                raise UnsupportedError(f"forward mode failed on this function: {exc}") from exc
-        return [tf.stack([row[j] for row in rows]) for j in range(len(rows[0]))]
+            return _over_rows(one, tangents)  # 2x faster than a loop at 40 rows
+        except Exception as exc:  # pragma: no cover - depends on the op
+            raise UnsupportedError(f"forward mode failed on this function: {exc}") from exc
 
     def differentiable_vjp(self, fn: LeafFunction, cotangents: list[Any]) -> LeafFunction:
         def first_derivative(*xs: Any) -> list[Any]:
@@ -116,6 +98,18 @@ class TensorflowAdapter(Adapter):
             )
 
         return first_derivative
+
+
+def _over_rows(one: Callable[[Any], list[Any]], batches: list[Any]) -> list[Any]:
+    """``one`` (a list of arrays -> a list of tensors) for every row of
+    ``batches``, stacked: one vectorised pass, or a loop for ops that have no
+    vectorisation rule."""
+    try:
+        with _quiet_retracing():
+            return list(tf.vectorized_map(one, tuple(batches)))
+    except Exception:
+        rows = [one([b[r] for b in batches]) for r in range(batches[0].shape[0])]
+        return [tf.stack([row[j] for row in rows]) for j in range(len(rows[0]))]
 
 
 class _RetracingFilter(logging.Filter):
