@@ -35,6 +35,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from functools import partial
 from typing import Any
 
 import jax
@@ -122,48 +123,26 @@ class JaxAdapter(Adapter):
 
     def vjp(self, fn: LeafFunction, primals: list[Any], cotangents: list[Any]) -> list[Any]:
         found = _compiled(fn, [_aval(p) for p in primals])
-        if found is not None:
-            entry, arrays = found
-            try:
-                return list(entry.vjp(list(primals), arrays, list(cotangents)))
-            except Exception:
-                pass  # not traceable as a whole: the eager loop below
-            cots = [jnp.conj(c) for c in cotangents]
-        else:
-            cots = [jnp.conj(c) for c in cotangents]
-
-            def batched(primals: list[Any], cots: list[Any]) -> Any:
-                out, pullback = jax.vjp(fn, *primals)
-                # The pullback wants cotangents in the outputs' own dtypes.
-                cots = [c.astype(o.dtype) for c, o in zip(cots, out)]
-                return jax.vmap(lambda *c: pullback(list(c)))(*cots)
-
-            try:
-                grads = jax.jit(batched)(list(primals), cots)
-                return [jnp.conj(g) for g in grads]
-            except Exception:
-                pass
+        rows, arrays = (found[0].vjp, found[1]) if found else (jax.jit(partial(_vjp_rows, fn)), [])
+        try:
+            return list(rows(list(primals), arrays, list(cotangents)))
+        except Exception:
+            pass
         # Not traceable as a whole (Python control flow on values):
         # one pullback per cotangent, eagerly.
         out, pullback = jax.vjp(fn, *primals)
-        cots = [c.astype(o.dtype) for c, o in zip(cots, out)]
+        cots = [jnp.conj(c).astype(o.dtype) for c, o in zip(cotangents, out)]
         k = cots[0].shape[0]
-        rows = [pullback([c[r] for c in cots]) for r in range(k)]
-        grads = tuple(jnp.stack([row[i] for row in rows]) for i in range(len(primals)))
-        return [jnp.conj(g) for g in grads]
+        grads = [pullback([c[r] for c in cots]) for r in range(k)]
+        return [jnp.conj(jnp.stack([row[i] for row in grads])) for i in range(len(primals))]
 
     def jvp(self, fn: LeafFunction, primals: list[Any], tangents: list[Any]) -> list[Any]:
         try:
             found = _compiled(fn, [_aval(p) for p in primals])
-            if found is not None:
-                entry, arrays = found
-                return list(entry.jvp(list(primals), arrays, list(tangents)))
-
-            def batched(primals: list[Any], tangents: list[Any]) -> Any:
-                tangents = [t.astype(p.dtype) for t, p in zip(tangents, primals)]
-                return jax.vmap(lambda *t: jax.jvp(fn, tuple(primals), tuple(t))[1])(*tangents)
-
-            return list(jax.jit(batched)(list(primals), list(tangents)))
+            rows, arrays = (
+                (found[0].jvp, found[1]) if found else (jax.jit(partial(_jvp_rows, fn)), [])
+            )
+            return list(rows(list(primals), arrays, list(tangents)))
         except TypeError as exc:
             if "custom_vjp" in str(exc) or "forward-mode" in str(exc):
                 raise UnsupportedError(
@@ -194,25 +173,29 @@ class _Compiled:
         self.text = text
         self.consts = consts
 
-        def vjp(primals: list[Any], arrays: list[Any], cots: list[Any]) -> Any:
-            out, pullback = jax.vjp(lambda *p: call(*p, *arrays), *primals)
-            # JAX's cotangents are conjugates of ours; the pullback wants
-            # them in the outputs' own dtypes.
-            cots = [jnp.conj(c).astype(o.dtype) for c, o in zip(cots, out)]
-            grads = jax.vmap(lambda *c: pullback(list(c)))(*cots)
-            return [jnp.conj(g) for g in grads]
-
-        def jvp(primals: list[Any], arrays: list[Any], tangents: list[Any]) -> Any:
-            tangents = [t.astype(p.dtype) for t, p in zip(tangents, primals)]
-
-            def one(*t: Any) -> Any:
-                return jax.jvp(lambda *p: call(*p, *arrays), tuple(primals), tuple(t))[1]
-
-            return jax.vmap(one)(*tangents)
-
         self.forward: Callable[..., Any] = jax.jit(jax.vmap(call, in_axes=(0,) * nd + (None,) * na))
-        self.vjp: Callable[..., Any] = jax.jit(vjp)
-        self.jvp: Callable[..., Any] = jax.jit(jvp)
+        self.vjp: Callable[..., Any] = jax.jit(partial(_vjp_rows, call))
+        self.jvp: Callable[..., Any] = jax.jit(partial(_jvp_rows, call))
+
+
+def _vjp_rows(call: Any, primals: list[Any], arrays: list[Any], cots: list[Any]) -> Any:
+    """VJPs of ``call(*primals, *arrays)`` for every row of ``cots``. JAX's
+    cotangents are conjugates of ours; the pullback wants them in the
+    outputs' own dtypes."""
+    out, pullback = jax.vjp(lambda *p: call(*p, *arrays), *primals)
+    cots = [jnp.conj(c).astype(o.dtype) for c, o in zip(cots, out)]
+    grads = jax.vmap(lambda *c: pullback(list(c)))(*cots)
+    return [jnp.conj(g) for g in grads]
+
+
+def _jvp_rows(call: Any, primals: list[Any], arrays: list[Any], tangents: list[Any]) -> Any:
+    """JVPs of ``call(*primals, *arrays)`` for every row of ``tangents``."""
+    tangents = [t.astype(p.dtype) for t, p in zip(tangents, primals)]
+
+    def one(*t: Any) -> Any:
+        return jax.jvp(lambda *p: call(*p, *arrays), tuple(primals), tuple(t))[1]
+
+    return jax.vmap(one)(*tangents)
 
 
 def _split(fn: Any) -> tuple[LeafFunction, list[Any], tuple[Hashable, ...]] | None:
