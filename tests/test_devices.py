@@ -69,6 +69,22 @@ def test_torch_cuda_seed_contract_keeps_the_device():
     assert num.device.type == "cuda"
 
 
+def test_torch_cuda_report_plot(tmp_path):
+    """The V curve's VJP gets cotangents made on the host: they must reach
+    the device of f's CUDA outputs."""
+    pytest.importorskip("matplotlib")
+    torch = _torch_cuda()
+    x = torch.linspace(-2.0, 2.0, 30, dtype=torch.float64, device="cuda")
+
+    def f(x):
+        return x.sin() * x
+
+    report = gradguard.check(f, x, mode="full")
+    assert report.passed
+    assert report.plot(tmp_path / "cuda.png", f, x).exists()
+    assert x.device.type == "cuda"
+
+
 def test_jax_gpu_custom_vjp():
     jax = pytest.importorskip("jax")
     if not any(d.platform == "gpu" for d in jax.devices()):
