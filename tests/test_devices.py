@@ -6,6 +6,8 @@ Skipped where no GPU is present (as on CI); run on a GPU machine with
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -82,6 +84,49 @@ def test_torch_cuda_report_plot(tmp_path):
     report = gradguard.check(f, x, mode="full")
     assert report.passed
     assert report.plot(tmp_path / "cuda.png", f, x).exists()
+    assert x.device.type == "cuda"
+
+
+@pytest.mark.parametrize("to", ["cpu", "cuda"])
+def test_torch_output_on_another_device_than_the_input(to):
+    """f's outputs come back to the input's device, differentiably: the
+    check still runs f's own backward (the wrong one fails)."""
+    torch = _torch_cuda()
+    start = "cuda" if to == "cpu" else "cpu"
+    x = torch.randn(40, dtype=torch.float64, device=start)
+    good, bad = _sin_x_function(torch), _sin_x_function(torch, wrong=True)
+    assert gradguard.check(lambda x: good(x).to(to), x, mode="full").passed
+    report = gradguard.check(lambda x: bad(x).to(to), x, mode="full")
+    assert report.verdict == "fail", str(report)
+    assert report.worst[0].index == (3,)
+    assert gradguard.check(lambda x: bad(x).to(to), x, mode="probe").verdict == "fail"
+
+    def mixed(x):
+        return {"here": x.sin(), "there": (x * x.cos()).to(to)}
+
+    assert gradguard.check(mixed, x.float(), direction="both").passed
+    assert gradguard.check(lambda x: (x.sin() * x).sum().to(to), x, order=2).passed
+    assert x.device.type == start
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_torch_cuda_report_plot_with_a_cuda_tensor_held_by_f(tmp_path, dtype):
+    """The V curve rebuilds the inputs at every step: on their own device,
+    where f's weight lives."""
+    from gradguard._plot import add_plot_data
+
+    torch = _torch_cuda()
+    W = torch.randn(6, 5, dtype=getattr(torch, dtype), device="cuda")
+    x = torch.randn(5, dtype=getattr(torch, dtype), device="cuda")
+
+    def f(x):
+        return torch.tanh(W @ x)
+
+    report = gradguard.check(f, x, mode="full")
+    assert report.passed, str(report)
+    assert add_plot_data(report, f, x).step_curve  # the V curve itself: no matplotlib needed
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert report.plot(tmp_path / "weight.png", f, x).exists()
     assert x.device.type == "cuda"
 
 

@@ -75,6 +75,7 @@ def step_curve(
     if len(kinds) != 1 or next(iter(kinds)) not in ("numpy", "torch", "jax", "tensorflow"):
         return None
     fw = framework(next(iter(kinds)))
+    adapter = next(a for a in adapters if a is not None)
     host = {i: fw.to_numpy(leaf) for i, leaf in enumerate(leaves) if adapters[i] is not None}
     diff = [i for i, a in host.items() if positions[i] in selected and a.dtype.kind == "f"]
     if not diff:
@@ -94,7 +95,10 @@ def step_curve(
         parts = np.split(flat, np.cumsum(sizes)[:-1])
         full = list(leaves)
         for i, part, shape, dtype in zip(diff, parts, shapes, dtypes):
-            full[i] = fw._asarray(part.reshape(shape).astype(dtype))
+            # On the original's device: f may combine it with arrays of its
+            # own there (a CUDA weight, say).
+            rebuilt = fw._asarray(part.reshape(shape).astype(dtype))
+            full[i] = adapter.from_core(rebuilt, like=leaves[i])
         with fw.float64() if wide else _null():
             out = f(*_tree.unflatten(treedef, full))
         outs, _, _ = _tree.flatten(out)

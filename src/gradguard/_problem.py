@@ -234,7 +234,11 @@ class _LeafCall:
     def call(self, diff_leaves: Sequence[Any]) -> tuple[list[Any], list[str]]:
         full = _replace(self.leaves, self.diff, list(diff_leaves))
         outs, out_paths, _ = _tree.flatten(self.f(*_tree.unflatten(self.treedef, full)))
-        return outs, out_paths
+        # Outputs on another device than the input (f ends in .cpu(), say)
+        # move to the input's: the core computes with both on one device.
+        # Differentiably (torch's .to), so autodiff still runs f's own rule.
+        adapter, like = self.adapter, diff_leaves[0]
+        return [adapter.from_core(o, like=like) if adapter.owns(o) else o for o in outs], out_paths
 
     def __call__(self, *diff_leaves: Any) -> list[Any]:
         outs, _ = self.call(diff_leaves)
