@@ -93,12 +93,17 @@ def directional_derivatives(
     one batch.
     """
     stencil = _stencil(accuracy)
-    points = xp.concat([x0[None, :] + displacements * float(o) for o in stencil.offsets], axis=0)
-    k = displacements.shape[0]
-    moved = {o: points[i * k : (i + 1) * k, :] - x0[None, :] for i, o in enumerate(stencil.offsets)}
-    # The stencil is linear in the points, so the quotient is the derivative
-    # along the same combination of the actual displacements.
-    return _quotients(evaluate(points), f0, k, accuracy, apply_stencil(stencil, moved), xp)
+    k, n = displacements.shape
+    offsets = xp.asarray(stencil.offsets, dtype=x0.dtype, device=device(x0))
+    moved = displacements[None, :, :] * offsets[:, None, None]  # (p, k, n): a block per offset
+    blocks = x0[None, None, :] + moved
+    # What the points actually moved x0 by (exact, Sterbenz). The stencil is
+    # linear in the points, so the quotient is the derivative along the same
+    # combination of those displacements.
+    actual = xp.reshape(blocks - x0[None, None, :], (len(stencil.offsets), k * n))
+    direction = xp.reshape(_weights((stencil.weights,), x0, xp) @ actual, (k, n))
+    points = xp.reshape(blocks, (len(stencil.offsets) * k, n))
+    return _quotients(evaluate(points), f0, k, accuracy, direction, xp)
 
 
 def partial_derivatives(
@@ -166,37 +171,70 @@ def _stencil(accuracy: int) -> Stencil:
 def _quotients(
     outputs: Any, f0: Any, k: int, accuracy: int, direction: Any, xp: Any
 ) -> DirectionalDerivatives:
-    """Stencils applied to ``outputs`` (one block of ``k`` rows per offset)."""
+    """Stencils applied to ``outputs`` (one block of ``k`` rows per offset).
+
+    The three stencils the estimates need (the derivative of order
+    ``accuracy``, the one of order ``accuracy - 2`` and the even difference)
+    are linear in the blocks, so they are one small matrix product: a single
+    pass over the outputs instead of one per term."""
     stencil = CENTRAL[accuracy]
-    values = {o: outputs[i * k : (i + 1) * k, :] for i, o in enumerate(stencil.offsets)}
-    values[0] = f0[None, :]
-    value = apply_stencil(stencil, values)
-    even = apply_stencil(EVEN_DIFFERENCE[accuracy], values)
+    p, m = len(stencil.offsets), outputs.shape[1]
+    blocks = xp.reshape(outputs, (p, k * m))
+    combined = _weights(_STENCIL_ROWS[accuracy], outputs, xp) @ blocks
+    value = xp.reshape(combined[0, :], (k, m))
+    lower = xp.reshape(combined[1, :], (k, m))
+    # The even difference weighs the centre too; the others do not.
+    even = xp.reshape(combined[2, :], (k, m)) + EVEN_DIFFERENCE[accuracy].weights[p // 2] * f0
     eps = float(xp.finfo(outputs.dtype).eps)
     # One unit of rounding per evaluation. The perturbed values differ from
     # f(x) by at most the largest offset times the step's worth, |value|:
     # that bounds their size without a pass over every point.
     weight = sum(abs(w) for w in stencil.weights)
     reach = float(max(stencil.offsets))
-    rounding = (eps * weight) * (xp.abs(values[0]) + reach * xp.abs(value))
-    # One reduction tells whether everything is finite: a NaN or inf anywhere
-    # makes the sum so (an overflowing sum of finite values only sends the
-    # batch to the entry-by-entry test).
-    if math.isfinite(float(xp.sum(outputs))):
+    rounding = (eps * weight) * (xp.abs(f0[None, :]) + reach * xp.abs(value))
+    # Every output enters the even difference with a nonzero weight, so a NaN
+    # or inf anywhere makes its sum so (an overflowing sum of finite values
+    # only sends the batch to the entry-by-entry test).
+    if math.isfinite(float(xp.sum(even))):
         nonfinite = xp.broadcast_to(xp.asarray(False, device=device(value)), value.shape)
     else:
         bad = ~xp.isfinite(outputs)
         nonfinite = bad[0:k, :]
-        for i in range(1, len(stencil.offsets)):
+        for i in range(1, p):
             nonfinite = nonfinite | bad[i * k : (i + 1) * k, :]
     return DirectionalDerivatives(
         value=value,
-        truncation=xp.abs(value - apply_stencil(CENTRAL[accuracy - 2], values)),
+        truncation=xp.abs(value - lower),
         rounding=rounding,
         roughness=xp.abs(even) / KINK_RESPONSE[accuracy],
         nonfinite=nonfinite,
         direction=direction,
     )
+
+
+def _stencil_rows(accuracy: int) -> tuple[tuple[float, ...], ...]:
+    """Weights on the offsets of the order-``accuracy`` stencil of: that
+    stencil, the order ``accuracy - 2`` one, and the even difference (its
+    centre weight aside)."""
+    offsets = CENTRAL[accuracy].offsets
+
+    def on_offsets(stencil: Stencil) -> tuple[float, ...]:
+        weight = dict(zip(stencil.offsets, stencil.weights))
+        return tuple(float(weight.get(o, 0.0)) for o in offsets)
+
+    return (
+        CENTRAL[accuracy].weights,
+        on_offsets(CENTRAL[accuracy - 2]),
+        on_offsets(EVEN_DIFFERENCE[accuracy]),
+    )
+
+
+_STENCIL_ROWS = {accuracy: _stencil_rows(accuracy) for accuracy in EVEN_DIFFERENCE}
+
+
+def _weights(rows: tuple[tuple[float, ...], ...], like: Any, xp: Any) -> Any:
+    """A small weight matrix in the dtype and on the device of ``like``."""
+    return xp.asarray(rows, dtype=like.dtype, device=device(like))
 
 
 #: Complex-step size relative to max(1, |x|): the step never meets a
