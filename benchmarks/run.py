@@ -97,6 +97,8 @@ PAIRS: tuple[tuple[str, str, str, int], ...] = (
 PAIRED_ROUNDS = 9
 #: A side of a paired round runs for at least this long (quick calls repeat).
 PAIRED_MIN_SECONDS = 0.2
+#: Calls of each side before the rounds start.
+PAIRED_WARMUP_CALLS = 3
 SENSITIVITY_N = 1000
 SENSITIVITY_POSITIONS = 20
 SENSITIVITY_TOOLS = ("gradguard-torch-probe", "gradcheck-fast")
@@ -354,7 +356,12 @@ def _paired(spec: dict[str, Any]) -> dict[str, Any]:
     tool, other, function, n = spec["tool"], spec["other"], spec["function"], spec["n"]
     sides = [_torch_case(tool, function, n), _torch_case(other, function, n)]
     calls = []
-    for side in sides:  # warm up, and find how many calls make a long enough run
+    for side in sides:
+        # Warm up (the first call imports and compiles), then find how many
+        # calls make a round long enough to time: a single call after the
+        # other side's round would measure cold caches, not the check.
+        for _ in range(PAIRED_WARMUP_CALLS):
+            side()
         started = time.perf_counter()
         side()
         calls.append(max(1, int(PAIRED_MIN_SECONDS / max(time.perf_counter() - started, 1e-6))))
