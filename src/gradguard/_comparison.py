@@ -487,7 +487,13 @@ class _Run:
             and float(xp.finfo(p.work_dtype).eps) < 1e-10
         )
         if screening:
-            book = _ScreenBook(dense_cots, dense_ana, dense_err, n)
+            # The numerical side's rounding in u . J, |u| . (eps (|f(x+h)| +
+            # |f(x-h)|) + noise) as the entry-by-entry path has it (before the
+            # division by 2h), with f at x+-h taken as f at x: it covers the
+            # analytical side's rounding where u . J is zero by cancellation.
+            eps = float(xp.finfo(p.work_dtype).eps)
+            at_x = xp.abs(dense_cots) @ (2 * eps * xp.abs(self.f0) + self.noise)
+            book = _ScreenBook(dense_cots, dense_ana, dense_err, n, at_x)
             # Two points per column; columns that do not settle add their
             # stencil's points when they go on to it.
             self.evaluator.expected = m + 2 * n
@@ -693,12 +699,6 @@ class _Run:
         if any(q for _, _, q in pieces):
             num_norms = row_norms(num, xp)
             ana_norms = row_norms(ana, xp)
-            weights = row_norms(book.cotangents, xp)[:, None]
-            # The numerical side's rounding, |u| . (eps (|f(x+h)| + |f(x-h)|)
-            # + noise) / 2h as the entry-by-entry path has it, with f at x+-h
-            # taken as f at x: it covers the analytical side's rounding where
-            # u . J is zero by cancellation.
-            at_x = xp.abs(book.cotangents) @ (2 * eps * xp.abs(self.f0) + self.noise)
         # Entries below this are rounding noise of the chunk's largest: "zero".
         threshold = largest * eps**0.5
         scale = xp.full((c, 1), largest, dtype=p.work_dtype, device=self.device)
@@ -716,9 +716,9 @@ class _Run:
             book.add_dense(
                 start + a,
                 book.cotangents @ xp.matrix_transpose(num[a:b, :]),
-                weights * diff_norms[None, a:b],
-                at_x[:, None] / xp.matrix_transpose(size[a:b, :]),
-                weights * num_norms[None, a:b],
+                book.weights * diff_norms[None, a:b],
+                book.rounding_at_x[:, None] / xp.matrix_transpose(size[a:b, :]),
+                book.weights * num_norms[None, a:b],
             )
         quick_rows = [r for r in range(c) if quick[r]]
         if quick_rows:
@@ -1258,10 +1258,19 @@ class _ScreenBook:
     for random dense cotangents u, their VJPs against the numerical u . J
     with the pieces of its tolerance."""
 
-    def __init__(self, cotangents: Any, analytical: Any, analytical_error: Any, n: int):
+    def __init__(
+        self,
+        cotangents: Any,
+        analytical: Any,
+        analytical_error: Any,
+        n: int,
+        rounding_at_x: Any,
+    ):
         xp = array_namespace(analytical)
         dtype, where = analytical.dtype, _device(analytical)
         self.cotangents = cotangents  # (probes, m)
+        self.weights = row_norms(cotangents, xp)[:, None]  # (probes, 1)
+        self.rounding_at_x = rounding_at_x  # (probes,)
         self.analytical = analytical  # (probes, n)
         self.analytical_error = analytical_error
         shape = (cotangents.shape[0], n)
