@@ -481,20 +481,18 @@ def _autodiff_vjp(
     f: Callable[..., Any],
     cots: list[np.ndarray],
 ) -> list[Any]:
+    from ._problem import _LeafCall
     from .adapters import adapter_of
 
     adapter = adapter_of([leaves[i] for i in diff], "args")
     primals = [leaves[i] for i in diff]
-
-    def fn(*diff_leaves: Any) -> list[Any]:
-        full = list(leaves)
-        for i, v in zip(diff, diff_leaves):
-            full[i] = v
-        outs, _, _ = _tree.flatten(f(*_tree.unflatten(treedef, full)))
-        return [o if adapter.owns(o) else adapter.asarray_like(o, diff_leaves[0]) for o in outs]
-
+    fn = _LeafCall(f, treedef, list(leaves), diff, adapter)
     outputs = fn(*primals)
-    batched = [_cast(fw, fw.asarray(c[None, ...]), o.dtype) for c, o in zip(cots, outputs)]
+    # The cotangents are made on the host: each goes to its output's device.
+    batched = [
+        adapter.from_core(_cast(fw, fw.asarray(c[None, ...]), o.dtype), like=o)
+        for c, o in zip(cots, outputs)
+    ]
     grads = adapter.vjp(fn, primals, batched)
     return [g[0] for g in grads]
 

@@ -75,9 +75,6 @@ class TorchAdapter(Adapter):
         if not pairs:
             return [torch.zeros((k, *p.shape), dtype=p.dtype, device=p.device) for p in primals]
         outs, cots = zip(*pairs)
-        # Cotangents made on the host (report.plot's V curve) for a CUDA
-        # f: autograd wants each on its output's device (a no-op when there).
-        cots = tuple(c.to(device=o.device) for o, c in zip(outs, cots))
         try:
             grads = torch.autograd.grad(
                 outs, inputs, cots, retain_graph=True, allow_unused=True, is_grads_batched=True
