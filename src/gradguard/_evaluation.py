@@ -103,6 +103,10 @@ class Evaluator:
             self.path = LOOP
         self._remote: _Remote | None = None
         self._out_dtypes: list[Any] | None = None
+        # The first single evaluation (point, outputs): the first batch
+        # carries that point as an extra row, which validates the vectorised
+        # path against it for the price of one more row, not one more call.
+        self._reference: tuple[list[Any], list[Any]] | None = None
         self.points = 0
         self._expected: int | None = None
         self._progress = _Progress(progress)
@@ -130,6 +134,8 @@ class Evaluator:
         result = [self.adapter.to_core(o) for o in outputs]
         if self._out_dtypes is None:
             self._out_dtypes = [o.dtype for o in result]
+        if self._reference is None:
+            self._reference = (leaves, result)
         return result
 
     # -- a batch of points -------------------------------------------------
@@ -144,7 +150,10 @@ class Evaluator:
         ``.result()``."""
         xp = self.adapter.namespace(leaves[0])
         k = leaves[0].shape[0]
-        chunks = [[a[start:stop, ...] for a in leaves] for start, stop in self._bounds(k)]
+        bounds = self._bounds(k)
+        chunks = (
+            [leaves] if len(bounds) == 1 else [[a[i:j, ...] for a in leaves] for i, j in bounds]
+        )
         done: list[list[Any]] = []
         futures: list[Any] | None = None
         if self.executor is not None:
@@ -193,6 +202,20 @@ class Evaluator:
 
     def _vectorized(self, leaves: list[Any], xp: Any) -> list[Any] | None:
         assert self._batched is not None
+        k = leaves[0].shape[0]
+        validate = self.path is None
+        extra = 0
+        if validate:
+            # First batch: make sure vectorising does not change the answer.
+            # At the point of the first single evaluation, carried as an
+            # extra row, when there was one with these dtypes; else at the
+            # first row, evaluated once more on its own.
+            point, reference = self._reference or ([], [])
+            if point and all(p.dtype == a.dtype for p, a in zip(point, leaves)):
+                leaves = [xp.concat([p[None, ...], a], axis=0) for p, a in zip(point, leaves)]
+                extra = 1
+            else:
+                reference = self.single([a[0, ...] for a in leaves])
         try:
             result = _run_batched(self.adapter, self._batched, self.like, leaves)
         except Exception:
@@ -200,10 +223,7 @@ class Evaluator:
             # custom rules without a batching rule all end up here.
             self.path = LOOP
             return None
-        k = leaves[0].shape[0]
-        if self.path is None:
-            # First batch: make sure vectorising did not change the answer.
-            reference = self.single([a[0, ...] for a in leaves])
+        if validate:
             same = len(reference) == len(result) and all(
                 tuple(r.shape) == tuple(b.shape[1:]) and _close(r, b[0, ...], xp)
                 for r, b in zip(reference, result)
@@ -212,7 +232,8 @@ class Evaluator:
                 self.path = LOOP
                 return None
             self.path = VECTORIZED
-        self.evaluations += k
+            result = [b[extra:, ...] for b in result]
+        self.evaluations += k + extra
         return result
 
     def _loop(self, leaves: list[Any], xp: Any) -> list[Any]:
