@@ -142,8 +142,10 @@ class _Run:
         unit = float(xp.finfo(p.work_dtype).eps)
         # The batched points a full check evaluates, for the progress bar.
         self.evaluator.expected = self.accuracy * p.in_layout.size
-        self.nondeterministic = bool(xp.any(self.noise > 0))
-        self.noisy = bool(xp.any(self.noise > NOISE_ULPS * unit * xp.abs(self.f0)))
+        self.nondeterministic = float(xp.max(self.noise)) > 0
+        self.noisy = self.nondeterministic and bool(
+            xp.any(self.noise > NOISE_ULPS * unit * xp.abs(self.f0))
+        )
         self.complex_step = method == "complex-step"
         # In low precision without a fixed step, a second, longer step per entry.
         # Float32 only: in float16 / bfloat16 the steps are already long.
@@ -331,8 +333,10 @@ class _Run:
             x = p.x0[slot.offset : slot.offset + slot.width]
             real = _real_dtype(xp, dtype)
             # The error estimate is the order (accuracy - 2) stencil's: step for it.
-            h = default_steps(xp.astype(x, real), xp, order=self.accuracy - 2)
-            parts.append(xp.astype(h, p.work_dtype))
+            h = default_steps(xp.astype(x, real, copy=False), xp, order=self.accuracy - 2)
+            parts.append(xp.astype(h, p.work_dtype, copy=False))
+        if len(parts) == 1:
+            return parts[0]
         return xp.concat(parts) if parts else xp.zeros((0,), dtype=p.work_dtype, device=self.device)
 
     def default_probes(self) -> int:
@@ -852,56 +856,77 @@ class _Run:
 
     # -- random probes -------------------------------------------------------
     def probe(self, direction: str, count: int) -> None:
+        """Random projections u . J . v. A probe is a handful of numbers: its
+        arrays are reduced on the device and sent to the host in one
+        transfer (one sync on a GPU), where a few dozen NumPy operations cost
+        less than as many framework calls."""
         xp, p = self.xp, self.p
         n, m = p.in_layout.size, p.out_layout.size
-        v = self._random(count, n)
-        dd = self.derivatives(v)
+        drawn = self._random(count, n + m)  # directions v, then cotangents u: one draw
+        dd = self.derivatives(drawn[:, :n])
         rnd = dd.rounding + self.noise[None, :]
         if direction in ("rev", "both"):
-            u = self._round_to(self._random(count, m), p.out_layout, p.out_dtypes)
+            u = self._round_to(drawn[:, n:], p.out_layout, p.out_dtypes)
             grads, wide = self.vjp(u)  # (k, n)
             self._watch_vjps(grads)
             terms = grads * dd.direction  # the analytical u.J.v, term by term
-            ana = xp.sum(terms, axis=1)
-            ana_err = None
+            over_inputs = [terms, terms * terms]
             if wide is not None:
-                ana_err = xp.abs(ana - xp.sum(wide * dd.direction, axis=1))
+                over_inputs.append(wide * dd.direction)
             weighted = u * dd.value
             size = xp.abs(u)
+            over_outputs = [
+                weighted,
+                weighted * weighted,
+                (u * dd.truncation) ** 2,
+                size * rnd,
+                size * dd.roughness,
+                xp.astype(dd.nonfinite, u.dtype),
+            ]
+            sums = xp.concat(
+                [xp.sum(xp.stack(over_inputs), axis=2), xp.sum(xp.stack(over_outputs), axis=2)]
+            )
+            host = p.adapter.to_numpy(sums)
+            ana, ana_sq = host[0], host[1]
+            num, num_sq, trunc_sq, rounding, roughness, nonfinite = host[-6:]
             # Truncation errors of the terms are of either sign: they add like
             # a 2-norm. Rounding of the analytical side enters each term
             # independently too, so the scale is the terms' 2-norm, not their sum.
-            squares = xp.stack([weighted * weighted, (u * dd.truncation) ** 2])
-            norms = xp.sqrt(xp.sum(squares, axis=2))  # (2, k)
-            magnitudes = xp.sum(xp.stack([rnd, dd.roughness]) * size[None, :, :], axis=2)
             self._compare(
                 "probe",
                 ana,
-                xp.sum(weighted, axis=1),
-                norms[1, :],
-                magnitudes[0, :],
-                magnitudes[1, :],
-                xp.any(dd.nonfinite, axis=1),
-                xp.sqrt(xp.sum(terms * terms, axis=1)) + norms[0, :],
+                num,
+                trunc_sq**0.5,
+                rounding,
+                roughness,
+                nonfinite > 0,
+                ana_sq**0.5 + num_sq**0.5,
                 0,
-                analytical_error=ana_err,
+                analytical_error=None if wide is None else abs(ana - host[2]),
+                xp=host_xp,
             )
         if direction in ("fwd", "both"):
             tangents = self._round_to(dd.direction, p.in_layout, p.in_dtypes)
             ana, wide = self.jvp(tangents)  # (k, m)
             scale = xp.max(xp.abs(dd.value), axis=1, keepdims=True)
+            columns = [ana, dd.value, dd.truncation, rnd, dd.roughness]
+            columns += [xp.astype(dd.nonfinite, ana.dtype), xp.broadcast_to(scale, ana.shape)]
+            if wide is not None:
+                columns.append(xp.abs(ana - wide))
+            host = p.adapter.to_numpy(xp.stack(columns))
             self._compare(
                 "probe",
-                ana,
-                dd.value,
-                dd.truncation,
-                rnd,
-                dd.roughness,
-                dd.nonfinite,
-                xp.broadcast_to(scale, ana.shape),
+                host[0],
+                host[1],
+                host[2],
+                host[3],
+                host[4],
+                host[5] != 0,
+                host[6],
                 0,
                 forward=True,
-                analytical_error=None if wide is None else xp.abs(ana - wide),
+                analytical_error=None if wide is None else host[7],
+                xp=host_xp,
             )
 
     # -- comparison and bookkeeping -----------------------------------------
@@ -919,20 +944,10 @@ class _Run:
         rows: bool = False,
         forward: bool = False,
         analytical_error: Any = None,
+        xp: Any = None,
     ) -> None:
-        xp, p = self.xp, self.p
-        if kind == "probe":
-            # A handful of numbers: a few dozen NumPy operations on the host
-            # cost less than as many framework calls (and device syncs). One
-            # stacked transfer, not one per array.
-            known = analytical_error is not None
-            columns = [ana, num, trunc, rnd, rough, xp.astype(bad, num.dtype), scale]
-            columns += [analytical_error] if known else []
-            host = p.adapter.to_numpy(xp.stack([xp.broadcast_to(c, ana.shape) for c in columns]))
-            ana, num, trunc, rnd, rough, bad, scale = host[:7]
-            bad = bad != 0
-            analytical_error = host[7] if known else None
-            xp = host_xp
+        """Compare and record a batch; ``xp`` is the namespace of its arrays
+        (by default the check's)."""
         entries = self._entries(
             kind, ana, (num, trunc, rnd, rough, bad), scale, analytical_error, xp=xp
         )
@@ -1165,15 +1180,16 @@ class _Run:
                 "(f is not differentiable there) and agree with the mean of the one-sided "
                 "slopes"
             )
-        noise_text = (
-            "f is not deterministic: two evaluations at the same x differ by up to "
-            f"{float(self.xp.max(self.noise)):.3g} (random dropout, unseeded noise, or "
-            "nondeterministic reductions); seed or disable the randomness"
-        )
-        if self.noisy:
-            reasons.insert(0, noise_text)
-        elif self.nondeterministic:
-            p.notes.append(noise_text)
+        if self.nondeterministic:
+            noise_text = (
+                "f is not deterministic: two evaluations at the same x differ by up to "
+                f"{float(self.xp.max(self.noise)):.3g} (random dropout, unseeded noise, or "
+                "nondeterministic reductions); seed or disable the randomness"
+            )
+            if self.noisy:
+                reasons.insert(0, noise_text)
+            else:
+                p.notes.append(noise_text)
         if self.noisy:
             verdict = "inconclusive"
         else:

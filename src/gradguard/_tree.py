@@ -27,6 +27,9 @@ class TreeDef:
         return sum(c.num_leaves for c in self.children)
 
 
+_LEAF = TreeDef("leaf")
+
+
 def flatten(tree: Any, prefix: str = "") -> tuple[list[Any], list[str], TreeDef]:
     """Leaves in order, their paths (``prefix[0]['w']``), and the structure."""
     leaves: list[Any] = []
@@ -50,7 +53,7 @@ def _flatten(tree: Any, path: str, leaves: list[Any], paths: list[str]) -> TreeD
         return TreeDef("dict", children, keys, type(tree))
     leaves.append(tree)
     paths.append(path)
-    return TreeDef("leaf")
+    return _LEAF
 
 
 def unflatten(treedef: TreeDef, leaves: list[Any]) -> Any:

@@ -7,6 +7,7 @@ decides how that batch is computed (vectorised, looped, on an executor).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,8 +95,8 @@ def directional_derivatives(
     """
     stencil = _stencil(accuracy)
     k, n = displacements.shape
-    offsets = xp.asarray(stencil.offsets, dtype=x0.dtype, device=device(x0))
-    moved = displacements[None, :, :] * offsets[:, None, None]  # (p, k, n): a block per offset
+    offsets = _weights((stencil.offsets,), x0, xp)[0, :, None, None]
+    moved = displacements[None, :, :] * offsets  # (p, k, n): a block per offset
     blocks = x0[None, None, :] + moved
     # What the points actually moved x0 by (exact, Sterbenz). The stencil is
     # linear in the points, so the quotient is the derivative along the same
@@ -196,7 +197,7 @@ def _quotients(
     # or inf anywhere makes its sum so (an overflowing sum of finite values
     # only sends the batch to the entry-by-entry test).
     if math.isfinite(float(xp.sum(even))):
-        nonfinite = xp.broadcast_to(xp.asarray(False, device=device(value)), value.shape)
+        nonfinite = xp.zeros_like(value, dtype=xp.bool)
     else:
         bad = ~xp.isfinite(outputs)
         nonfinite = bad[0:k, :]
@@ -233,8 +234,18 @@ _STENCIL_ROWS = {accuracy: _stencil_rows(accuracy) for accuracy in EVEN_DIFFEREN
 
 
 def _weights(rows: tuple[tuple[float, ...], ...], like: Any, xp: Any) -> Any:
-    """A small weight matrix in the dtype and on the device of ``like``."""
-    return xp.asarray(rows, dtype=like.dtype, device=device(like))
+    """A small constant matrix in the dtype and on the device of ``like``,
+    made once per dtype and device: making it costs more than using it."""
+    where = device(like)
+    try:
+        return _constant(rows, like.dtype, where, xp)
+    except TypeError:  # a namespace whose devices or dtypes do not hash
+        return xp.asarray(rows, dtype=like.dtype, device=where)
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(rows: tuple[tuple[float, ...], ...], dtype: Any, where: Any, xp: Any) -> Any:
+    return xp.asarray(rows, dtype=dtype, device=where)
 
 
 #: Complex-step size relative to max(1, |x|): the step never meets a

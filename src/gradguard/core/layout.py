@@ -57,24 +57,30 @@ class FlatLayout:
 
     def flatten(self, batched: list[Any], xp: Any, dtype: Any) -> Any:
         """``[(k, *shape_i)] -> (k, n)`` real ``dtype``."""
-        columns = []
         k = batched[0].shape[0] if batched else 0
-        for slot, a in zip(self.slots, batched):
-            flat = xp.reshape(a, (k, slot.size))
+        return self._join(batched, (k,), xp, dtype)
+
+    def flatten_one(self, arrays: list[Any], xp: Any, dtype: Any) -> Any:
+        """``[shape_i] -> (n,)``."""
+        return self._join(arrays, (), xp, dtype)
+
+    def _join(self, arrays: list[Any], lead: tuple[int, ...], xp: Any, dtype: Any) -> Any:
+        # Arrays already in shape and dtype pass through untouched: these
+        # calls run several times per check, where each skipped call counts.
+        columns = []
+        for slot, a in zip(self.slots, arrays):
+            shape = (*lead, slot.size)
+            flat = a if tuple(a.shape) == shape else xp.reshape(a, shape)
             if slot.is_complex:
                 columns.append(xp.astype(xp.real(flat), dtype, copy=False))
                 columns.append(xp.astype(xp.imag(flat), dtype, copy=False))
             else:
-                columns.append(xp.astype(flat, dtype, copy=False))
+                columns.append(flat if flat.dtype == dtype else xp.astype(flat, dtype, copy=False))
         if not columns:
-            return xp.zeros((k, 0), dtype=dtype, device=device(batched[0]) if batched else None)
+            return xp.zeros((*lead, 0), dtype=dtype, device=device(arrays[0]) if arrays else None)
         if len(columns) == 1:
             return columns[0]
-        return xp.concat(columns, axis=1)
-
-    def flatten_one(self, arrays: list[Any], xp: Any, dtype: Any) -> Any:
-        """``[shape_i] -> (n,)``."""
-        return self.flatten([a[None, ...] for a in arrays], xp, dtype)[0, :]
+        return xp.concat(columns, axis=-1)
 
     def unflatten(self, flat: Any, xp: Any, dtypes: list[Any]) -> list[Any]:
         """``(k, n) -> [(k, *shape_i)]`` with each array cast to ``dtypes[i]``
@@ -83,14 +89,17 @@ class FlatLayout:
         out = []
         for slot, dtype in zip(self.slots, dtypes):
             start = slot.offset
-            real = flat[:, start : start + slot.size]
             if slot.is_complex:
+                real = flat[:, start : start + slot.size]
                 imag = flat[:, start + slot.size : start + 2 * slot.size]
                 unit = xp.asarray(1j, dtype=dtype)
                 part = xp.astype(real, dtype) + xp.astype(imag, dtype) * unit
             else:
-                part = xp.astype(real, dtype, copy=False)
-            out.append(xp.reshape(part, (k, *slot.shape)))
+                whole = start == 0 and slot.size == flat.shape[1]
+                part = flat if whole else flat[:, start : start + slot.size]
+                part = part if part.dtype == dtype else xp.astype(part, dtype, copy=False)
+            shape = (k, *slot.shape)
+            out.append(part if tuple(part.shape) == shape else xp.reshape(part, shape))
         return out
 
     def owner(self, coordinate: int) -> tuple[int, tuple[int, ...], str]:

@@ -21,8 +21,6 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-from array_api_compat import device
-
 __all__ = [
     "ANALYTICAL",
     "ARRAY_FIELDS",
@@ -121,8 +119,9 @@ def compare(
     error = xp.abs(analytical - numerical)
     exceeds = ~(error <= tol)  # NaN counts as exceeding
     if not bool(xp.any(exceeds)):
-        # The common case, kept cheap: nothing to classify.
-        none = xp.broadcast_to(xp.asarray(False, device=device(error)), error.shape)
+        # The common case, kept cheap: nothing to classify (``exceeds`` is
+        # all False, and serves as every flag that is).
+        none = exceeds
         return Entries(
             analytical, numerical, error, tol, none, none, none, none, none, rough, False
         )
@@ -164,29 +163,34 @@ class Tally:
     def of(cls, entries: Entries, xp: Any) -> Tally:
         a = entries.analytical
         n = entries.numerical
-        if not (bool(xp.all(xp.isfinite(a))) and bool(xp.all(xp.isfinite(n)))):
+        sums = _sums(a, n, xp)
+        if not all(math.isfinite(v) for v in sums):
+            # NaN or inf on either side (or sums past the largest float):
+            # the sums are over the entries where both sides are finite.
             finite = xp.isfinite(n) & xp.isfinite(a)
             a = xp.where(finite, a, xp.zeros_like(a))
             n = xp.where(finite, n, xp.zeros_like(n))
+            sums = _sums(a, n, xp)
 
         def count(flags: Any) -> int:
             return int(xp.sum(xp.astype(flags, xp.int64))) if entries.exceeding else 0
 
+        diff_sq, num_sq, ana_sq, cross = sums
         return cls(
             checked=math.prod(a.shape),
             wrong=count(entries.wrong),
             uncertain=count(entries.uncertain),
             nonfinite=count(entries.nonfinite),
-            diff_sq=float(xp.sum((a - n) ** 2)),
-            num_sq=float(xp.sum(n * n)),
-            ana_sq=float(xp.sum(a * a)),
-            cross=float(xp.sum(a * n)),
+            diff_sq=diff_sq,
+            num_sq=num_sq,
+            ana_sq=ana_sq,
+            cross=cross,
             active=_active(a, n, xp),
         )
 
     def merge(self, other: Tally) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for name in _TALLY_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     @property
     def relative_error(self) -> float:
@@ -194,6 +198,16 @@ class Tally:
         if denominator == 0.0:
             return 0.0
         return min(1.0, self.diff_sq**0.5 / denominator)
+
+
+_TALLY_FIELDS = tuple(f.name for f in fields(Tally))
+
+
+def _sums(a: Any, n: Any, xp: Any) -> list[float]:
+    """Sums over all entries of (a - n)^2, n^2, a^2 and a * n, in one reduction."""
+    products = xp.stack([(a - n) ** 2, n * n, a * a, a * n])
+    totals = xp.sum(xp.reshape(products, (4, math.prod(a.shape))), axis=1)
+    return [float(totals[i]) for i in range(4)]
 
 
 def _active(a: Any, n: Any, xp: Any) -> int:
