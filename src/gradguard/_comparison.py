@@ -343,7 +343,7 @@ class _Run:
         # Low precision on either side hides a small error in any one probe:
         # more probes keep the chance of missing it negligible.
         eps = max(float(self.xp.finfo(self.p.work_dtype).eps), self.p.eps_analytical)
-        return 16 if eps > 1e-10 else 2
+        return 8 if eps > 1e-10 else 1
 
     # -- analytical side ---------------------------------------------------
     def vjp(self, cotangents: Any) -> tuple[Any, Any]:
@@ -420,10 +420,16 @@ class _Run:
         return layout.flatten(layout.unflatten(values, xp, dtypes), xp, self.p.work_dtype)
 
     def _random(self, rows: int, cols: int) -> Any:
-        """Random directions or cotangents, standard normal. Unbounded on
-        purpose: a rule that clips its incoming cotangent at 1 is exact for
-        every cotangent inside [-1, 1], so a bounded law (uniform) misses it."""
-        host = self.rng.standard_normal((rows, cols))
+        """Random directions or cotangents: either sign, magnitude uniform in
+        [1, 3). Never near zero, so no entry's error is scaled down towards
+        nothing: a wrong Jacobian entry shows in every projection at least
+        at its own size (with normal numbers, a factor below 0.01 comes up in
+        about one entry in a hundred). Wide, so a rule that clips its incoming
+        cotangent anywhere below 3 (JAX's documented clip_gradient clips at
+        1) is wrong on a share of the entries. And a uniform draw costs a
+        quarter of a normal one, which dominates a probe of 10^4 entries."""
+        t = self.rng.random((rows, cols)) * 4.0 - 2.0  # [-2, 2)
+        host = t + (t >= 0) * 2.0 - 1.0  # [-3, -1) and [1, 3)
         return _to_xp(host, self.xp, self.p.x0)
 
     # -- full Jacobian -------------------------------------------------------
@@ -856,37 +862,47 @@ class _Run:
 
     # -- random probes -------------------------------------------------------
     def probe(self, direction: str, count: int) -> None:
-        """Random projections u . J . v. A probe is a handful of numbers: its
-        arrays are reduced on the device and sent to the host in one
-        transfer (one sync on a GPU), where a few dozen NumPy operations cost
-        less than as many framework calls."""
+        """``count`` random directions v, each compared in reverse mode
+        through two random cotangents (u1 . J v and u2 . J v: a second
+        cotangent costs one more row of the batched VJP, a second direction
+        four to six more evaluations of f) and in forward mode through its
+        JVP. A probe is a handful of numbers: its arrays are reduced on the
+        device and sent to the host in one transfer (one sync on a GPU), where
+        a few dozen NumPy operations cost less than as many framework calls."""
         xp, p = self.xp, self.p
         n, m = p.in_layout.size, p.out_layout.size
-        drawn = self._random(count, n + m)  # directions v, then cotangents u: one draw
-        dd = self.derivatives(drawn[:, :n])
+        drawn = self._random(1, count * (n + 2 * m))[0, :]  # directions, then cotangents
+        dd = self.derivatives(xp.reshape(drawn[: count * n], (count, n)))
         rnd = dd.rounding + self.noise[None, :]
         if direction in ("rev", "both"):
-            u = self._round_to(drawn[:, n:], p.out_layout, p.out_dtypes)
-            grads, wide = self.vjp(u)  # (k, n)
+            cots = xp.reshape(drawn[count * n :], (2 * count, m))
+            u = self._round_to(cots, p.out_layout, p.out_dtypes)
+            grads, wide = self.vjp(u)  # (2 count, n)
             self._watch_vjps(grads)
-            terms = grads * dd.direction  # the analytical u.J.v, term by term
+
+            def pairs(a: Any) -> Any:  # (2 count, width) -> (count, 2, width)
+                return xp.reshape(a, (count, 2, a.shape[1]))
+
+            along = dd.direction[:, None, :]
+            terms = pairs(grads) * along  # the analytical u.J.v, term by term
             over_inputs = [terms, terms * terms]
             if wide is not None:
-                over_inputs.append(wide * dd.direction)
-            weighted = u * dd.value
+                over_inputs.append(pairs(wide) * along)
+            u = pairs(u)
+            weighted = u * dd.value[:, None, :]
             size = xp.abs(u)
             over_outputs = [
                 weighted,
                 weighted * weighted,
-                (u * dd.truncation) ** 2,
-                size * rnd,
-                size * dd.roughness,
-                xp.astype(dd.nonfinite, u.dtype),
+                (u * dd.truncation[:, None, :]) ** 2,
+                size * rnd[:, None, :],
+                size * dd.roughness[:, None, :],
+                xp.broadcast_to(xp.astype(dd.nonfinite, u.dtype)[:, None, :], u.shape),
             ]
             sums = xp.concat(
-                [xp.sum(xp.stack(over_inputs), axis=2), xp.sum(xp.stack(over_outputs), axis=2)]
+                [xp.sum(xp.stack(over_inputs), axis=3), xp.sum(xp.stack(over_outputs), axis=3)]
             )
-            host = p.adapter.to_numpy(sums)
+            host = p.adapter.to_numpy(sums).reshape(sums.shape[0], 2 * count)
             ana, ana_sq = host[0], host[1]
             num, num_sq, trunc_sq, rounding, roughness, nonfinite = host[-6:]
             # Truncation errors of the terms are of either sign: they add like
@@ -1026,7 +1042,7 @@ class _Run:
             n0 = xp.where(xp.isfinite(num), num, xp.zeros_like(num))
             self.row_cross = self.row_cross + xp.sum(a0 * n0, axis=0)
             self.row_num_sq = self.row_num_sq + xp.sum(n0 * n0, axis=0)
-        self._keep_worst(kind, entries, start, xp=xp)
+        self._keep_worst(kind, entries, start, xp=xp, forward=forward)
         if kind == "entry" and self.error_map_t is not None:
             ratio = _ratio(entries, xp)
             stop = start + ratio.shape[0]
@@ -1052,6 +1068,7 @@ class _Run:
         start: int,
         positions: list[int] | None = None,
         xp: Any = None,
+        forward: bool = False,
     ) -> None:
         """Keep the entries with the largest error / tolerance. ``positions``,
         when given, are those (from ``start``) of the batch's rows."""
@@ -1095,7 +1112,9 @@ class _Run:
                 else "ok"
             )
             place = row if positions is None else positions[row]
-            self.worst.append(self._mismatch(kind, place, col, start, ana, num, err, tol, status))
+            self.worst.append(
+                self._mismatch(kind, place, col, start, ana, num, err, tol, status, forward)
+            )
         rank = {"wrong": 0, "uncertain": 1, "ok": 2}
         self.worst.sort(key=lambda m: (rank[m.status], -m.ratio))
         del self.worst[WORST:]
@@ -1111,13 +1130,17 @@ class _Run:
         err: float,
         tol: float,
         status: str,
+        forward: bool = False,
     ) -> Mismatch:
         """Name a compared value. Entries are (input start + row, output col);
         cotangent products (probe row, input start + col); tangent products
         (probe row, output col); probes (probe row)."""
         p = self.p
         if kind == "probe":
-            return Mismatch(kind, f"probe {row}", (), "", (), ana, num, err, tol, status)
+            # Forward probes come as (probe, output) arrays; reverse ones as
+            # one value per cotangent, two per probe.
+            name = f"probe {row}" if forward else f"probe {row // 2}, cotangent {row % 2 + 1}"
+            return Mismatch(kind, name, (), "", (), ana, num, err, tol, status)
         if kind == "tangent":
             o_slot, o_index, o_part = p.out_layout.owner(col)
             return Mismatch(
