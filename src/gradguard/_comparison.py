@@ -14,6 +14,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 import array_api_compat.numpy as host_xp
+import numpy as np
 from array_api_compat import array_namespace
 
 from ._errors import (
@@ -428,8 +429,10 @@ class _Run:
         cotangent anywhere below 3 (JAX's documented clip_gradient clips at
         1) is wrong on a share of the entries. And a uniform draw costs a
         quarter of a normal one, which dominates a probe of 10^4 entries."""
-        t = self.rng.random((rows, cols)) * 4.0 - 2.0  # [-2, 2)
-        host = t + (t >= 0) * 2.0 - 1.0  # [-3, -1) and [1, 3)
+        host = self.rng.random((rows, cols))
+        host *= 4.0
+        host -= 2.0  # [-2, 2)
+        host += np.copysign(1.0, host)  # [-3, -1) and [1, 3)
         return _to_xp(host, self.xp, self.p.x0)
 
     # -- full Jacobian -------------------------------------------------------

@@ -175,24 +175,24 @@ def _quotients(
     """Stencils applied to ``outputs`` (one block of ``k`` rows per offset).
 
     The three stencils the estimates need (the derivative of order
-    ``accuracy``, the one of order ``accuracy - 2`` and the even difference)
-    are linear in the blocks, so they are one small matrix product: a single
-    pass over the outputs instead of one per term."""
-    stencil = CENTRAL[accuracy]
-    p, m = len(stencil.offsets), outputs.shape[1]
+    ``accuracy``, its difference from the one of order ``accuracy - 2`` and
+    the even difference) are linear in the blocks, so they are one small
+    matrix product: a single pass over the outputs instead of one per term."""
+    p, m = len(CENTRAL[accuracy].offsets), outputs.shape[1]
     blocks = xp.reshape(outputs, (p, k * m))
     combined = _weights(_STENCIL_ROWS[accuracy], outputs, xp) @ blocks
     value = xp.reshape(combined[0, :], (k, m))
-    lower = xp.reshape(combined[1, :], (k, m))
     # The even difference weighs the centre too; the others do not.
     even = xp.reshape(combined[2, :], (k, m)) + EVEN_DIFFERENCE[accuracy].weights[p // 2] * f0
-    eps = float(xp.finfo(outputs.dtype).eps)
-    # One unit of rounding per evaluation. The perturbed values differ from
-    # f(x) by at most the largest offset times the step's worth, |value|:
-    # that bounds their size without a pass over every point.
-    weight = sum(abs(w) for w in stencil.weights)
-    reach = float(max(stencil.offsets))
-    rounding = (eps * weight) * (xp.abs(f0[None, :]) + reach * xp.abs(value))
+    # One unit of rounding per evaluation, and no less than the spacing of
+    # the smallest numbers (eps * smallest normal). The perturbed values
+    # differ from f(x) by at most the largest offset times the step's worth,
+    # |value|: that bounds their size without a pass over every point.
+    finfo = xp.finfo(outputs.dtype)
+    eps = float(finfo.eps)
+    at_x, reach = _ROUNDING[accuracy]
+    smallest = float(finfo.smallest_normal)
+    rounding = (eps * at_x) * (xp.abs(f0) + smallest) + (eps * reach) * xp.abs(value)
     # Every output enters the even difference with a nonzero weight, so a NaN
     # or inf anywhere makes its sum so (an overflowing sum of finite values
     # only sends the batch to the entry-by-entry test).
@@ -205,9 +205,9 @@ def _quotients(
             nonfinite = nonfinite | bad[i * k : (i + 1) * k, :]
     return DirectionalDerivatives(
         value=value,
-        truncation=xp.abs(value - lower),
+        truncation=xp.abs(xp.reshape(combined[1, :], (k, m))),
         rounding=rounding,
-        roughness=xp.abs(even) / KINK_RESPONSE[accuracy],
+        roughness=xp.abs(even) * (1.0 / KINK_RESPONSE[accuracy]),
         nonfinite=nonfinite,
         direction=direction,
     )
@@ -215,22 +215,33 @@ def _quotients(
 
 def _stencil_rows(accuracy: int) -> tuple[tuple[float, ...], ...]:
     """Weights on the offsets of the order-``accuracy`` stencil of: that
-    stencil, the order ``accuracy - 2`` one, and the even difference (its
-    centre weight aside)."""
+    stencil, its difference from the order ``accuracy - 2`` one (the
+    truncation estimate), and the even difference (its centre weight aside)."""
     offsets = CENTRAL[accuracy].offsets
 
     def on_offsets(stencil: Stencil) -> tuple[float, ...]:
         weight = dict(zip(stencil.offsets, stencil.weights))
         return tuple(float(weight.get(o, 0.0)) for o in offsets)
 
+    value = CENTRAL[accuracy].weights
+    lower = on_offsets(CENTRAL[accuracy - 2])
     return (
-        CENTRAL[accuracy].weights,
-        on_offsets(CENTRAL[accuracy - 2]),
+        value,
+        tuple(a - b for a, b in zip(value, lower)),
         on_offsets(EVEN_DIFFERENCE[accuracy]),
     )
 
 
 _STENCIL_ROWS = {accuracy: _stencil_rows(accuracy) for accuracy in EVEN_DIFFERENCE}
+#: Units of rounding in a quotient: sum |w| of f at x, and the same times
+#: the largest offset of |value| (see _quotients).
+_ROUNDING = {
+    accuracy: (
+        sum(abs(w) for w in CENTRAL[accuracy].weights),
+        sum(abs(w) for w in CENTRAL[accuracy].weights) * max(CENTRAL[accuracy].offsets),
+    )
+    for accuracy in EVEN_DIFFERENCE
+}
 
 
 def _weights(rows: tuple[tuple[float, ...], ...], like: Any, xp: Any) -> Any:
