@@ -48,7 +48,6 @@ from .core.norms import row_norms
 from .core.steps import default_steps
 from .core.verdict import (
     ANALYTICAL,
-    ARRAY_FIELDS,
     BAND,
     ROUNDING,
     SAFETY,
@@ -86,6 +85,8 @@ KEEP_JACOBIAN_ENTRIES = 1 << 20
 #: unscaling is exact in every dtype, and never +-1, so a rule that ignores
 #: its incoming gradient can neither pass nor pass for a sign flip.
 ONE_HOT_SCALES = (-2.0, -0.5, 0.5, 2.0)
+#: What a worst-list entry shows of its compared value.
+_WORST_FIELDS = ("analytical", "numerical", "error", "tolerance", "wrong", "uncertain")
 
 
 class _Run:
@@ -1105,7 +1106,7 @@ class _Run:
                 name: getattr(entries, name)[row, col]
                 if ratio.ndim == 2
                 else getattr(entries, name)[row]
-                for name in ARRAY_FIELDS
+                for name in _WORST_FIELDS
             }
             ana, num, err, tol = (
                 float(values[name]) for name in ("analytical", "numerical", "error", "tolerance")
