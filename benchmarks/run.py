@@ -700,6 +700,14 @@ def _round_ratios(paired: dict[str, Any], key: str) -> list[float]:
     return [a / b for a, b in zip(paired[key][0], paired[key][1])]
 
 
+#: Why the speed goals are judged on paired rounds, not on the best single runs.
+BEST_RUNS = (
+    "the best of three calls after the first, which for a check of a few ms still "
+    "includes warm-up such as the allocator growing its heap; the goals are judged "
+    "on the paired rounds above"
+)
+
+
 def _goals(
     by_key: dict[Any, Any], sensitivity: dict[str, Any], paired: list[dict[str, Any]]
 ) -> str:
@@ -724,9 +732,9 @@ def _goals(
         if slow and slow["status"] == "ok":
             vs = f"; {_both(full, slow)[0]:.2f}x torch slow mode ({_both(full, slow)[1]:.2f}x CPU)"
         lines.append(
-            f"- full check, x.sin()*x, float64, n=3000: {_seconds(full[WALL])} s = "
-            f"{wall:.1f}x the floor ({_seconds(floor[WALL])} s); CPU time {cpu:.1f}x the "
-            f"floor's{vs}; goal <= 1.5x: {'holds' if max(wall, cpu) <= 1.5 else 'MISSED'}"
+            f"- best single runs, full check, x.sin()*x, float64, n=3000: "
+            f"{_seconds(full[WALL])} s = {wall:.1f}x the floor ({_seconds(floor[WALL])} s); "
+            f"CPU time {cpu:.1f}x the floor's{vs} (for information: {BEST_RUNS})"
         )
     big = by_key.get(("gradguard-torch-full", "elementwise", 10_000))
     if big:
@@ -757,9 +765,9 @@ def _goals(
                 f"(torch fast mode {fast['caught']}/{fast['positions']})"
             )
         lines.append(
-            f"- probe mode vs torch fast mode: {min(walls):.1f}x to {max(walls):.1f}x "
-            f"wall-clock, {min(cpus):.1f}x to {max(cpus):.1f}x CPU, over all functions and "
-            f"sizes{sens}; goal <= 2x: {'holds' if max(walls + cpus) <= 2 else 'MISSED'}"
+            f"- best single runs, probe mode vs torch fast mode: {min(walls):.1f}x to "
+            f"{max(walls):.1f}x wall-clock, {min(cpus):.1f}x to {max(cpus):.1f}x CPU, over all "
+            f"functions and sizes{sens} (for information: {BEST_RUNS})"
         )
     return "\n".join(lines)
 
