@@ -81,7 +81,12 @@ def check(
     - ``order``: 1, or 2 for the derivative of the derivative.
     - ``seed``: seeds the random cotangents and directions; the same seed
       gives the same verdict and numbers.
-    - ``probes``: number of random probes in probe mode.
+    - ``probes``: number of random probes in probe mode (default 1; 8 when
+      either side runs in low precision). A probe is one random direction
+      v, compared through two random cotangents u (``u . J v``: finite
+      differences against the VJP) in reverse mode and through its JVP in
+      forward mode. Random entries have either sign and a magnitude in
+      [1, 3), so a wrong Jacobian entry shows in every probe.
     - ``eps``: a fixed absolute step instead of per-entry steps.
     - ``accuracy``: order of the central stencil, 4 (points ±h, ±2h) or 6
       (also ±3h); default 4 when the numerical side runs in float64 and 6
