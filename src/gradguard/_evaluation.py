@@ -103,10 +103,13 @@ class Evaluator:
             self.path = LOOP
         self._remote: _Remote | None = None
         self._out_dtypes: list[Any] | None = None
-        # The first single evaluation (point, outputs): the first batch
-        # carries that point as an extra row, which validates the vectorised
-        # path against it for the price of one more row, not one more call.
-        self._reference: tuple[list[Any], list[Any]] | None = None
+        #: A plain evaluation (point, outputs), by default the first single
+        #: one: the first batch carries that point as an extra row, which
+        #: validates the vectorised path against it for the price of one
+        #: more row, not one more call...
+        self.reference: tuple[list[Any], list[Any]] | None = None
+        #: ...and keeps that row's outputs here.
+        self.reference_row: list[Any] | None = None
         self.points = 0
         self._expected: int | None = None
         self._progress = _Progress(progress)
@@ -134,8 +137,8 @@ class Evaluator:
         result = [self.adapter.to_core(o) for o in outputs]
         if self._out_dtypes is None:
             self._out_dtypes = [o.dtype for o in result]
-        if self._reference is None:
-            self._reference = (leaves, result)
+        if self.reference is None:
+            self.reference = (leaves, result)
         return result
 
     # -- a batch of points -------------------------------------------------
@@ -210,7 +213,7 @@ class Evaluator:
             # At the point of the first single evaluation, carried as an
             # extra row, when there was one with these dtypes; else at the
             # first row, evaluated once more on its own.
-            point, reference = self._reference or ([], [])
+            point, reference = self.reference or ([], [])
             if point and all(p.dtype == a.dtype for p, a in zip(point, leaves)):
                 leaves = [xp.concat([p[None, ...], a], axis=0) for p, a in zip(point, leaves)]
                 extra = 1
@@ -232,6 +235,8 @@ class Evaluator:
                 self.path = LOOP
                 return None
             self.path = VECTORIZED
+            if extra:
+                self.reference_row = [b[0, ...] for b in result]
             result = [b[extra:, ...] for b in result]
         self.evaluations += k + extra
         return result

@@ -51,8 +51,11 @@ class _Problem:
     eps_analytical: float
     notes: list[str]
     #: f at the point from the setup's first call, flattened, when that call
-    #: ran in the numerical side's dtypes (else None).
+    #: ran in the numerical side's dtypes (else None)...
     first_output: Any
+    #: ...and the same as core arrays, one per output (in the dtypes f
+    #: returned at the primals).
+    first_outputs: list[Any]
     #: The point in the numerical side's wider dtypes, when they differ from
     #: the caller's and the framework differentiates: the same rule run there
     #: shows how much of the analytical side is rounding (else None).
@@ -206,6 +209,7 @@ class _Problem:
                 if eval_dtypes == in_dtypes
                 else None
             ),
+            first_outputs=out_core,
             wide_primals=(
                 eval_like
                 if eval_dtypes != in_dtypes and adapter.has_autodiff and not user_rule
