@@ -137,8 +137,8 @@ class _Run:
         # f at x: the setup's call when it ran in these dtypes. It also
         # validates the batched path (see Evaluator), and is compared with a
         # second evaluation for nondeterminism (see noise).
-        if p.first_output is not None:
-            self.f0 = p.first_output
+        if p.first_outputs is not None:
+            self.f0 = p.out_layout.flatten_one(p.first_outputs, xp, p.work_dtype)
             self.evaluator.reference = (self._point_leaves(p.x0), p.first_outputs)
         else:
             self.f0 = self.evaluate_single(p.x0)

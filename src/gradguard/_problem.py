@@ -50,12 +50,9 @@ class _Problem:
     user_rule: bool
     eps_analytical: float
     notes: list[str]
-    #: f at the point from the setup's first call, flattened, when that call
-    #: ran in the numerical side's dtypes (else None)...
-    first_output: Any
-    #: ...and the same as core arrays, one per output (in the dtypes f
-    #: returned at the primals).
-    first_outputs: list[Any]
+    #: f at the point from the setup's first call, core arrays, one per
+    #: output, when that call ran in the numerical side's dtypes (else None).
+    first_outputs: list[Any] | None
     #: The point in the numerical side's wider dtypes, when they differ from
     #: the caller's and the framework differentiates: the same rule run there
     #: shows how much of the analytical side is rounding (else None).
@@ -204,12 +201,7 @@ class _Problem:
             user_rule=user_rule,
             eps_analytical=eps_analytical,
             notes=notes,
-            first_output=(
-                out_layout.flatten_one(out_core, xp, work_dtype)
-                if eval_dtypes == in_dtypes
-                else None
-            ),
-            first_outputs=out_core,
+            first_outputs=out_core if eval_dtypes == in_dtypes else None,
             wide_primals=(
                 eval_like
                 if eval_dtypes != in_dtypes and adapter.has_autodiff and not user_rule
