@@ -464,7 +464,7 @@ def _rule_vjp(
     else:
         like = [fw.asarray(c) for c in cots]
         result = rule["vjp"](_tree.unflatten(out_tree, like), *args)
-    leaves, _, _ = _tree.flatten(result)
+    leaves = _tree.leaves(result)
     if len(leaves) != count:
         raise ArgumentError(
             f"functions[{fw.name!r}]: its rule returned {len(leaves)} gradient(s) for "

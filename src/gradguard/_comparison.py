@@ -44,7 +44,7 @@ from .core.differences import (
     partial_derivatives,
 )
 from .core.layout import FlatLayout
-from .core.norms import row_norms
+from .core.norms import all_finite, row_norms
 from .core.steps import default_steps
 from .core.verdict import (
     ANALYTICAL,
@@ -139,7 +139,9 @@ class _Run:
         # second evaluation for nondeterminism (see noise).
         if p.first_outputs is not None:
             self.f0 = p.out_layout.flatten_one(p.first_outputs, xp, p.work_dtype)
-            self.evaluator.reference = (self._point_leaves(p.x0), p.first_outputs)
+            # Same dtypes: the point is the primals themselves.
+            point = [p.adapter.to_core(a) for a in p.eval_like]
+            self.evaluator.reference = (point, p.first_outputs)
         else:
             self.f0 = self.evaluate_single(p.x0)
         self._noise: Any = None
@@ -226,20 +228,18 @@ class _Run:
         chances to show it."""
         if self._noise is None:
             xp, p = self.xp, self.p
-            batched = self.evaluator.reference_row
-            calls = 1
-            if batched is not None:
-                row = p.out_layout.flatten_one(batched, xp, p.work_dtype)
-                calls = 0 if bool(xp.all(row == self.f0)) else 2
+            identical = self.evaluator.reference_identical
+            calls = 1 if identical is None else 0 if identical else 2
             self._noise = xp.zeros_like(self.f0)
             for _ in range(calls):
                 difference = xp.abs(self.evaluate_single(p.x0) - self.f0)
                 self._noise = xp.maximum(self._noise, difference)
-            unit = float(xp.finfo(p.work_dtype).eps)
-            self.nondeterministic = float(xp.max(self._noise)) > 0
-            self.noisy = self.nondeterministic and bool(
-                xp.any(self._noise > NOISE_ULPS * unit * xp.abs(self.f0))
-            )
+            if calls:
+                unit = float(xp.finfo(p.work_dtype).eps)
+                self.nondeterministic = float(xp.max(self._noise)) > 0
+                self.noisy = self.nondeterministic and bool(
+                    xp.any(self._noise > NOISE_ULPS * unit * xp.abs(self.f0))
+                )
         return self._noise
 
     def derivatives(self, directions: Any) -> DirectionalDerivatives:
@@ -887,7 +887,7 @@ class _Run:
         small by cancellation carries the rounding of its terms."""
         xp = self.xp
         magnitude = xp.abs(num)
-        if not bool(xp.all(xp.isfinite(magnitude))):
+        if not all_finite(magnitude, xp):
             magnitude = xp.where(xp.isfinite(magnitude), magnitude, xp.zeros_like(magnitude))
         return xp.max(magnitude) if math.prod(magnitude.shape) else xp.zeros_like(magnitude)
 
@@ -904,7 +904,8 @@ class _Run:
         n, m = p.in_layout.size, p.out_layout.size
         drawn = self._random(1, count * (n + 2 * m))[0, :]  # directions, then cotangents
         dd = self.derivatives(xp.reshape(drawn[: count * n], (count, n)))
-        rnd = dd.rounding + self.noise[None, :]
+        noise = self.noise
+        rnd = dd.rounding + noise[None, :] if self.nondeterministic else dd.rounding
         if direction in ("rev", "both"):
             cots = xp.reshape(drawn[count * n :], (2 * count, m))
             u = self._round_to(cots, p.out_layout, p.out_dtypes)

@@ -101,7 +101,7 @@ def step_curve(
             full[i] = adapter.from_core(rebuilt, like=leaves[i])
         with fw.float64() if wide else _null():
             out = f(*_tree.unflatten(treedef, full))
-        outs, _, _ = _tree.flatten(out)
+        outs = _tree.leaves(out)
         return [_float64(fw.to_numpy(o)).ravel() for o in outs]
 
     with fw.float64() if wide else _null():
@@ -323,7 +323,7 @@ def _leaves(args: tuple[Any, ...]) -> tuple[list[Any], list[int], Any]:
     leaves: list[Any] = []
     positions: list[int] = []
     for p, arg in enumerate(args):
-        arg_leaves, _, _ = _tree.flatten(arg)
+        arg_leaves = _tree.leaves(arg)
         leaves += arg_leaves
         positions += [p] * len(arg_leaves)
     _, _, treedef = _tree.flatten(tuple(args))

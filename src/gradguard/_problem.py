@@ -26,6 +26,7 @@ from ._errors import (
 )
 from .adapters import Adapter, adapter_for, adapter_of
 from .core.layout import FlatLayout
+from .core.norms import all_finite
 
 
 @dataclass
@@ -98,7 +99,6 @@ class _Problem:
         for i in arrays:
             leaves[i] = adapter.from_core(_copy(core_leaves[i], xp), like=leaves[i])
         primals = [leaves[i] for i in diff]
-        snapshot = {i: _copy(adapter.to_core(leaves[i]), xp) for i in arrays}
 
         leaf_call = _LeafCall(f, treedef, leaves, diff, adapter)
         call = leaf_call.call
@@ -110,7 +110,8 @@ class _Problem:
             except Exception as exc:
                 _note(exc, "gradguard: f raised this when called at the point being checked")
                 raise
-        _check_unchanged(snapshot, leaves, paths, adapter, xp)
+        # The caller's own arrays are what the copies must still equal.
+        _check_unchanged(core_leaves, leaves, paths, adapter, xp)
         outputs0 = _output_arrays(raw_outputs, out_paths, adapter, primals[0])
         out_core = [adapter.to_core(o) for o in outputs0]
         for j, o in enumerate(out_core):
@@ -229,18 +230,26 @@ class _LeafCall:
         return str(getattr(self.f, "__name__", type(self.f).__name__))
 
     def call(self, diff_leaves: Sequence[Any]) -> tuple[list[Any], list[str]]:
+        """f's output leaves and their paths (for the setup's call)."""
+        outs, out_paths, _ = _tree.flatten(self._outputs(diff_leaves))
+        return self._on_device(outs, diff_leaves[0]), out_paths
+
+    def __call__(self, *diff_leaves: Any) -> list[Any]:
+        like = diff_leaves[0]
+        outs = self._on_device(_tree.leaves(self._outputs(diff_leaves)), like)
+        adapter = self.adapter
+        return [o if adapter.owns(o) else adapter.asarray_like(o, like) for o in outs]
+
+    def _outputs(self, diff_leaves: Sequence[Any]) -> Any:
         full = _replace(self.leaves, self.diff, list(diff_leaves))
-        outs, out_paths, _ = _tree.flatten(self.f(*_tree.unflatten(self.treedef, full)))
+        return self.f(*_tree.unflatten(self.treedef, full))
+
+    def _on_device(self, outs: list[Any], like: Any) -> list[Any]:
         # Outputs on another device than the input (f ends in .cpu(), say)
         # move to the input's: the core computes with both on one device.
         # Differentiably (torch's .to), so autodiff still runs f's own rule.
-        adapter, like = self.adapter, diff_leaves[0]
-        return [adapter.from_core(o, like=like) if adapter.owns(o) else o for o in outs], out_paths
-
-    def __call__(self, *diff_leaves: Any) -> list[Any]:
-        outs, _ = self.call(diff_leaves)
         adapter = self.adapter
-        return [o if adapter.owns(o) else adapter.asarray_like(o, diff_leaves[0]) for o in outs]
+        return [adapter.from_core(o, like=like) if adapter.owns(o) else o for o in outs]
 
 
 def _note(exc: BaseException, text: str) -> None:
@@ -257,9 +266,8 @@ def _check_points(arrays: list[Any], names: list[str], xp: Any, adapter: Adapter
             "pass arrays with at least one entry"
         )
     for a, name in zip(arrays, names):
-        finite = xp.isfinite(a)
-        if not bool(xp.all(finite)):
-            flat = adapter.to_numpy(xp.reshape(~finite, (-1,)))
+        if not all_finite(a, xp):
+            flat = adapter.to_numpy(xp.reshape(~xp.isfinite(a), (-1,)))
             first = int(flat.nonzero()[0][0])
             index = tuple(int(i) for i in _unravel(first, tuple(a.shape)))
             raise ArgumentError(
@@ -275,10 +283,11 @@ def _unravel(flat_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _check_unchanged(
-    snapshot: dict[int, Any], leaves: list[Any], paths: list[str], adapter: Adapter, xp: Any
+    originals: dict[int, Any], leaves: list[Any], paths: list[str], adapter: Adapter, xp: Any
 ) -> None:
-    """f must not write into its arguments: the check's points would move under it."""
-    for i, before in snapshot.items():
+    """f must not write into its arguments: the check's points would move under it.
+    ``originals`` are the caller's arrays (core), which f never sees."""
+    for i, before in originals.items():
         after = adapter.to_core(leaves[i])
         same = tuple(after.shape) == tuple(before.shape) and (
             bool(xp.all(after == before))
@@ -305,7 +314,7 @@ def _check_outputs(outputs: list[Any], names: list[str], xp: Any) -> None:
             "least one value"
         )
     for o, name in zip(outputs, names):
-        if not bool(xp.all(xp.isfinite(o))):
+        if not all_finite(o, xp):
             raise ArgumentError(
                 f"f: returned NaN or inf in {name} at the point itself; finite differences "
                 "need f finite at x: check at another x"
@@ -530,7 +539,7 @@ def _user_vjp(
             )
         values: list[Any] = []
         for p, item in zip(wanted, per_arg):
-            item_leaves, _, _ = _tree.flatten(item)
+            item_leaves = _tree.leaves(item)
             mine = [i for i in range(len(leaves)) if positions[i] == p]
             if len(item_leaves) != len(mine):
                 raise ArgumentError(

@@ -94,7 +94,7 @@ def _numerical_gradient(
     n = math.prod(core_x.shape)
     if n == 0:
         raise ArgumentError("x: is empty; pass an array with at least one entry")
-    if not bool(xp.all(xp.isfinite(core_x))):
+    if not norms.all_finite(core_x, xp):
         raise ArgumentError("x: contains NaN or inf; finite differences need a finite point")
     if epsilon is not None:
         _check_epsilon(epsilon)
@@ -116,7 +116,7 @@ def _numerical_gradient(
         eye = eye * steps[None, :]
         points = xp.concat([x_work[None, :] + eye * float(o) for o in stencil.offsets], axis=0)
         outputs = evaluate(points)
-        if not bool(xp.all(xp.isfinite(outputs))):
+        if not norms.all_finite(outputs, xp):
             bad = int(adapter.to_numpy(xp.argmax(xp.astype(~xp.isfinite(outputs), xp.int8))))
             raise ArgumentError(
                 f"f: returned NaN or inf at a perturbed point (entry {start + bad % count} of "

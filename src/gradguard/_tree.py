@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TreeDef", "flatten", "flatten_arguments", "unflatten"]
+__all__ = ["TreeDef", "flatten", "flatten_arguments", "leaves", "unflatten"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,16 @@ def _flatten(tree: Any, path: str, leaves: list[Any], paths: list[str]) -> TreeD
     leaves.append(tree)
     paths.append(path)
     return _LEAF
+
+
+def leaves(tree: Any) -> list[Any]:
+    """The leaves alone, in the order of :func:`flatten`: no paths to format
+    (for what runs at every evaluation)."""
+    if isinstance(tree, (tuple, list)):
+        return [leaf for child in tree for leaf in leaves(child)]
+    if isinstance(tree, dict):
+        return [leaf for child in tree.values() for leaf in leaves(child)]
+    return [tree]
 
 
 def unflatten(treedef: TreeDef, leaves: list[Any]) -> Any:

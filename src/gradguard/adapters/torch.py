@@ -38,7 +38,9 @@ class TorchAdapter(Adapter):
         return array.detach()
 
     def from_core(self, array: Any, like: Any) -> Any:
-        return array.to(device=like.device)
+        # .to() is a dispatched call even when it has nothing to do.
+        device = like.device
+        return array if array.device == device else array.to(device=device)
 
     def to_numpy(self, core_array: Any) -> Any:
         array = core_array.detach().cpu().resolve_conj()

@@ -204,10 +204,12 @@ _TALLY_FIELDS = tuple(f.name for f in fields(Tally))
 
 
 def _sums(a: Any, n: Any, xp: Any) -> list[float]:
-    """Sums over all entries of (a - n)^2, n^2, a^2 and a * n, in one reduction."""
-    products = xp.stack([(a - n) ** 2, n * n, a * a, a * n])
-    totals = xp.sum(xp.reshape(products, (4, math.prod(a.shape))), axis=1)
-    return [float(totals[i]) for i in range(4)]
+    """Sums over all entries of (a - n)^2, n^2, a^2 and a * n: dot products,
+    which make no temporary arrays but the difference."""
+    size = math.prod(a.shape)
+    a, n = xp.reshape(a, (size,)), xp.reshape(n, (size,))
+    d = a - n
+    return [float(xp.vecdot(u, v)) for u, v in ((d, d), (n, n), (a, a), (a, n))]
 
 
 def _active(a: Any, n: Any, xp: Any) -> int:
@@ -217,4 +219,4 @@ def _active(a: Any, n: Any, xp: Any) -> int:
     if math.prod(magnitude.shape) == 0:
         return 0
     floor = float(xp.max(magnitude)) * float(xp.finfo(magnitude.dtype).eps) ** 0.5
-    return int(xp.sum(xp.astype(magnitude > floor, xp.int64)))
+    return int(xp.count_nonzero(magnitude > floor))
