@@ -82,8 +82,9 @@ class TorchAdapter(Adapter):
         return torch.no_grad()
 
     def vjp(self, fn: LeafFunction, primals: list[Any], cotangents: list[Any]) -> list[Any]:
-        # A detached alias is a fresh leaf (no copy needed): autograd refuses
-        # in-place writes to a leaf that requires grad, so f cannot change it.
+        # A detached alias is a fresh leaf; no copy needed: autograd refuses
+        # in-place writes to a leaf that requires grad, and an f that writes
+        # into its input was refused at the setup's call (MutationError).
         inputs = [p.detach().requires_grad_(True) for p in primals]
         with torch.enable_grad():
             outputs = fn(*inputs)
