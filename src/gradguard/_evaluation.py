@@ -229,11 +229,10 @@ class Evaluator:
             return None
         if validate:
             rows = [b[0, ...] for b in result]
-            shaped = len(reference) == len(rows) and all(
-                tuple(r.shape) == tuple(b.shape) and r.dtype == b.dtype
-                for r, b in zip(reference, rows)
-            )
             pairs = list(zip(reference, rows))
+            shaped = len(reference) == len(rows) and all(
+                tuple(r.shape) == tuple(b.shape) and r.dtype == b.dtype for r, b in pairs
+            )
             identical = shaped and all(bool(xp.all(r == b)) for r, b in pairs)
             close = identical or (shaped and all(_close(r, b, xp) for r, b in pairs))
             if not close:
