@@ -492,6 +492,10 @@ class _Run:
             jac_err_t = None
             if p.wide_primals is not None:
                 jac_err_t = p.adapter.empty((n, m), storage, p.x0)
+            # The scales are powers of two: multiplying by their reciprocals
+            # unscales exactly, and a product is several times cheaper than a
+            # quotient.
+            unscale = 1.0 / self.row_scales
             for start in range(0, m, self.rows_per_vjp):
                 stop = min(m, start + self.rows_per_vjp)
                 scale = self.row_scales[start:stop][:, None]
@@ -500,7 +504,7 @@ class _Run:
                 self.evaluator.advance(stop - start)
                 self._watch_vjps(rows)
                 jac_t[:, start:stop] = xp.astype(
-                    xp.matrix_transpose(rows / scale), storage, copy=False
+                    xp.matrix_transpose(rows * unscale[start:stop][:, None]), storage, copy=False
                 )
                 if jac_err_t is not None:
                     err = xp.abs(rows - wide) / xp.abs(scale)
@@ -535,6 +539,8 @@ class _Run:
             eps = float(xp.finfo(p.work_dtype).eps)
             at_x = xp.abs(dense_cots) @ (2 * eps * xp.abs(self.f0) + self.noise)
             book = _ScreenBook(dense_cots, dense_ana, dense_err, n, at_x)
+            # The represented 2h of every column, for the quotients.
+            sizes = xp.abs((p.x0 + self.steps) - (p.x0 - self.steps))
             # Two points per column; columns that do not settle add their
             # stencil's points when they go on to it.
             self.evaluator.expected = m + 2 * n
@@ -544,7 +550,7 @@ class _Run:
         for start in range(0, n, self.columns_per_chunk):
             stop = min(n, start + self.columns_per_chunk)
             if screening:
-                ranges += self._screen(start, stop, jac_t, jac_err_t, book)
+                ranges += self._screen(start, stop, sizes[start:stop], jac_t, jac_err_t, book)
             else:
                 ranges.append((start, stop))
         if screening:
@@ -684,11 +690,13 @@ class _Run:
         self,
         start: int,
         stop: int,
+        size: Any,
         jac_t: Any,
         jac_err_t: Any,
         book: _ScreenBook,
     ) -> list[tuple[int, int]]:
-        """Settle the columns ``start:stop`` from the two points x +- h.
+        """Settle the columns ``start:stop`` from the two points x +- h;
+        ``size`` is their represented 2h.
 
         The second-order quotient is compared with the usual tolerance, its
         truncation term set to what it is for a well-scaled f at this step:
@@ -707,9 +715,12 @@ class _Run:
         h = self.steps[start:stop]
         out = self.evaluate(coordinate_points(p.x0, h, start, (1, -1), xp))
         plus, minus = out[:c, :], out[c:, :]
-        own = p.x0[start:stop]
-        size = xp.abs((own + h) - (own - h))[:, None]  # the represented 2h
-        num = (plus - minus) / size
+        size = size[:, None]
+        # In place: a fresh (columns, m) temporary costs more than the
+        # division (large blocks go back to the kernel and fault when
+        # touched again).
+        num = plus - minus
+        num /= size
         if self.keep:
             self.num_t[start:stop, :] = num  # stage 2 overwrites what it redoes
         ana = xp.astype(jac_t[start:stop, :], p.work_dtype, copy=False)
@@ -730,24 +741,23 @@ class _Run:
         diff_norms = row_norms(diff, xp)
         column_error = diff_norms
         if self.error_map_t is not None:
-            quick = [False] * c  # the map needs every entry's own ratio
+            quick = np.zeros(c, dtype=bool)  # the map needs every entry's own ratio
         else:
             quick = p.adapter.to_numpy(diff_norms <= floor)
-            if not all(quick):
+            if not quick.all():
                 column_error = row_norms(diff, xp, ord=math.inf)
                 quick = p.adapter.to_numpy(column_error <= floor)
-        pieces = _runs([bool(q) for q in quick])
-        if any(q for _, _, q in pieces):
+        pieces = [(0, c, True)] if quick.all() else _runs(quick.tolist())
+        if quick.any():
             num_norms = row_norms(num, xp)
             ana_norms = row_norms(ana, xp)
         # Entries below this are rounding noise of the chunk's largest: "zero".
         threshold = largest * eps**0.5
-        scale = xp.full((c, 1), largest, dtype=p.work_dtype, device=self.device)
-        sides = (plus, minus, num, ana, ana_err, size, scale)
+        sides = (plus, minus, num, ana, ana_err, size)
         open_ranges: list[tuple[int, int]] = []
         for a, b, settled in pieces:
             if not settled:
-                open_ranges += self._screen_exactly(start, a, b, sides, book)
+                open_ranges += self._screen_exactly(start, a, b, sides, largest, book)
                 continue
             book.add_agreeing(start + a, diff_norms[a:b], num_norms[a:b], ana_norms[a:b], threshold)
             # Random dense cotangents u: |u . (num - ana)| <= |u| |num - ana|
@@ -761,28 +771,31 @@ class _Run:
                 book.rounding_at_x[:, None] / xp.matrix_transpose(size[a:b, :]),
                 book.weights * num_norms[None, a:b],
             )
-        quick_rows = [r for r in range(c) if quick[r]]
-        if quick_rows:
-            self._worst_candidates(start, quick_rows, p.adapter.to_numpy(column_error), sides)
+        if quick.any():
+            errors = np.where(quick, p.adapter.to_numpy(column_error), -math.inf)
+            self._worst_candidates(start, errors, sides, largest)
         return open_ranges
 
     def _worst_candidates(
-        self, start: int, rows: list[int], errors: Any, sides: tuple[Any, ...]
+        self, start: int, errors: Any, sides: tuple[Any, ...], largest: float
     ) -> None:
         """Keep, over the whole screen, the settled columns with the largest
-        errors (the rows of ``sides`` for them); :meth:`_flush_candidates`
-        gives them their tolerances, once, for the worst list. The largest
-        error / tolerance is among them unless tolerances differ a lot
-        between columns; all of them pass."""
+        ``errors`` (host, -inf for the others), with their rows of ``sides``
+        and their chunk's ``largest``; :meth:`_flush_candidates` gives them
+        their tolerances, once, for the worst list. The largest error /
+        tolerance is among them unless tolerances differ a lot between
+        columns; all of them pass."""
         xp = self.xp
         held = self.candidates
         floor = min(held[0]) if held is not None and len(held[0]) >= WORST else -math.inf
-        picked = sorted((r for r in rows if float(errors[r]) > floor), key=lambda r: -errors[r])
-        if not picked:
+        above = np.flatnonzero(errors > floor)
+        if not above.size:
             return
-        picked = picked[:WORST]
+        picked = [int(r) for r in above[np.argsort(-errors[above], kind="stable")][:WORST]]
         index = xp.asarray(picked, device=self.device)
         taken = tuple(None if t is None else xp.take(t, index, axis=0) for t in sides)
+        scale = xp.full((len(picked), 1), largest, dtype=self.p.work_dtype, device=self.device)
+        taken = (*taken, scale)
         new = ([float(errors[r]) for r in picked], [start + r for r in picked], taken)
         if held is not None:
             fields = tuple(
@@ -829,13 +842,16 @@ class _Run:
         a: int,
         b: int,
         sides: tuple[Any, ...],
+        largest: float,
         book: _ScreenBook,
     ) -> list[tuple[int, int]]:
-        """Screen rows ``a:b`` of the chunk at ``start`` entry by entry: book
-        the columns that settle, return the ranges that need the full stencil."""
+        """Screen rows ``a:b`` of the chunk at ``start`` (its largest entry
+        ``largest``) entry by entry: book the columns that settle, return the
+        ranges that need the full stencil."""
         xp, p = self.xp, self.p
         rows: list[Any] = [None if t is None else t[a:b, ...] for t in sides]
-        plus, minus, num, ana, ana_err, size, scale = rows
+        plus, minus, num, ana, ana_err, size = rows
+        scale = xp.full((b - a, 1), largest, dtype=p.work_dtype, device=self.device)
         entries = self._screen_entries(plus, minus, num, ana, ana_err, size, scale)
         if entries.exceeding:
             settled = p.adapter.to_numpy(xp.all(entries.error <= entries.tolerance, axis=1))
