@@ -496,11 +496,20 @@ class _Run:
             # unscales exactly, and a product is several times cheaper than a
             # quotient.
             unscale = 1.0 / self.row_scales
+            # One buffer of one-hot cotangents for every batch, its nonzeros
+            # written before each VJP and cleared after (the VJP's results are
+            # on the host or queued behind it by then): a fresh (rows, m)
+            # array of zeros per batch cost as much as the VJP's own product.
+            onehot = xp.zeros(
+                (min(m, self.rows_per_vjp) * m,), dtype=p.work_dtype, device=self.device
+            )
             for start in range(0, m, self.rows_per_vjp):
                 stop = min(m, start + self.rows_per_vjp)
                 scale = self.row_scales[start:stop][:, None]
-                onehot = _one_hot_rows(self.row_scales[start:stop], start, m, xp)
-                rows, wide = self.vjp(onehot)
+                ones = slice(start, start + (stop - start - 1) * (m + 1) + 1, m + 1)
+                onehot[ones] = self.row_scales[start:stop]
+                rows, wide = self.vjp(xp.reshape(onehot[: (stop - start) * m], (stop - start, m)))
+                onehot[ones] = 0.0
                 self.evaluator.advance(stop - start)
                 self._watch_vjps(rows)
                 jac_t[:, start:stop] = xp.astype(
@@ -1441,16 +1450,6 @@ def _extend(ranges: list[tuple[int, int]], first: int, last: int) -> None:
         ranges[-1] = (ranges[-1][0], last)
     else:
         ranges.append((first, last))
-
-
-def _one_hot_rows(values: Any, start: int, width: int, xp: Any) -> Any:
-    """``(k, width)`` zeros but ``values[r]`` at ``(r, start + r)``, set through
-    one strided slice of the flat array."""
-    k = values.shape[0]
-    flat = xp.zeros((k * width,), dtype=values.dtype, device=_device(values))
-    if k:
-        flat[start : start + (k - 1) * (width + 1) + 1 : width + 1] = values
-    return xp.reshape(flat, (k, width))
 
 
 def _runs(flags: list[bool]) -> list[tuple[int, int, bool]]:
