@@ -147,12 +147,13 @@ def test_atol_widens_the_screen_too():
     assert report.verdict == "pass", str(report)
 
 
-def test_a_nan_near_x_is_not_settled_but_inconclusive():
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_nan_or_inf_near_x_is_not_settled_but_inconclusive(value):
     x = _x()
     x[10] = 1.0
 
-    def f(x):  # finite at x, NaN just right of x[10]
-        return np.sin(x) * x + np.where((x > 1.0) & (x < 1.0 + 1e-4), np.nan, 0.0)
+    def f(x):  # finite at x, NaN or inf just right of x[10]
+        return np.sin(x) * x + np.where((x > 1.0) & (x < 1.0 + 1e-4), value, 0.0)
 
     report = gradguard.check(f, x, vjp=_numpy_vjp(), mode="full")
     assert report.verdict == "inconclusive", str(report)

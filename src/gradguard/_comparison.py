@@ -736,13 +736,17 @@ class _Run:
         ana_err = None
         if jac_err_t is not None:
             ana_err = xp.astype(jac_err_t[start:stop, :], p.work_dtype, copy=False)
+        largest = float(xp.max(row_norms(num, xp, ord=math.inf))) if c else 0.0
+        if not math.isfinite(largest):
+            # NaN or inf in f near x (or a quotient past the dtype's range):
+            # the full stencil flags such entries; a screen would settle an
+            # inf error against an inf floor.
+            return [(start, stop)]
         diff = num - ana
         eps = float(xp.finfo(p.work_dtype).eps)
         eps_ana = max(p.eps_analytical, self.eps_store)
-        largest = float(xp.max(row_norms(num, xp, ord=math.inf))) if c else 0.0
         # compare() below allows SAFETY * truncation + ANALYTICAL * eps_ana *
-        # scale at least, both scaled by the chunk's largest entry; NaN
-        # anywhere makes the floor NaN and settles nothing.
+        # scale at least, both scaled by the chunk's largest entry.
         floor = (SAFETY * eps ** (2 / 3) + ANALYTICAL * eps_ana) * largest
         floor += float(self.atol or 0.0)
         # Per column, the 2-norm of the errors (which the tallies need anyway)

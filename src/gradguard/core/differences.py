@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from array_api_compat import device
 
 from .stencils import CENTRAL, EVEN_DIFFERENCE, KINK_RESPONSE, Stencil
@@ -180,7 +181,10 @@ def _quotients(
     matrix product: a single pass over the outputs instead of one per term."""
     p, m = len(CENTRAL[accuracy].offsets), outputs.shape[1]
     blocks = xp.reshape(outputs, (p, k * m))
-    combined = _weights(_STENCIL_ROWS[accuracy], outputs, xp) @ blocks
+    # An inf output makes NaN here (inf times a zero weight); the nonfinite
+    # flags below mark it, so NumPy's warning about it is no news.
+    with np.errstate(invalid="ignore"):
+        combined = _weights(_STENCIL_ROWS[accuracy], outputs, xp) @ blocks
     value = xp.reshape(combined[0, :], (k, m))
     # The even difference weighs the centre too; the others do not.
     even = xp.reshape(combined[2, :], (k, m)) + EVEN_DIFFERENCE[accuracy].weights[p // 2] * f0
