@@ -21,6 +21,7 @@ are fixed; a test marked ``xfail(strict=True)`` is one still open.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -205,6 +206,63 @@ def test_non_finite_values_near_x_are_inconclusive():
     assert r.verdict == "inconclusive", str(r)
     assert any("NaN or inf" in reason for reason in r.reasons), str(r)
     assert r.wrong == 0
+
+
+def _rule_with_one_entry(value):
+    """tanh's rule, but d out[3] / d x[3] is ``value``."""
+
+    def backward(g, x, y):
+        d = (1 - y * y).clone()
+        d[..., 3] = value
+        return g * d
+
+    return rule(torch.tanh, backward)
+
+
+@pytest.mark.parametrize("mode", ["full", "probe"])
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_a_rule_that_returns_nan_or_inf_fails_and_says_so(value, mode):
+    # f is finite everywhere near x: the rule, not f, is at fault. An infinite
+    # value made its own tolerance infinite, and inf <= inf passed.
+    r = gradguard.check(_rule_with_one_entry(value), randn(2000), mode=mode)
+    assert r.verdict == "fail", str(r)
+    assert r.uncertain == 0, str(r)
+    assert "NaN or inf in" in text(r), str(r)
+
+
+@pytest.mark.parametrize("mode", ["full", "probe"])
+def test_a_rule_near_the_top_of_float64_fails(mode):
+    # Squares of its terms overflow: the probe's scale, and the tallies' sums.
+    r = gradguard.check(_rule_with_one_entry(1e300), randn(50), mode=mode)
+    assert r.verdict == "fail", str(r)
+    assert r.uncertain == 0, str(r)
+
+
+@pytest.mark.parametrize("value", [math.inf, 1e300])
+def test_numpy_does_not_warn_about_the_checks_own_arithmetic(value):
+    # pytest turns warnings into errors here: a NumPy warning from
+    # gradguard's arithmetic on the rule's values would raise.
+    def vjp(g, x):
+        d = np.cos(x)
+        d[3] = value
+        with np.errstate(invalid="ignore"):  # 0 * inf in the rule itself
+            return (g * d,)
+
+    for mode in ("full", "probe"):
+        r = gradguard.check(np.sin, np.linspace(0.0, 1.0, 50), vjp=vjp, mode=mode)
+        assert r.verdict == "fail", str(r)
+
+
+def test_f_keeps_the_callers_numpy_warnings():
+    def f(x):  # finite, but warns: the unused branch overflows
+        return np.where(x < 2.0, x, np.exp(x * 1000.0))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = gradguard.check(f, np.linspace(0.0, 1.0, 5), vjp=lambda g, x: (g,))
+    assert r.verdict == "pass", str(r)
+    # One from the setup's call at x, the rest from the check's evaluations.
+    assert sum("overflow" in str(w.message) for w in caught) > 1
 
 
 # -- inconclusive: precision ---------------------------------------------------

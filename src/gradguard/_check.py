@@ -27,6 +27,7 @@ from ._errors import (
     ArgumentTypeError,
     GradientError,
 )
+from ._numpy_errors import quiet_arithmetic
 from ._problem import _Problem
 from ._report import Report
 
@@ -142,11 +143,12 @@ def check(
         mode = "full" if n <= AUTO_FULL_INPUTS and n * m <= AUTO_FULL_ENTRIES else "probe"
     if direction in ("fwd", "both") and problem.user_rule:
         raise ArgumentError("direction: grad= and vjp= rules are reverse mode; use direction='rev'")
-    if mode == "full":
-        run.full(direction)
-    else:
-        run.probe(direction, probes if probes is not None else run.default_probes())
-    return run.report(mode, direction, order, time.perf_counter() - started)
+    with quiet_arithmetic():
+        if mode == "full":
+            run.full(direction)
+        else:
+            run.probe(direction, probes if probes is not None else run.default_probes())
+        return run.report(mode, direction, order, time.perf_counter() - started)
 
 
 def assert_gradients(f: Callable[..., Any], *args: Any, **options: Any) -> Report:

@@ -23,6 +23,7 @@ from ._errors import (
     UnsupportedError,
 )
 from ._evaluation import Evaluator
+from ._numpy_errors import callers_settings
 from ._problem import (
     _describe,
     _device,
@@ -395,7 +396,9 @@ class _Run:
         cots = p.out_layout.unflatten(cotangents, xp, out_dtypes)
         framework = [p.adapter.from_core(c, like=o) for c, o in zip(cots, p.out_like)]
         try:
-            grads = [p.adapter.to_core(g) for g in rule(framework)]
+            with callers_settings():
+                result = rule(framework)
+            grads = [p.adapter.to_core(g) for g in result]
         except Exception as exc:
             if not isinstance(exc, UnsupportedError):
                 _note(exc, "gradguard: raised by the derivative rule (reverse mode, VJP)")
@@ -424,7 +427,9 @@ class _Run:
         tans = p.in_layout.unflatten(tangents, xp, dtypes)
         framework = [p.adapter.from_core(t, like=x) for t, x in zip(tans, primals)]
         try:
-            outs = [p.adapter.to_core(o) for o in p.adapter.jvp(p.fn, primals, framework)]
+            with callers_settings():
+                result = p.adapter.jvp(p.fn, primals, framework)
+            outs = [p.adapter.to_core(o) for o in result]
         except Exception as exc:
             if not isinstance(exc, UnsupportedError):
                 _note(exc, "gradguard: raised by the derivative rule (forward mode, JVP)")

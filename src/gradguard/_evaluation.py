@@ -46,6 +46,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TextIO
 
 from ._errors import ArgumentError, ArgumentTypeError
+from ._numpy_errors import callers_settings
 from .adapters.base import Adapter, LeafFunction
 
 __all__ = ["Evaluator", "Pending"]
@@ -132,7 +133,7 @@ class Evaluator:
     def single(self, leaves: list[Any]) -> list[Any]:
         """One evaluation at one point (core arrays without batch axis)."""
         framework = [self.adapter.from_core(a, like) for a, like in zip(leaves, self.like)]
-        with self.adapter.no_grad():
+        with self.adapter.no_grad(), callers_settings():
             outputs = self.fn(*framework)
         self.evaluations += 1
         result = [self.adapter.to_core(o) for o in outputs]
@@ -314,7 +315,7 @@ def _run_batched(
     adapter: Adapter, batched: LeafFunction, like: list[Any], leaves: list[Any]
 ) -> list[Any]:
     framework = [adapter.from_core(a, lk) for a, lk in zip(leaves, like)]
-    with adapter.no_grad():
+    with adapter.no_grad(), callers_settings():
         outputs = batched(*framework)
     return [adapter.to_core(o) for o in outputs]
 
@@ -324,8 +325,9 @@ def _run_loop(adapter: Adapter, fn: LeafFunction, like: list[Any], leaves: list[
     rows = []
     for r in range(leaves[0].shape[0]):
         framework = [adapter.from_core(a[r, ...], lk) for a, lk in zip(leaves, like)]
-        with adapter.no_grad():
-            rows.append([adapter.to_core(o) for o in fn(*framework)])
+        with adapter.no_grad(), callers_settings():
+            outputs = fn(*framework)
+        rows.append([adapter.to_core(o) for o in outputs])
     return [xp.stack([row[j] for row in rows], axis=0) for j in range(len(rows[0]))]
 
 

@@ -54,6 +54,13 @@ def diagnose(evidence: Evidence, xp: Any) -> tuple[str, ...]:
         bad = "forward-mode (JVP)" if failing[0] == "fwd" else "reverse-mode (VJP)"
         found.append(f"the {bad} rule disagrees while the {good} one agrees")
         t = evidence.directions[failing[0]]
+    if t.analytical_nonfinite:
+        found.append(
+            f"the analytical derivative is NaN or inf in {t.analytical_nonfinite} compared "
+            "value(s) where f is finite nearby (a division by zero, a log of 0 or an overflow "
+            "in the rule)"
+        )
+        return tuple(found)
     if t.ana_sq == 0.0 and t.num_sq > 0.0:
         found.append(
             "the analytical derivative is zero everywhere while finite differences are "
@@ -123,8 +130,10 @@ def _constant_factor(t: Tally) -> float | None:
     """``r`` if analytical ~ r * numerical over everything compared."""
     if t.num_sq == 0.0 or t.ana_sq == 0.0:
         return None
+    if not all(math.isfinite(v) for v in (t.num_sq, t.ana_sq, t.cross)):
+        return None  # sums past the top of float64: no factor to read off
     r = t.cross / t.num_sq
-    residual_sq = max(0.0, t.ana_sq - t.cross**2 / t.num_sq)
+    residual_sq = max(0.0, t.ana_sq - t.cross * t.cross / t.num_sq)
     if math.sqrt(residual_sq) <= FIT * math.sqrt(t.ana_sq) and abs(r - 1.0) > FIT:
         return r
     return None

@@ -12,7 +12,9 @@ noise. An entry whose error exceeds its tolerance is *wrong* only when the
 evidence is clear; it is *uncertain* when f is not smooth there (a kink, or
 noise beyond ROUGH rounding floors), when f is not finite nearby, or when the
 error is within BAND tolerances (the precision cannot decide). Uncertain
-entries make the verdict "inconclusive", never "fail".
+entries make the verdict "inconclusive", never "fail". A NaN or infinite
+analytical value (or tolerance) never agrees: where f is finite nearby, it is
+wrong.
 """
 
 from __future__ import annotations
@@ -108,8 +110,8 @@ def compare(
     relative = float(xp.finfo(numerical.dtype).eps) ** 0.5
     rough = (roughness > ROUGH * rounding) & (roughness > relative * magnitude)
     noise = xp.where(rough, xp.zeros_like(roughness), roughness)
-    tol = SAFETY * (truncation + ROUNDING * rounding + noise)
-    tol = tol + ANALYTICAL * eps_analytical * (xp.abs(analytical) + xp.abs(numerical) + scale)
+    estimate = SAFETY * (truncation + ROUNDING * rounding + noise)
+    tol = estimate + ANALYTICAL * eps_analytical * (xp.abs(analytical) + xp.abs(numerical) + scale)
     if analytical_error is not None:
         tol = tol + SAFETY * analytical_error
     if atol is not None:
@@ -117,7 +119,9 @@ def compare(
     if rtol is not None:
         tol = tol + rtol * xp.abs(numerical)
     error = xp.abs(analytical - numerical)
-    exceeds = ~(error <= tol)  # NaN counts as exceeding
+    # NaN counts as exceeding; so does an infinite tolerance, which the
+    # analytical side's own size can make (inf <= inf would let it pass).
+    exceeds = ~(error <= tol) | (tol == math.inf)
     if not bool(xp.any(exceeds)):
         # The common case, kept cheap: nothing to classify (``exceeds`` is
         # all False, and serves as every flag that is).
@@ -125,8 +129,11 @@ def compare(
         return Entries(
             analytical, numerical, error, tol, none, none, none, none, none, rough, False
         )
-    bad_value = ~xp.isfinite(numerical) | ~xp.isfinite(tol) | nonfinite
-    marginal = exceeds & ~rough & ~bad_value & (error <= BAND * tol)
+    # f not finite near x (or its error estimates past the dtype's range):
+    # the numerical side cannot decide. The analytical side's values are
+    # what is judged, so they do not count here.
+    bad_value = ~xp.isfinite(numerical) | ~xp.isfinite(estimate) | nonfinite
+    marginal = exceeds & ~rough & ~bad_value & (error <= BAND * tol) & (tol < math.inf)
     uncertain = exceeds & (rough | bad_value | marginal)
     wrong = exceeds & ~uncertain
     return Entries(
@@ -158,15 +165,21 @@ class Tally:
     cross: float = 0.0
     #: Entries where either side is nonzero (beyond rounding noise).
     active: int = 0
+    #: Wrong entries whose analytical value is NaN or inf.
+    analytical_nonfinite: int = 0
 
     @classmethod
     def of(cls, entries: Entries, xp: Any) -> Tally:
         a = entries.analytical
         n = entries.numerical
         sums = _sums(a, n, xp)
+        analytical_nonfinite = 0
         if not all(math.isfinite(v) for v in sums):
             # NaN or inf on either side (or sums past the largest float):
             # the sums are over the entries where both sides are finite.
+            if entries.exceeding:
+                flags = entries.wrong & ~xp.isfinite(a)
+                analytical_nonfinite = int(xp.count_nonzero(flags))
             finite = xp.isfinite(n) & xp.isfinite(a)
             a = xp.where(finite, a, xp.zeros_like(a))
             n = xp.where(finite, n, xp.zeros_like(n))
@@ -186,6 +199,7 @@ class Tally:
             ana_sq=ana_sq,
             cross=cross,
             active=_active(a, n, xp),
+            analytical_nonfinite=analytical_nonfinite,
         )
 
     def merge(self, other: Tally) -> None:
