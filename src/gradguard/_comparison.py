@@ -65,11 +65,14 @@ NOISE_ULPS = 64
 #: Worst entries kept for the report.
 WORST = 8
 #: Bytes of perturbed points and outputs held at once: a chunk's arrays
-#: then stay in a 32 MB last-level cache (1 << 26 measured 5-20% slower).
-MEMORY_BUDGET = 1 << 25
-#: Bytes of one-hot cotangents and VJP rows per batched VJP (100 rows at
-#: n = m = 3000; 50 and 350 rows measured 30% and 100% slower there).
-VJP_BATCH_BYTES = 1 << 22
+#: then stay in a 32 MB last-level cache shared with other processes. With
+#: VJP_BATCH_BYTES, a full check of x.sin() * x took the same or less than
+#: with 1 << 25 and 1 << 22: 2.95 s against 3.09 s at n = 10^4, 114 ms
+#: against 134 ms at n = 1000, even at 3000 (1 << 26 measured 5-20% slower).
+MEMORY_BUDGET = 1 << 24
+#: Bytes of one-hot cotangents and VJP rows per batched VJP (43 rows at
+#: n = m = 3000; 350 rows measured twice as slow there).
+VJP_BATCH_BYTES = 1 << 21
 #: Jacobian entries beyond which the analytical Jacobian is stored in float32
 #: (800 MB in float64 at n = m = 10^4; half that in float32).
 STORE_ENTRIES = 1 << 25
