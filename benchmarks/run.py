@@ -21,11 +21,11 @@ Tools: gradguard (``check`` in full and probe mode) on torch, JAX, TensorFlow
 and NumPy (with ``grad=`` / ``vjp=``); ``torch.autograd.gradcheck`` in slow
 and fast mode; ``jax.test_util.check_grads`` (order 1, reverse mode);
 ``tf.test.compute_gradient``; ``scipy.optimize.check_grad`` (scalar functions
-only); and ``floor``: the 2n batched evaluations of f (torch.func.vmap, in
-batches of 8 MiB of points) plus the batched VJP rows alone, what any full check
-must at least spend. ``sensitivity`` cases plant one wrong Jacobian entry
-(+1.0 on the diagonal) at n=1000 and count how often a probe-style check
-catches it.
+only); and ``floor``: the 2n batched evaluations of f (torch.func.vmap) plus
+the batched VJP rows alone, what any full check must at least spend, each in
+the batch size that is fastest at that n in that run. ``sensitivity`` cases
+plant one wrong Jacobian entry (+1.0 on the diagonal) at n=1000 and count how
+often a probe-style check catches it.
 
 The goals are also measured in ``paired`` cases: gradguard and the tool it is
 held to (the floor; torch's fast mode) alternate in one subprocess for
@@ -44,6 +44,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -171,24 +172,27 @@ def _torch_case(tool: str, function: str, n: int) -> Callable[[], str]:
     raise ValueError(tool)
 
 
-#: Bytes of perturbed points (and of one-hot cotangents) per batch of the floor:
-#: near the fastest on this machine for n = 1000 ... 10^4 (flat between 2^22 and 2^24).
-FLOOR_BATCH_BYTES = 1 << 23
+#: Batch sizes the floor tries, in bytes of perturbed points (or of one-hot
+#: cotangents and VJP rows): which is fastest depends on n and on the state of
+#: the machine's caches (2^21 at n=3000 on a busy day, 2^23 on a quiet one).
+FLOOR_BATCH_BYTES = tuple(1 << b for b in range(18, 25))
+#: Timed calls per candidate batch size when the floor picks its own.
+FLOOR_TUNING_CALLS = 3
 
 
 def _torch_floor(f: Callable[[Any], Any], x: Any) -> Callable[[], str]:
-    """2n batched evaluations (x +- h e_i) and the batched VJP rows, in
-    batches of FLOOR_BATCH_BYTES, and nothing else."""
+    """2n batched evaluations (x +- h e_i) and the batched VJP rows, and
+    nothing else, each in the fastest of FLOOR_BATCH_BYTES (picked here,
+    by the median of FLOOR_TUNING_CALLS timed calls): a floor held to a
+    slower batch size than gradguard's would flatter gradguard."""
     import torch
 
     n = x.shape[0]
     m = f(x).numel()
-    columns = max(1, FLOOR_BATCH_BYTES // (16 * n))  # 2 points of n float64 per column
-    rows_per_vjp = max(1, FLOOR_BATCH_BYTES // (8 * (n + m)))
     batched = torch.func.vmap(f)
     h = 1e-5
 
-    def run() -> str:
+    def evaluations(columns: int) -> None:
         with torch.no_grad():
             for start in range(0, n, columns):
                 c = min(n, start + columns) - start
@@ -197,15 +201,37 @@ def _torch_floor(f: Callable[[Any], Any], x: Any) -> Callable[[], str]:
                 points[idx, start + idx] += h
                 points[c + idx, start + idx] -= h
                 batched(points)
+
+    def vjp_rows(rows: int) -> None:
         xg = x.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             y = f(xg).reshape(-1)
-        for start in range(0, m, rows_per_vjp):
-            r = min(m, start + rows_per_vjp) - start
+        for start in range(0, m, rows):
+            r = min(m, start + rows) - start
             onehot = torch.zeros((r, m), dtype=x.dtype)
             onehot[torch.arange(r), start + torch.arange(r)] = 1.0
             torch.autograd.grad(y, xg, onehot, retain_graph=True, is_grads_batched=True)
-        return "-"
+
+    def fastest(part: Callable[[int], None], sizes: set[int]) -> int:
+        def seconds(size: int) -> float:
+            part(size)  # warm-up
+            times = []
+            for _ in range(FLOOR_TUNING_CALLS):
+                started = time.process_time()
+                part(size)
+                times.append(time.process_time() - started)
+            return statistics.median(times)
+
+        return min(sorted(sizes), key=seconds)
+
+    # 2 points of n float64 per column; a one-hot row and its VJP row per output.
+    columns = fastest(evaluations, {max(1, b // (16 * n)) for b in FLOOR_BATCH_BYTES})
+    rows = fastest(vjp_rows, {max(1, b // (8 * (n + m))) for b in FLOOR_BATCH_BYTES})
+
+    def run() -> str:
+        evaluations(columns)
+        vjp_rows(rows)
+        return f"{columns} columns, {rows} rows per batch"
 
     return run
 
