@@ -178,7 +178,7 @@ def test_a_quick_check_is_quiet_even_when_asked(capsys):
 
 
 def test_a_screened_check_fills_its_bar(quick, capsys):
-    """Past 1024 inputs columns settle from two points; the bar counts those,
+    """Past 512 inputs columns settle from two points; the bar counts those,
     the VJP rows, and reaches 100% when the check ends."""
     n = 1100
     x = np.linspace(-1.0, 1.0, n)
