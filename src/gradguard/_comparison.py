@@ -509,7 +509,8 @@ class _Run:
             # One buffer of one-hot cotangents for every batch, its nonzeros
             # written before each VJP and cleared after (the VJP's results are
             # on the host or queued behind it by then): a fresh (rows, m)
-            # array of zeros per batch cost as much as the VJP's own product.
+            # array of zeros per batch took a tenth of the VJP's time, 8 ms
+            # of a check at n = 3000.
             onehot = xp.zeros(
                 (min(m, self.rows_per_vjp) * m,), dtype=p.work_dtype, device=self.device
             )
@@ -735,9 +736,8 @@ class _Run:
         out = self.evaluate(coordinate_points(p.x0, h, start, (1, -1), xp))
         plus, minus = out[:c, :], out[c:, :]
         size = size[:, None]
-        # In place: a fresh (columns, m) temporary costs more than the
-        # division (large blocks go back to the kernel and fault when
-        # touched again).
+        # In place: one (columns, m) temporary fewer, 368 -> 324 us a chunk
+        # at n = 3000.
         num = plus - minus
         num /= size
         if self.keep:
