@@ -516,7 +516,7 @@ class _Run:
             )
             for start in range(0, m, self.rows_per_vjp):
                 stop = min(m, start + self.rows_per_vjp)
-                scale = self.row_scales[start:stop][:, None]
+                row_unscale = unscale[start:stop][:, None]
                 ones = slice(start, start + (stop - start - 1) * (m + 1) + 1, m + 1)
                 onehot[ones] = self.row_scales[start:stop]
                 rows, wide = self.vjp(xp.reshape(onehot[: (stop - start) * m], (stop - start, m)))
@@ -524,10 +524,10 @@ class _Run:
                 self.evaluator.advance(stop - start)
                 self._watch_vjps(rows)
                 jac_t[:, start:stop] = xp.astype(
-                    xp.matrix_transpose(rows * unscale[start:stop][:, None]), storage, copy=False
+                    xp.matrix_transpose(rows * row_unscale), storage, copy=False
                 )
                 if jac_err_t is not None:
-                    err = xp.abs(rows - wide) / xp.abs(scale)
+                    err = xp.abs(rows - wide) * xp.abs(row_unscale)
                     jac_err_t[:, start:stop] = xp.astype(
                         xp.matrix_transpose(err), storage, copy=False
                     )
@@ -746,7 +746,7 @@ class _Run:
         ana_err = None
         if jac_err_t is not None:
             ana_err = xp.astype(jac_err_t[start:stop, :], p.work_dtype, copy=False)
-        largest = float(xp.max(row_norms(num, xp, ord=math.inf))) if c else 0.0
+        largest = float(xp.max(row_norms(num, xp, ord=math.inf)))
         if not math.isfinite(largest):
             # NaN or inf in f near x (or a quotient past the dtype's range):
             # the full stencil flags such entries; a screen would settle an

@@ -186,7 +186,7 @@ class Tally:
             sums = _sums(a, n, xp)
 
         def count(flags: Any) -> int:
-            return int(xp.sum(xp.astype(flags, xp.int64))) if entries.exceeding else 0
+            return int(xp.count_nonzero(flags)) if entries.exceeding else 0
 
         diff_sq, num_sq, ana_sq, cross = sums
         return cls(
