@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import gradguard
-from gradguard import _evaluation
+from gradguard import _comparison, _evaluation
 from gradguard._evaluation import _Progress
 
 
@@ -177,9 +177,12 @@ def test_a_quick_check_is_quiet_even_when_asked(capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_a_screened_check_fills_its_bar(quick, capsys):
-    """Past 512 inputs columns settle from two points; the bar counts those,
-    the VJP rows, and reaches 100% when the check ends."""
+@pytest.mark.parametrize("together", [False, True])
+def test_a_screened_check_fills_its_bar(quick, capsys, monkeypatch, together):
+    """Past 512 inputs columns settle from two points each, or all together
+    from four; the bar counts those, the VJP rows, and reaches 100% when the
+    check ends."""
+    monkeypatch.setattr(_comparison, "GROUP_COLUMNS", together)
     n = 1100
     x = np.linspace(-1.0, 1.0, n)
 
@@ -187,8 +190,13 @@ def test_a_screened_check_fills_its_bar(quick, capsys):
         time.sleep(0.0002)
         return np.sin(x) * x
 
-    report = gradguard.check(f, x, vjp=slow_vjp, mode="full", progress=True)
+    def vjp(cotangent, x):
+        time.sleep(0.0002)  # the bar shows at 0.05 s even when four points do
+        return slow_vjp(cotangent, x)
+
+    report = gradguard.check(f, x, vjp=vjp, mode="full", progress=True)
     assert report.verdict == "pass"
     err = capsys.readouterr().err
-    total = n + 2 * n  # a VJP per output, two points per input
+    # A VJP per output, and two points per input or four for all of them.
+    total = n + (4 if together else 2 * n)
     assert f"100% {total}/{total} evaluations and VJPs" in err

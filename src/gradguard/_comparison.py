@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat.numpy as host_xp
@@ -46,6 +47,7 @@ from .core.differences import (
 )
 from .core.layout import FlatLayout
 from .core.norms import all_finite, row_norms
+from .core.sparsity import SoleEntries
 from .core.steps import default_steps
 from .core.verdict import (
     ANALYTICAL,
@@ -85,6 +87,14 @@ WIDE_STEP = 8.0
 #: took 36 ms screened against 135 ms with every column's full stencil,
 #: 22 against 65 ms at n = 600.
 SCREEN_INPUTS = 512
+#: Whether an argument whose every output depends on at most one of its
+#: entries (as the analytical Jacobian has it) settles from one perturbation
+#: of all of them (see _settle_together). Off, every column takes its own.
+GROUP_COLUMNS = True
+#: Largest ratio of two steps of one argument for which its columns settle
+#: together: a second entry of a row, at column k, shows in the measurement
+#: of column j scaled by step k / step j (see _settle_together).
+STEP_SPREAD = 16.0
 #: Sizes up to which the whole numerical Jacobian is kept for diagnosis.
 KEEP_JACOBIAN_ENTRIES = 1 << 20
 #: Exact scale factors for one-hot cotangents: powers of two, so scaling and
@@ -483,6 +493,23 @@ class _Run:
             self.error_map_t = xp.zeros((n, m), dtype=p.work_dtype, device=self.device)
         rev = direction in ("rev", "both")
         fwd = direction in ("fwd", "both")
+        # Large float64 reverse checks first settle what they can from x +- h
+        # alone (see _screen); only the rest get the full stencil.
+        screening = (
+            rev
+            and not fwd
+            and not self.complex_step
+            and (n * m > KEEP_JACOBIAN_ENTRIES or n >= SCREEN_INPUTS)
+            and self.accuracy == 4
+            and float(xp.finfo(p.work_dtype).eps) < 1e-10
+        )
+        if screening:
+            # The represented 2h of every column, for the quotients.
+            sizes = xp.abs((p.x0 + self.steps) - (p.x0 - self.steps))
+            together = self._together_candidates() if self.error_map_t is None else []
+            # Two points per column; columns that do not settle add their
+            # stencil's points when they go on to it.
+            self.evaluator.expected = 2 * n
         if rev:
             self.evaluator.expected += m  # the VJP rows count as work too
             scales = self.rng.choice(ONE_HOT_SCALES, size=m)
@@ -523,6 +550,9 @@ class _Run:
                 onehot[ones] = 0.0
                 self.evaluator.advance(stop - start)
                 self._watch_vjps(rows)
+                if screening:
+                    for t in together:
+                        t.sole.add(rows[:, t.lo : t.hi], start)
                 jac_t[:, start:stop] = xp.astype(
                     xp.matrix_transpose(rows * row_unscale), storage, copy=False
                 )
@@ -541,16 +571,6 @@ class _Run:
             dense_tans = self._round_to(self._random(DENSE_PROBES, n), p.in_layout, p.in_dtypes)
             zeros = xp.zeros((DENSE_PROBES, m), dtype=p.work_dtype, device=self.device)
             fwd_num, fwd_trunc, fwd_round, fwd_rough = zeros, zeros, zeros, zeros
-        # Large float64 reverse checks first settle what they can from x +- h
-        # alone (see _screen); only the rest get the full stencil.
-        screening = (
-            rev
-            and not fwd
-            and not self.complex_step
-            and (n * m > KEEP_JACOBIAN_ENTRIES or n >= SCREEN_INPUTS)
-            and self.accuracy == 4
-            and float(xp.finfo(p.work_dtype).eps) < 1e-10
-        )
         if screening:
             # The numerical side's rounding in u . J, |u| . (eps (|f(x+h)| +
             # |f(x-h)|) + noise) as the entry-by-entry path has it (before the
@@ -559,20 +579,20 @@ class _Run:
             eps = float(xp.finfo(p.work_dtype).eps)
             at_x = xp.abs(dense_cots) @ (2 * eps * xp.abs(self.f0) + self.noise)
             book = _ScreenBook(dense_cots, dense_ana, dense_err, n, at_x)
-            # The represented 2h of every column, for the quotients.
-            sizes = xp.abs((p.x0 + self.steps) - (p.x0 - self.steps))
-            # Two points per column; columns that do not settle add their
-            # stencil's points when they go on to it.
-            self.evaluator.expected = m + 2 * n
         if self.keep:
             self.num_t = xp.empty((n, m), dtype=p.work_dtype, device=self.device)
+        spans = [(0, n)]
+        if screening:
+            settled = [t for t in together if self._settle_together(t, jac_t, jac_err_t, book)]
+            spans = _complement([(t.lo, t.hi) for t in settled], n)
         ranges: list[tuple[int, int]] = []
-        for start in range(0, n, self.columns_per_chunk):
-            stop = min(n, start + self.columns_per_chunk)
-            if screening:
-                ranges += self._screen(start, stop, sizes[start:stop], jac_t, jac_err_t, book)
-            else:
-                ranges.append((start, stop))
+        for first, last in spans:
+            for start in range(first, last, self.columns_per_chunk):
+                stop = min(last, start + self.columns_per_chunk)
+                if screening:
+                    ranges += self._screen(start, stop, sizes[start:stop], jac_t, jac_err_t, book)
+                else:
+                    ranges.append((start, stop))
         if screening:
             self._flush_candidates()
             book.close(self, m)
@@ -705,6 +725,130 @@ class _Run:
             return near, first
         merged = tuple(xp.where(take, b, a) for a, b in zip(near, wide))
         return merged, self._entries("entry", ana, merged, scale, ana_err)
+
+    def _together_candidates(self) -> list[_Together]:
+        """Arguments whose columns may settle together (see
+        :meth:`_settle_together`): two entries or more, steps within
+        STEP_SPREAD of each other. Each entry's step is its own times a
+        random weight in [1/sqrt(2), sqrt(2)): an entry of another column that
+        the analytical side misses adds to a row's difference in proportion
+        to its step, and with equal steps a missed x[k] - x[l] would cancel.
+        (Within a factor sqrt(2), neither truncation nor rounding grows by
+        more than 2.)"""
+        if not GROUP_COLUMNS:
+            return []
+        xp, p = self.xp, self.p
+        found = []
+        for i, slot in enumerate(p.in_layout.slots):
+            lo, hi = slot.offset, slot.offset + slot.width
+            if hi - lo < 2:
+                continue
+            h = self.steps[lo:hi]
+            if float(xp.max(h)) > STEP_SPREAD * float(xp.min(h)):
+                continue
+            weights = 2.0 ** (self.rng.random(hi - lo) - 0.5)
+            step = h * _to_xp(weights, xp, p.x0)
+            found.append(_Together(i, lo, hi, step, SoleEntries(step, p.out_layout.size, xp)))
+        return found
+
+    def _settle_together(self, t: _Together, jac_t: Any, jac_err_t: Any, book: _ScreenBook) -> bool:
+        """Settle every column of one argument from one stencil along a step
+        in all its entries at once (4 evaluations), when each output depends
+        on at most one of its entries as the analytical Jacobian has it
+        (elementwise functions, permutations, gathers). An output's
+        derivative along that step is then its one entry's times the entry's
+        step, and is compared with its own error estimates, like a column of
+        the full stencil. Whatever the analytical side misses (an entry it
+        has as zero) adds to some output's derivative and shows as a
+        disagreement; so does anything else, and then nothing is settled
+        here: every column goes on to the column-by-column screen, which
+        locates what is wrong. True when the argument settled (and is
+        booked)."""
+        xp, p = self.xp, self.p
+        column = t.sole.result()
+        if column is None:
+            return False
+        n, m = p.in_layout.size, p.out_layout.size
+        displacement = xp.zeros((1, n), dtype=p.work_dtype, device=self.device)
+        displacement[0, t.lo : t.hi] = t.step
+        self.evaluator.expected += self.accuracy
+        dd = directional_derivatives(self.evaluate, p.x0, displacement, self.f0, xp, self.accuracy)
+        outputs = xp.arange(m, dtype=column.dtype, device=self.device)
+        flat = (column + t.lo) * m + outputs
+
+        def analytical(stored: Any) -> Any:
+            taken = xp.take(xp.reshape(stored, (-1,)), flat)
+            return xp.astype(taken, p.work_dtype, copy=False)[None, :]
+
+        ana = analytical(jac_t)
+        ana_err = None if jac_err_t is None else analytical(jac_err_t)
+        # Per output, the step of its entry. A row of zeros (no entry of this
+        # argument) is measured against the smallest: that makes its
+        # difference largest.
+        size = xp.abs(dd.direction[0, t.lo : t.hi])
+        owned = ana[0, :] != 0
+        smallest = xp.full_like(ana[0, :], float(xp.min(size)))
+        size = xp.where(owned, xp.take(size, column), smallest)[None, :]
+        num = dd.value / size
+        rnd = (dd.rounding + self.noise[None, :]) / size
+        fields = (num, dd.truncation / size, rnd, dd.roughness / size, dd.nonfinite)
+        scale = self._entry_scale(num)
+        entries = self._entries("entry", ana, fields, scale, ana_err)
+        if entries.exceeding:
+            return False
+        self.evaluator.expected -= 2 * (t.hi - t.lo)  # the screen's two points a column
+        self.evaluator.advance(0)
+        self._count_flags(entries, xp)
+        # Per column of the argument, what the column screen books for it:
+        # sums over its outputs, on the host (a few values per output). A row
+        # of zeros counts under column 0, its value standing for whatever the
+        # whole argument moved it by.
+        host = p.adapter.to_numpy
+        columns = host(column)
+        num_h, ana_h, trunc_h, rnd_h, rough_h = (host(a)[0] for a in (num, ana, *fields[1:4]))
+
+        def per_column(values: Any) -> Any:
+            return np.bincount(columns, values, minlength=t.hi - t.lo)
+
+        def to_xp(host_array: Any) -> Any:
+            return _to_xp(host_array, xp, p.x0)
+
+        norms = [per_column(v) ** 0.5 for v in ((num_h - ana_h) ** 2, num_h**2, ana_h**2)]
+        diff_norms, num_norms, ana_norms = (to_xp(v) for v in norms)
+        eps = float(xp.finfo(p.work_dtype).eps)
+        threshold = float(scale) * eps**0.5
+        book.add_agreeing(t.lo, diff_norms, num_norms, ana_norms, threshold)
+        # Random dense cotangents u: u . J per column, with its error
+        # estimates, as the full stencil gives them (roughness, a kink's
+        # mark, counts as truncation: nothing here is rough).
+        cots = host(book.cotangents)
+        weights = np.abs(cots)
+        # As in the column screen, rounding of f at x per unit of each
+        # column's step joins in: it covers the analytical side's rounding
+        # where u . J is zero by cancellation (a column that owns no output).
+        at_x = book.rounding_at_x[:, None] / xp.abs(dd.direction[:, t.lo : t.hi])
+        book.add_dense(
+            t.lo,
+            to_xp(np.stack([per_column(u * num_h) for u in cots])),
+            to_xp(np.stack([per_column(w * (trunc_h + rough_h)) for w in weights])),
+            to_xp(np.stack([per_column(w * rnd_h) for w in weights])) + at_x,
+            to_xp(np.stack([per_column(w * np.abs(num_h)) for w in weights])),
+        )
+        if self.keep:
+            zero = xp.zeros_like(num)
+            self.num_t[t.lo : t.hi, :] = xp.where(jac_t[t.lo : t.hi, :] != 0, num, zero)
+        at = np.flatnonzero(host(owned))
+        if at.size:
+            index = xp.asarray(at, device=self.device)
+            part = entries.map(lambda a: xp.take(a, index, axis=1))
+            located = ([int(c) + t.lo for c in columns[at]], [int(i) for i in at])
+            self._keep_worst("entry", part, 0, located=located)
+        p.notes.append(
+            f"{p.in_names[t.slot]}: every output depends on at most one of its entries (as "
+            f"the analytical Jacobian has it), so its {t.hi - t.lo} columns were measured "
+            f"together, by {self.accuracy} evaluations"
+        )
+        return True
 
     def _screen(
         self,
@@ -1094,17 +1238,7 @@ class _Run:
             self.dense_wrong += tally.wrong
         elif kind == "entry":
             self.one_hot_wrong += tally.wrong
-        flags = [("rough_agreeing", entries.rough_agreeing)]
-        if entries.exceeding:
-            flags += [
-                ("nonfinite", entries.nonfinite),
-                ("rough", entries.rough),
-                ("marginal", entries.marginal),
-            ]
-        for key, flag in flags:
-            count = int(xp.sum(xp.astype(flag, xp.int64)))
-            if count:
-                self.uncertain_kinds[key] = self.uncertain_kinds.get(key, 0) + count
+        self._count_flags(entries, xp)
         if kind in ("entry", "cotangent") and entries.error.ndim == 2:
             if len(self.by_argument) == 1:
                 self.by_argument[0].merge(tally)
@@ -1121,6 +1255,21 @@ class _Run:
             ratio = _ratio(entries, xp)
             stop = start + ratio.shape[0]
             self.error_map_t[start:stop, :] = xp.maximum(self.error_map_t[start:stop, :], ratio)
+
+    def _count_flags(self, entries: Entries, xp: Any) -> None:
+        """Count what the report explains: uncertain entries by kind, and
+        entries that agree on a kink."""
+        flags = [("rough_agreeing", entries.rough_agreeing)]
+        if entries.exceeding:
+            flags += [
+                ("nonfinite", entries.nonfinite),
+                ("rough", entries.rough),
+                ("marginal", entries.marginal),
+            ]
+        for key, flag in flags:
+            count = int(xp.sum(xp.astype(flag, xp.int64)))
+            if count:
+                self.uncertain_kinds[key] = self.uncertain_kinds.get(key, 0) + count
 
     def _tally_arguments(self, entries: Entries, start: int, by_rows: bool) -> None:
         """Split a batch by differentiated argument: input coordinates run
@@ -1143,9 +1292,11 @@ class _Run:
         positions: list[int] | None = None,
         xp: Any = None,
         forward: bool = False,
+        located: tuple[list[int], list[int]] | None = None,
     ) -> None:
         """Keep the entries with the largest error / tolerance. ``positions``,
-        when given, are those (from ``start``) of the batch's rows."""
+        when given, are those (from ``start``) of the batch's rows;
+        ``located``, the (input, output) of each entry of a one-row batch."""
         xp = self.xp if xp is None else xp
         ratio = _ratio(entries, xp)
         if math.prod(ratio.shape) == 0:
@@ -1159,10 +1310,11 @@ class _Run:
             return  # nothing here would make the list
         if ratio.ndim == 2:
             # Best rows first, then the best entries among them: no full sort.
-            rows = xp.argsort(-xp.max(ratio, axis=1))[:WORST]
+            # (Slices stay within the array: the Array API leaves others undefined.)
+            rows = xp.argsort(-xp.max(ratio, axis=1))[: min(WORST, ratio.shape[0])]
             sub = xp.take(ratio, rows, axis=0)
             cols = sub.shape[1]
-            order = xp.argsort(-xp.reshape(sub, (-1,)))[:WORST]
+            order = xp.argsort(-xp.reshape(sub, (-1,)))[: min(WORST, math.prod(sub.shape))]
             row_ids = host(rows)
             places = [(int(row_ids[int(i) // cols]), int(i) % cols) for i in host(order)]
         else:
@@ -1186,6 +1338,8 @@ class _Run:
                 else "ok"
             )
             place = row if positions is None else positions[row]
+            if located is not None:
+                place, col = located[0][col], located[1][col]
             self.worst.append(
                 self._mismatch(kind, place, col, start, ana, num, err, tol, status, forward)
             )
@@ -1456,6 +1610,31 @@ class _ScreenBook:
                 lo, hi = max(first, slot.offset), min(last, slot.offset + slot.width)
                 if lo < hi:
                     run.uncounted.append((i, lo, hi, threshold))
+
+
+@dataclass
+class _Together:
+    """An argument whose columns may settle together: its inputs ``lo:hi``,
+    the step of each entry, and what the analytical rows say of which entry
+    each output depends on."""
+
+    slot: int
+    lo: int
+    hi: int
+    step: Any
+    sole: SoleEntries
+
+
+def _complement(spans: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+    """The ranges of ``0:n`` outside the sorted, disjoint ``spans``."""
+    gaps, at = [], 0
+    for lo, hi in spans:
+        if at < lo:
+            gaps.append((at, lo))
+        at = hi
+    if at < n:
+        gaps.append((at, n))
+    return gaps
 
 
 def _extend(ranges: list[tuple[int, int]], first: int, last: int) -> None:

@@ -1,0 +1,272 @@
+"""An argument whose every output depends on at most one of its entries (as
+the analytical Jacobian has it) has all its columns measured at once: one
+4-point stencil along a step in every entry, instead of points per column.
+
+These tests hold that shortcut to what the column-by-column path promises,
+and above all to catching what the analytical side misses: an entry it has
+as zero shows in the combined measurement, and the check then goes column by
+column and locates it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gradguard
+from gradguard import _comparison
+from reports import assert_fail_at, wrong
+
+N = 1500  # past SCREEN_INPUTS
+
+
+def _x(n=N, seed=0):
+    return np.random.default_rng(seed).standard_normal(n)
+
+
+def _sin_times_x(x):
+    return np.sin(x) * x
+
+
+def _derivative(x):
+    return np.cos(x) * x + np.sin(x)
+
+
+def _vjp(g, x):
+    return (g * _derivative(x),)
+
+
+def _together(report):
+    return any("measured together" in note for note in report.notes)
+
+
+def _column_by_column(monkeypatch, f, *args, **options):
+    monkeypatch.setattr(_comparison, "GROUP_COLUMNS", False)
+    report = gradguard.check(f, *args, **options)
+    monkeypatch.undo()
+    return report
+
+
+def test_an_elementwise_rule_settles_in_a_few_evaluations(monkeypatch):
+    x = _x()
+    report = gradguard.check(_sin_times_x, x, vjp=_vjp, mode="full")
+    assert report.verdict == "pass", str(report)
+    assert _together(report), str(report)
+    assert report.evaluations <= 8  # f at x, maybe again for noise, and 4 points
+    # The same books as column by column: every entry, the same error.
+    other = _column_by_column(monkeypatch, _sin_times_x, x, vjp=_vjp, mode="full")
+    assert other.evaluations >= 2 * N and not _together(other)
+    assert report.checked == other.checked
+    assert report.arguments[0].checked == other.arguments[0].checked
+    assert report.relative_error < 1e-10 and other.relative_error < 1e-10
+    # The worst list names diagonal entries, with the true derivative.
+    d = _derivative(x)
+    entries = [m for m in report.worst if m.kind == "entry"]
+    assert entries, str(report)
+    for m in entries:
+        (i,), (j,) = m.index, m.output_index
+        assert i == j and m.status == "ok"
+        assert m.analytical == pytest.approx(d[i], abs=1e-12)
+
+
+@pytest.mark.parametrize("position", [0, 777, N - 1])
+def test_one_wrong_entry_is_located_column_by_column(position):
+    x = _x()
+
+    def vjp(g, x):
+        d = _derivative(x)
+        d[position] *= 1.001
+        return (g * d,)
+
+    report = gradguard.check(_sin_times_x, x, vjp=vjp, mode="full")
+    assert_fail_at(report, "x", indices=[(position,)])
+    assert not _together(report)
+
+
+def test_an_entry_the_rule_misses_is_caught_and_located():
+    """f[i] also depends on x[i - 1]; the rule has only the diagonal, so its
+    Jacobian looks elementwise. The combined measurement sees x[i - 1]'s
+    step in every output, and the columns then locate the missing entries."""
+    x = _x()
+
+    def f(x):
+        return np.sin(x) * x + 1e-3 * np.roll(x, 1)
+
+    report = gradguard.check(f, x, vjp=_vjp, mode="full")
+    assert report.verdict == "fail", str(report)
+    assert report.wrong >= N, str(report)
+    for m in wrong(report):
+        if m.kind == "entry":
+            (i,), (j,) = m.index, m.output_index
+            assert j == (i + 1) % N, str(report)
+            assert m.analytical == 0 and m.numerical == pytest.approx(1e-3, rel=1e-6)
+
+
+def test_missing_entries_that_cancel_at_equal_steps_are_caught():
+    """x[i] - x[i - 1] with a rule that returns zeros: every output depends on
+    no entry as the rule has it. With every x in [-1, 1] the steps are equal,
+    and one equal step in every entry would move each output by exactly
+    nothing; random weights on the steps make it move."""
+    x = np.linspace(-0.9, 0.9, N)
+
+    def f(x):
+        return x - np.roll(x, 1)
+
+    report = gradguard.check(f, x, vjp=lambda g, x: (np.zeros_like(x),), mode="full")
+    assert report.verdict == "fail", str(report)
+    assert not _together(report)
+
+
+def test_a_permutation_settles_and_a_wrong_one_is_caught():
+    perm = np.random.default_rng(3).permutation(N)
+    x = _x()
+
+    def f(x):
+        return 2.0 * x[perm] ** 3
+
+    def vjp_for(order):
+        def vjp(g, x):
+            grad = np.zeros_like(x)
+            grad[order] = g * 6.0 * x[order] ** 2
+            return (grad,)
+
+        return vjp
+
+    report = gradguard.check(f, x, vjp=vjp_for(perm), mode="full")
+    assert report.verdict == "pass" and _together(report), str(report)
+    swapped = perm.copy()
+    swapped[[10, 11]] = swapped[[11, 10]]
+    report = gradguard.check(f, x, vjp=vjp_for(swapped), mode="full")
+    assert report.verdict == "fail", str(report)
+    located = {(m.index, m.output_index) for m in wrong(report) if m.kind == "entry"}
+    assert located & {((perm[10],), (11,)), ((perm[11],), (10,))}, str(report)
+
+
+def test_each_argument_settles_on_its_own():
+    x, y = _x(seed=1), _x(seed=2)
+
+    def f(x, y):
+        return x * np.sin(y)
+
+    def vjp_with(dy_error):
+        def vjp(g, x, y):
+            dy = x * np.cos(y)
+            dy[5] += dy_error
+            return g * np.sin(y), g * dy
+
+        return vjp
+
+    report = gradguard.check(f, x, y, vjp=vjp_with(0.0), mode="full")
+    assert report.verdict == "pass", str(report)
+    assert sum("measured together" in note for note in report.notes) == 2
+    report = gradguard.check(f, x, y, vjp=vjp_with(1e-3), mode="full")
+    assert_fail_at(report, "y", indices=[(5,)])
+    # x still settled together; y went column by column.
+    assert [note.split(":")[0] for note in report.notes if "together" in note] == ["x"]
+    by_name = {a.name: a for a in report.arguments}
+    assert by_name["x"].wrong == 0 and by_name["x"].checked >= N * N
+
+
+def test_a_kink_gets_the_same_verdict_as_column_by_column(monkeypatch):
+    x = _x()
+    x[[3, 900]] = 0.0
+
+    def relu_vjp(g, x):
+        return (g * (x > 0),)
+
+    report = gradguard.check(lambda x: np.maximum(x, 0.0), x, vjp=relu_vjp, mode="full")
+    other = _column_by_column(
+        monkeypatch, lambda x: np.maximum(x, 0.0), x, vjp=relu_vjp, mode="full"
+    )
+    assert report.verdict == other.verdict == "inconclusive", str(report)
+    assert report.uncertain == other.uncertain
+
+
+def test_steps_far_apart_go_column_by_column():
+    """An entry 1000 times larger than the rest has a step 1000 times longer:
+    an entry the rule missed in its column would show 1000 times smaller in
+    another column's output, so such an argument is not measured at once."""
+    x = _x()
+    x[0] = 1000.0
+    report = gradguard.check(_sin_times_x, x, vjp=_vjp, mode="full")
+    assert report.verdict == "pass", str(report)
+    assert not _together(report) and report.evaluations >= 2 * N
+
+
+def test_a_dense_jacobian_is_not_grouped():
+    x = _x()
+
+    def f(x):
+        return np.tanh(x + np.mean(x))
+
+    def vjp(g, x):
+        d = g * (1 - np.tanh(x + np.mean(x)) ** 2)
+        return (d + np.sum(d) / N,)
+
+    report = gradguard.check(f, x, vjp=vjp, mode="full")
+    assert report.verdict == "pass" and not _together(report), str(report)
+
+
+def _framework_rule(name, scale):
+    """sin(x) * x in framework ``name`` with a custom rule whose derivative
+    is multiplied by ``scale``; and the point, as that framework's array."""
+    x = _x()
+    if name == "torch":
+        torch = pytest.importorskip("torch")
+        factor = torch.from_numpy(scale)
+
+        class SinTimesX(torch.autograd.Function):
+            generate_vmap_rule = True
+
+            @staticmethod
+            def forward(x):
+                return torch.sin(x) * x
+
+            @staticmethod
+            def setup_context(ctx, inputs, output):
+                ctx.save_for_backward(inputs[0])
+
+            @staticmethod
+            def backward(ctx, g):
+                (x,) = ctx.saved_tensors
+                return g * (torch.cos(x) * x + torch.sin(x)) * factor
+
+        def f(x):
+            return SinTimesX.apply(x)
+
+        return f, torch.from_numpy(x)
+    if name == "jax":
+        jax = pytest.importorskip("jax")
+        jax.config.update("jax_enable_x64", True)
+        jnp = jax.numpy
+
+        @jax.custom_vjp
+        def f(x):
+            return jnp.sin(x) * x
+
+        f.defvjp(
+            lambda x: (f(x), x),
+            lambda x, g: (g * (jnp.cos(x) * x + jnp.sin(x)) * scale,),
+        )
+        return f, jnp.asarray(x)
+    tf = pytest.importorskip("tensorflow")
+
+    @tf.custom_gradient
+    def f(x):
+        def grad(g):
+            return g * (tf.cos(x) * x + tf.sin(x)) * scale
+
+        return tf.sin(x) * x, grad
+
+    return f, tf.constant(x)
+
+
+@pytest.mark.parametrize("name", ["torch", "jax", "tensorflow"])
+def test_each_framework_settles_together_and_catches_a_wrong_rule(name):
+    """Through each framework's own autodiff, running a custom rule."""
+    report = gradguard.check(*_framework_rule(name, np.ones(N)), mode="full")
+    assert report.verdict == "pass" and _together(report), str(report)
+    scale = np.ones(N)
+    scale[321] = 1.001
+    report = gradguard.check(*_framework_rule(name, scale), mode="full")
+    assert_fail_at(report, "x", indices=[(321,)])
