@@ -270,3 +270,16 @@ def test_each_framework_settles_together_and_catches_a_wrong_rule(name):
     scale[321] = 1.001
     report = gradguard.check(*_framework_rule(name, scale), mode="full")
     assert_fail_at(report, "x", indices=[(321,)])
+
+
+def test_an_executor_gives_the_same_report():
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = _x(600)
+    reference = gradguard.check(_sin_times_x, x, vjp=_vjp, mode="full")
+    with ThreadPoolExecutor(2) as pool:
+        report = gradguard.check(_sin_times_x, x, vjp=_vjp, mode="full", executor=pool)
+    assert _together(reference) and _together(report), str(report)
+    assert report.verdict == reference.verdict == "pass"
+    assert report.relative_error == reference.relative_error
+    assert report.worst == reference.worst

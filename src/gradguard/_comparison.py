@@ -1,8 +1,9 @@
 """The comparison: numerical and analytical derivatives, entry by entry.
 
 Full mode compares every Jacobian entry (finite differences along each
-coordinate, in chunks; the analytical Jacobian from scaled one-hot
-cotangents) plus random dense cotangents; probe mode compares random
+coordinate, in chunks, or along all of an argument's coordinates at once
+where each output depends on at most one of them; the analytical Jacobian
+from scaled one-hot cotangents) plus random dense cotangents; probe mode compares random
 projections u . J . v. Tolerances, verdicts and diagnosis come from
 :mod:`gradguard.core`; this module keeps the books and writes the Report.
 """
@@ -493,7 +494,9 @@ class _Run:
             self.error_map_t = xp.zeros((n, m), dtype=p.work_dtype, device=self.device)
         rev = direction in ("rev", "both")
         fwd = direction in ("fwd", "both")
-        # Large float64 reverse checks first settle what they can from x +- h
+        # Large float64 reverse checks first settle what they can: a whole
+        # argument from one stencil where each output depends on at most one
+        # of its entries (see _settle_together), other columns from x +- h
         # alone (see _screen); only the rest get the full stencil.
         screening = (
             rev
@@ -735,9 +738,9 @@ class _Run:
         to its step, and with equal steps a missed x[k] - x[l] would cancel.
         (Within a factor sqrt(2), neither truncation nor rounding grows by
         more than 2.)"""
-        if not GROUP_COLUMNS:
-            return []
         xp, p = self.xp, self.p
+        if not GROUP_COLUMNS or p.out_layout.size == 0:
+            return []
         found = []
         for i, slot in enumerate(p.in_layout.slots):
             lo, hi = slot.offset, slot.offset + slot.width
