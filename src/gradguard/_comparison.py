@@ -3,8 +3,8 @@
 Full mode compares every Jacobian entry (finite differences along each
 coordinate, in chunks, or along all of an argument's coordinates at once
 where each output depends on at most one of them; the analytical Jacobian
-from scaled one-hot cotangents) plus random dense cotangents; probe mode compares random
-projections u . J . v. Tolerances, verdicts and diagnosis come from
+from scaled one-hot cotangents) plus random dense cotangents; probe mode
+compares random projections u . J . v. Tolerances, verdicts and diagnosis come from
 :mod:`gradguard.core`; this module keeps the books and writes the Report.
 """
 
