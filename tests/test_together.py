@@ -16,20 +16,7 @@ import pytest
 import gradguard
 from gradguard import _comparison
 from reports import assert_fail_at, wrong
-
-N = 1500  # past SCREEN_INPUTS
-
-
-def _x(n=N, seed=0):
-    return np.random.default_rng(seed).standard_normal(n)
-
-
-def _sin_times_x(x):
-    return np.sin(x) * x
-
-
-def _derivative(x):
-    return np.cos(x) * x + np.sin(x)
+from test_screen import N, _derivative, _sin_times_x, _x
 
 
 def _vjp(g, x):
