@@ -788,10 +788,10 @@ class _Run:
         # Per output, the step of its entry. A row of zeros (no entry of this
         # argument) is measured against the smallest: that makes its
         # difference largest.
-        size = xp.abs(dd.direction[0, t.lo : t.hi])
+        steps = xp.abs(dd.direction[0, t.lo : t.hi])
         owned = ana[0, :] != 0
-        smallest = xp.full_like(ana[0, :], float(xp.min(size)))
-        size = xp.where(owned, xp.take(size, column), smallest)[None, :]
+        smallest = xp.full_like(ana[0, :], float(xp.min(steps)))
+        size = xp.where(owned, xp.take(steps, column), smallest)[None, :]
         num = dd.value / size
         rnd = (dd.rounding + self.noise[None, :]) / size
         fields = (num, dd.truncation / size, rnd, dd.roughness / size, dd.nonfinite)
@@ -829,13 +829,17 @@ class _Run:
         # As in the column screen, rounding of f at x per unit of each
         # column's step joins in: it covers the analytical side's rounding
         # where u . J is zero by cancellation (a column that owns no output).
-        at_x = book.rounding_at_x[:, None] / xp.abs(dd.direction[:, t.lo : t.hi])
+        at_x = book.rounding_at_x[:, None] / steps[None, :]
+
+        def per_cotangent(rows: Any) -> Any:  # (probes, m) -> (probes, columns)
+            return to_xp(np.stack([per_column(row) for row in rows]))
+
         book.add_dense(
             t.lo,
-            to_xp(np.stack([per_column(u * num_h) for u in cots])),
-            to_xp(np.stack([per_column(w * (trunc_h + rough_h)) for w in weights])),
-            to_xp(np.stack([per_column(w * rnd_h) for w in weights])) + at_x,
-            to_xp(np.stack([per_column(w * np.abs(num_h)) for w in weights])),
+            per_cotangent(cots * num_h),
+            per_cotangent(weights * (trunc_h + rough_h)),
+            per_cotangent(weights * rnd_h) + at_x,
+            per_cotangent(weights * np.abs(num_h)),
         )
         if self.keep:
             zero = xp.zeros_like(num)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from array_api_compat import device
+
 from .norms import all_finite, row_norms
 
 __all__ = ["SoleEntries"]
@@ -35,8 +37,8 @@ class SoleEntries:
     def __init__(self, step: Any, rows: int, xp: Any):
         self.xp = xp
         self.step = step
-        self.weighted_step = step * xp.arange(step.shape[0], dtype=step.dtype, device=_device(step))
-        zeros = [xp.zeros((rows,), dtype=step.dtype, device=_device(step)) for _ in range(3)]
+        self.weighted_step = step * xp.arange(step.shape[0], dtype=step.dtype, device=device(step))
+        zeros = [xp.zeros((rows,), dtype=step.dtype, device=device(step)) for _ in range(3)]
         self.along, self.weighted, self.squares = zeros
         #: False once some row is known to have two entries.
         self.possible = True
@@ -76,9 +78,3 @@ class SoleEntries:
         if bool(xp.any(xp.abs(squares - value * value) > _SQUARES_ULPS * eps * squares)):
             return None
         return column
-
-
-def _device(array: Any) -> Any:
-    import array_api_compat
-
-    return array_api_compat.device(array)
