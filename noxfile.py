@@ -69,3 +69,13 @@ def bench(session: nox.Session) -> None:
     Not run by default; ``python -m nox -s bench -- --sizes 10,1000`` passes options on."""
     session.install(*CONSTRAINTS, "-e", ".[torch,jax,tensorflow]", "scipy")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def corpus(session: nox.Session) -> None:
+    """gradguard on the frameworks' own operators (PyTorch OpInfo, JAX lax, TensorFlow)
+    beside gradcheck / check_grads / compute_gradient (benchmarks/README.md). Not run by
+    default (long); ``python -m nox -s corpus -- --suite opinfo --config f64-rev`` passes
+    options on."""
+    session.install(*CONSTRAINTS, "-e", ".[test,torch,jax]", "tensorflow-cpu")
+    session.run("python", "benchmarks/corpus.py", *session.posargs)
