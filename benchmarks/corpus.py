@@ -900,7 +900,12 @@ def supervise(suite: str, config: str, args: argparse.Namespace, log: Path) -> f
     if args.only:
         command += ["--only", args.only]
     for _attempt in range(1000):
-        process = subprocess.Popen(command, env=worker_environment(), start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            env=worker_environment(),
+            start_new_session=True,
+            preexec_fn=lambda: limit_memory(args.memory_limit),
+        )
         rc = wait_watching(process, log, args.case_timeout)
         if rc == 0:
             break
@@ -924,6 +929,15 @@ def supervise(suite: str, config: str, args: argparse.Namespace, log: Path) -> f
         )
         print(f"{suite}:{config}: {key}: {outcome} (exit {rc}); restarting", file=sys.stderr)
     return time.perf_counter() - start
+
+
+def limit_memory(gib: float) -> None:
+    """Cap the worker's address space: a case that would take the machine's
+    memory (slice#1 of OpInfo took 22 GiB) raises MemoryError instead."""
+    import resource
+
+    limit = int(gib * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def wait_watching(process: subprocess.Popen, log: Path, case_timeout: float) -> int | str:
@@ -1121,6 +1135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=2, help="samples per OpInfo op")
     parser.add_argument("--out", default=str(ROOT / "out" / "corpus"))
     parser.add_argument("--case-timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--memory-limit", type=float, default=8.0, help="GiB of address space per worker"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--log", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
