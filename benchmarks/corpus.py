@@ -1138,16 +1138,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory-limit", type=float, default=8.0, help="GiB of address space per worker"
     )
+    parser.add_argument("--from-json", help="no sweep: redraw the tables from this corpus.json")
+    parser.add_argument(
+        "--store-gradcheck",
+        help="write gradcheck's verdicts on sample 0 of opinfo f64-rev to this file "
+        "(tests/data/opinfo_gradcheck_f64.json, read by tests/test_corpus.py)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--log", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         run_worker(args.worker, args)
         return 0
-    suites = list(CONFIGS) if args.suite == "all" else args.suite.split(",")
-    wanted = set(args.config.split(",")) if args.config else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+    else:
+        results = sweep(args, out)
+    tables, alarms = markdown(results)
+    (out / "corpus.json").write_text(json.dumps(results, indent=1, default=str))
+    (out / "corpus.md").write_text(tables + "\n")
+    (out / "cases.md").write_text(alarms + "\n")
+    print(tables)
+    print(f"\nWritten to {out}/corpus.md, cases.md and corpus.json", file=sys.stderr)
+    if args.store_gradcheck:
+        store_gradcheck(results, Path(args.store_gradcheck), argv)
+    return 0
+
+
+def sweep(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Every selected column, each in its own supervised worker."""
+    suites = list(CONFIGS) if args.suite == "all" else args.suite.split(",")
+    wanted = set(args.config.split(",")) if args.config else None
     results: dict[str, Any] = {"environment": environment(), "columns": {}}
     for suite in suites:
         if suite not in WORKERS:
@@ -1162,13 +1185,35 @@ def main(argv: list[str] | None = None) -> int:
             cases = [e for e in read_events(log) if e.get("event") == "case"]
             results["columns"][f"{suite}:{config}"] = {"seconds": seconds, "cases": cases}
             print(f"{suite}:{config}: {len(cases)} cases in {seconds:.0f} s", file=sys.stderr)
-    tables, alarms = markdown(results)
-    (out / "corpus.json").write_text(json.dumps(results, indent=1, default=str))
-    (out / "corpus.md").write_text(tables + "\n")
-    (out / "cases.md").write_text(alarms + "\n")
-    print(tables)
-    print(f"\nWritten to {out}/corpus.md, cases.md and corpus.json", file=sys.stderr)
-    return 0
+    return results
+
+
+def store_gradcheck(results: dict[str, Any], path: Path, argv: list[str] | None) -> None:
+    """gradcheck's verdict on the first sample of each op (float64, reverse), for
+    the fast slice in the tests; with the torch version they belong to."""
+    from importlib import metadata
+
+    column = results["columns"].get("opinfo:f64-rev")
+    if column is None:
+        sys.exit("--store-gradcheck needs the opinfo f64-rev column")
+    verdicts = {c["key"]: c["peer"] for c in column["cases"] if c["sample"] == 0}
+    verdicts = {key: verdict for key, verdict in verdicts.items() if verdict != "skipped"}
+    written_by = "python benchmarks/corpus.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    stored = {
+        "torch": metadata.version("torch"),
+        "config": "f64-rev",
+        "peer": "torch.autograd.gradcheck(f, inputs) with default options",
+        "command": "python benchmarks/corpus.py --suite opinfo --config f64-rev --samples 1 "
+        f"--store-gradcheck {path}",
+        "written_by": written_by,
+        "written": time.strftime("%Y-%m-%d", time.gmtime()),
+        "gradcheck": dict(sorted(verdicts.items())),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stored, indent=1) + "\n")
+    print(f"gradcheck's verdicts on {len(verdicts)} cases written to {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":
