@@ -1007,8 +1007,14 @@ def case_message(case: dict) -> str:
 def family(suite: str, config: str, case: dict) -> str:
     """The apparent family of a false alarm, from what was recorded."""
     message = case_message(case).lower()
-    if case["gg"] in ("error", "crash", "timeout"):
-        return "exceptions"
+    if case["gg"] in ("crash", "timeout"):
+        return "exceptions: crash or timeout"
+    if case["gg"] == "error":
+        if "every output must be a floating-point" in message:
+            return "non-differentiable outputs (raises)"
+        if "empty" in message:
+            return "exceptions: empty inputs or outputs"
+        return "exceptions: other"
     if case.get("aliased_vjp"):
         return "aliasing"
     if case.get("nondiff_outputs"):
@@ -1024,7 +1030,7 @@ def family(suite: str, config: str, case: dict) -> str:
         return "low precision"
     if case.get("gg_relative_error", 1.0) <= 1e-6:
         return "deep rounding"
-    return "other"
+    return "other (a kink or jump near x?)"
 
 
 def format_number(value: Any) -> str:
