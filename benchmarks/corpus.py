@@ -66,7 +66,13 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Derivatives that are genuinely wrong in the framework: (suite, op) ->
 #: evidence. Only entries verified here (the peer fails it too, or the bug
 #: was reproduced by hand). A gradguard ``fail`` on these is right.
-ALLOWLIST: dict[tuple[str, str], str] = {}
+ALLOWLIST: dict[tuple[str, str], str] = {
+    ("opinfo", "nn.functional.max_unpool1d"): "samples with duplicate indices (made by "
+    "max_pool): the backward gives a gradient to values the forward overwrote; "
+    "torch's op_db skips test_fn_grad on them, gradcheck fails sample 1 here",
+    ("opinfo", "nn.functional.max_unpool2d"): "as max_unpool1d; gradcheck fails sample 1 here",
+    ("opinfo", "nn.functional.max_unpool3d"): "as max_unpool1d; gradcheck fails both samples here",
+}
 
 #: The columns of each suite: name -> (dtype, direction).
 CONFIGS: dict[str, dict[str, tuple[str, str]]] = {
@@ -238,6 +244,30 @@ def opinfo_function(op: Any, sample: Any) -> tuple[Callable[..., Any], tuple[Any
     return f, inputs
 
 
+#: Filled by opinfo_cases: op name -> torch_own_test_skipped of the column.
+TORCH_SKIPS: dict[str, str] = {}
+
+
+def torch_own_test_skipped(op: Any, dtype_name: str, direction: str) -> str:
+    """``"skip"`` or ``"xfail"`` where torch's own gradient test of this op and
+    dtype is skipped or expected to fail (its op_db says so), else ``""``."""
+    import torch
+
+    if direction == "fwd":
+        test = ("TestFwdGradients", "test_forward_mode_AD")
+    else:
+        test = ("TestBwdGradients", "test_fn_grad")
+    for decorator in op.decorators:
+        try:
+            active = decorator.is_active(*test, "cpu", getattr(torch, dtype_name), {})
+        except Exception:
+            continue
+        if active:
+            names = " ".join(getattr(d, "__qualname__", str(d)) for d in decorator.decorators)
+            return "xfail" if "expectedFailure" in names else "skip"
+    return ""
+
+
 def opinfo_cases(
     config: str, samples: int, only: set[str] | None = None
 ) -> Iterator[tuple[str, int, Callable[..., Any] | None, tuple[Any, ...], str]]:
@@ -246,6 +276,7 @@ def opinfo_cases(
     dtype_name, direction = CONFIGS["opinfo"][config]
     for op in opinfo_ops(dtype_name, direction, only):
         name = opinfo_name(op)
+        TORCH_SKIPS[name] = torch_own_test_skipped(op, dtype_name, direction)
         try:
             found = opinfo_samples(op, dtype_name, samples)
         except Exception as exc:
@@ -332,6 +363,8 @@ def opinfo_worker(config: str, samples: int, only: set[str] | None, log: Path) -
             continue
         write_event(log, {"event": "start", "key": key})
         case = {"event": "case", "key": key, "op": name, "sample": index}
+        if TORCH_SKIPS.get(name):
+            case["torch_own_test"] = TORCH_SKIPS[name]
         if f is None:
             case.update({"gg": "skipped", "peer": "skipped", "skip": problem})
         else:
@@ -1076,17 +1109,26 @@ def markdown(results: dict) -> tuple[str, str]:
             + "\n"
         )
         cases_md.append(f"## {suite} {config}: {len(alarms)} cases\n")
+        if suite == "opinfo":
+            cases_md.append(
+                "Last column: torch's own gradient test of the op is skipped (`skip`) or "
+                "expected to fail (`xfail`) for this dtype in its op_db.\n"
+            )
         for name in sorted(by_family):
             cases_md.append(f"### {name} ({len(by_family[name])})\n")
-            cases_md.append("| op | sample | gradguard | rel. error | worst ratio | first line |")
-            cases_md.append("|---|---|---|---|---|---|")
+            cases_md.append(
+                "| op | sample | gradguard | rel. error | worst ratio | first line | "
+                "torch's own test |"
+            )
+            cases_md.append("|---|---|---|---|---|---|---|")
             for case in by_family[name]:
                 note = " (allowlisted)" if allowlisted(suite, case) else ""
                 message = case_message(case).replace("|", "\\|")
                 cases_md.append(
                     f"| {case['op']}{note} | {case['sample']} | {case['gg']} | "
                     f"{format_number(case.get('gg_relative_error'))} | "
-                    f"{format_number(case.get('gg_worst_ratio'))} | {message} |"
+                    f"{format_number(case.get('gg_worst_ratio'))} | {message} | "
+                    f"{case.get('torch_own_test', '')} |"
                 )
             cases_md.append("")
     return "\n".join(tables), "\n".join(cases_md)
