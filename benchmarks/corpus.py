@@ -1202,6 +1202,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.from_json:
         results = json.loads(Path(args.from_json).read_text())
+        note_torch_skips(results)
     else:
         results = sweep(args, out)
     tables, alarms = markdown(results)
@@ -1234,6 +1235,22 @@ def sweep(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             results["columns"][f"{suite}:{config}"] = {"seconds": seconds, "cases": cases}
             print(f"{suite}:{config}: {len(cases)} cases in {seconds:.0f} s", file=sys.stderr)
     return results
+
+
+def note_torch_skips(results: dict[str, Any]) -> None:
+    """Add ``torch_own_test`` to OpInfo cases recorded before it existed."""
+    for column, data in results["columns"].items():
+        suite, config = column.split(":")
+        if suite != "opinfo" or any("torch_own_test" in c for c in data["cases"]):
+            continue
+        dtype_name, direction = CONFIGS[suite][config]
+        skipped = {
+            opinfo_name(op): torch_own_test_skipped(op, dtype_name, direction)
+            for op in opinfo_ops(dtype_name, direction)
+        }
+        for case in data["cases"]:
+            if skipped.get(case["op"]):
+                case["torch_own_test"] = skipped[case["op"]]
 
 
 def store_gradcheck(results: dict[str, Any], path: Path, argv: list[str] | None) -> None:
