@@ -479,7 +479,7 @@ def jax_listed() -> list[tuple[str, Callable[..., Any], list[tuple[tuple[int, ..
         ("jnp.linalg.svd", lambda x: jnp.linalg.svd(x, compute_uv=False), [m]),
         ("jnp.linalg.qr", jnp.linalg.qr, [m]),
         ("jnp.linalg.cholesky", jnp.linalg.cholesky, [s]),
-        ("jnp.linalg.solve", jnp.linalg.solve, [s, a]),
+        ("jnp.linalg.solve", jnp.linalg.solve, [s, ((4, 3), "any")]),
         ("jnp.linalg.pinv", jnp.linalg.pinv, [a]),
         ("jax.scipy.linalg.expm", jax.scipy.linalg.expm, [(SQUARE, "unit")]),
         ("jnp.linalg.matrix_power", lambda x: jnp.linalg.matrix_power(x, 3), [m]),
