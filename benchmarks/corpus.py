@@ -994,11 +994,16 @@ def wait_watching(process: subprocess.Popen, log: Path, case_timeout: float) -> 
 # --- tables -------------------------------------------------------------------
 
 VERDICT_ROWS = ("pass", "fail", "inconclusive", "error", "crash", "timeout")
-PEER_COLUMNS = ("pass", "fail", "error", "crash", "timeout")
+PEER_COLUMNS = ("pass", "fail", "error", "crash", "timeout", "skipped", "n/a")
+
+#: Low-precision columns are also judged against the peer's float64 verdict on
+#: the same op and sample (known-right derivatives): in float32 gradcheck's
+#: default tolerances fail most ops, right or wrong.
+REFERENCE = {"opinfo:f32-rev": "opinfo:f64-rev", "jax:x32": "jax:x64", "tf:f32": "tf:f64"}
 
 
-def cross_table(cases: list[dict]) -> list[str]:
-    counts = Counter((c["gg"], c["peer"]) for c in cases)
+def cross_table(cases: list[dict], peer: str = "peer") -> list[str]:
+    counts = Counter((c["gg"], c.get(peer, "n/a")) for c in cases)
     columns = [p for p in PEER_COLUMNS if any(k[1] == p for k in counts)] or ["pass"]
     rows = [v for v in VERDICT_ROWS if any(k[0] == v for k in counts)]
     lines = ["| gradguard \\ peer | " + " | ".join(columns) + " | total |"]
@@ -1023,8 +1028,25 @@ def time_line(cases: list[dict]) -> str:
 
 
 def false_alarms(suite: str, cases: list[dict]) -> list[dict]:
-    """Cases where gradguard does not pass while the peer does."""
-    return [c for c in cases if c["peer"] == "pass" and c["gg"] != "pass"]
+    """Cases where gradguard does not pass while the peer does (here, or in
+    float64 on the same case for a low-precision column)."""
+    return [c for c in cases if c["gg"] != "pass" and accepted_by_peer(c)]
+
+
+def accepted_by_peer(case: dict) -> bool:
+    return case["peer"] == "pass" or case.get("peer_f64") == "pass"
+
+
+def note_reference(results: dict, column: str, cases: list[dict]) -> str:
+    """Copy the float64 peer verdict of each case into ``peer_f64``; the
+    reference column's name, or ``""``."""
+    reference = REFERENCE.get(column, "")
+    if reference not in results["columns"]:
+        return ""
+    verdicts = {c["key"]: c["peer"] for c in results["columns"][reference]["cases"]}
+    for case in cases:
+        case["peer_f64"] = verdicts.get(case["key"], "n/a")
+    return reference
 
 
 def allowlisted(suite: str, case: dict) -> str:
@@ -1081,8 +1103,6 @@ def markdown(results: dict) -> tuple[str, str]:
         suite, config = column.split(":")
         cases = [c for c in data["cases"] if c["gg"] != "skipped"]
         skipped = len(data["cases"]) - len(cases)
-        alarms = false_alarms(suite, cases)
-        real = [c for c in alarms if not allowlisted(suite, c)]
         ops = len({c["op"] for c in cases})
         tables.append(f"## {suite} {config} (peer: {PEERS[suite]})\n")
         tables.append(
@@ -1091,10 +1111,18 @@ def markdown(results: dict) -> tuple[str, str]:
         )
         tables.extend(cross_table(cases))
         tables.append("")
-        accepted = [c for c in cases if c["peer"] == "pass"]
+        reference = note_reference(results, column, cases)
+        if reference:
+            tables.append(f"Against the peer's verdict in {reference} on the same case:\n")
+            tables.extend(cross_table(cases, "peer_f64"))
+            tables.append("")
+        alarms = false_alarms(suite, cases)
+        real = [c for c in alarms if not allowlisted(suite, c)]
+        accepted = [c for c in cases if accepted_by_peer(c)]
         verdicts = Counter(c["gg"] for c in real)
+        passed_by = "passes" + (f" (here or in {reference})" if reference else "")
         tables.append(
-            f"Of {len(accepted)} cases the peer passes, gradguard: "
+            f"Of {len(accepted)} cases the peer {passed_by}, gradguard: "
             f"{verdicts.get('fail', 0)} fail, {verdicts.get('inconclusive', 0)} inconclusive, "
             f"{sum(verdicts[k] for k in ('error', 'crash', 'timeout'))} error/crash/timeout"
             f" (allowlisted left out: {len(alarms) - len(real)}).\n"
