@@ -60,7 +60,8 @@ def sweep(only: set[str] | None = None) -> dict[str, dict]:
     torch.set_num_threads(1)
     results = {}
     try:
-        with warnings.catch_warnings():
+        # The samples are seeded per op: leave torch's global generator as it was.
+        with warnings.catch_warnings(), torch.random.fork_rng():
             # op_db and its samples warn (deprecations, sparse betas), and so
             # may gradguard on float32-only kernels: not what is tested here.
             warnings.simplefilter("ignore")
