@@ -517,9 +517,9 @@ def jax_listed() -> list[tuple[str, Callable[..., Any], list[tuple[tuple[int, ..
 
 def jax_cases(
     dtype: str, only: set[str] | None
-) -> Iterator[tuple[str, Callable[..., Any] | None, list[Any], str]]:
-    """``(name, f, args, problem)``: lax_ops() records with float inputs, then the list."""
-    import jax
+) -> Iterator[tuple[str, Callable[..., Any] | None, list[Any]]]:
+    """``(name, f, args)``, f None where not differentiable: the lax_ops()
+    records with float inputs (their own input generators), then the list."""
     import numpy as np
     from jax import lax
 
@@ -540,13 +540,12 @@ def jax_cases(
             continue
         rng = record.rng_factory(np.random.RandomState(op_seed(name)))
         args = [rng(GRID, np.dtype(dtype)) for _ in range(record.nargs)]
-        yield name, differentiable_jax(getattr(lax, record.op), args), args, ""
+        yield name, differentiable_jax(getattr(lax, record.op), args), args
     for name, f, specs in jax_listed():
         if only and name not in only:
             continue
         args = case_arrays(name, specs, dtype)
-        yield name, differentiable_jax(f, args), args, ""
-    del jax
+        yield name, differentiable_jax(f, args), args
 
 
 def differentiable_jax(f: Callable[..., Any], args: list[Any]) -> Callable[..., Any] | None:
@@ -574,7 +573,7 @@ def jax_worker(config: str, samples: int, only: set[str] | None, log: Path) -> N
     from jax.test_util import check_grads
 
     done = started_keys(log)
-    for name, f, args, _problem in jax_cases(dtype, only):
+    for name, f, args in jax_cases(dtype, only):
         key = f"{name}#0"
         if key in done:
             continue
