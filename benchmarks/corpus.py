@@ -22,7 +22,7 @@ while the framework's checker does is a false alarm to explain.
   ``jax.numpy`` / ``jax.lax`` functions, with x64 (``x64``: float64) and,
   in another process, without (``x32``: float32). Peer:
   ``jax.test_util.check_grads(f, args, order=1, modes=["rev"])``.
-- ``tf``: about 120 ops of tf.math / tf.nn / tf.linalg / tf.signal /
+- ``tf``: 170 ops of tf.math / tf.nn / tf.linalg / tf.signal /
   tf.image in float64 (``f64``) and float32 (``f32``). Peer:
   ``tf.test.compute_gradient``, passing when
   ``max |theoretical - numerical| <= tol * max(1, max |theoretical|)`` with
@@ -36,9 +36,14 @@ script measures any checkout). Inputs are seeded per op (crc32 of its name).
 Each (suite, configuration) runs in its own worker process, one intra-op
 thread; the worker logs each case before running it, so a crash (a
 segfault too) or a case over ``--case-timeout`` is recorded as such and the
-worker restarts after it. Writes ``corpus.json`` (every case),
-``corpus.md`` (the tables) and ``cases.jsonl`` per column under
-``--out`` (default ``out/corpus``; ``out/`` is ignored by git).
+worker restarts after it (each worker's address space is capped,
+``--memory-limit``). Writes ``corpus.json`` (every case), ``corpus.md`` (the
+tables), ``cases.md`` (every false alarm, grouped by apparent family) and
+the raw ``<suite>-<config>.jsonl`` logs under ``--out`` (default
+``out/corpus``; ``out/`` is ignored by git). Float32 columns are also judged
+against the peer's float64 verdict on the same case (``REFERENCE``).
+``--from-json`` redraws the tables of an earlier run; ``--store-gradcheck``
+writes the verdicts ``tests/test_corpus.py`` reads.
 """
 
 from __future__ import annotations
