@@ -163,6 +163,7 @@ def check(
                 seed,
                 started,
                 diagnosis=(wrong.diagnosis(),),
+                wrong_argument=wrong.argument,
                 evaluations=run.evaluator.evaluations,
                 path=run.evaluator.path or "vectorized",
             )
@@ -192,6 +193,7 @@ def _early_report(
     diagnosis: tuple[str, ...] = (),
     evaluations: int = 0,
     path: str = "none",
+    wrong_argument: str | None = None,
 ) -> Report:
     """A report decided before any entry is compared: nothing to compare
     (``pass``), or a gradient of the wrong shape (``fail``)."""
@@ -201,7 +203,7 @@ def _early_report(
             name=name,
             shape=tuple(int(s) for s in primal.shape),
             dtype=_describe([dtype]),
-            relative_error=1.0 if verdict == "fail" else 0.0,
+            relative_error=1.0 if name == wrong_argument else 0.0,
             checked=0,
             wrong=0,
             uncertain=0,

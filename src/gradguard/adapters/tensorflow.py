@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -70,11 +71,11 @@ class TensorflowAdapter(Adapter):
         # Never tf.vectorized_map: pfor over tape.gradient kills the process
         # on some ops (tf.linalg.expm in float32: a segfault or "double
         # free"; tape.jacobian too), where a plain tape.gradient works.
-        specs = [tf.TensorSpec(p.shape, p.dtype) for p in primals]
         if vectorize and cotangents[0].shape[0] >= TRACED_ROWS:
             try:
                 with _quiet_retracing():
-                    return list(_traced_vjps(fn, specs)(list(primals), list(cotangents)))
+                    traced = _traced(fn, primals, cotangents)
+                    return list(traced(list(primals), list(cotangents)))
             except Exception:
                 pass  # f cannot be traced (Python control flow on values, .numpy())
         inputs = [tf.identity(p) for p in primals]
@@ -158,11 +159,55 @@ class TensorflowAdapter(Adapter):
         return first_derivative
 
 
-def _traced_vjps(fn: LeafFunction, specs: list[Any]) -> Callable[..., Any]:
+#: Per function of a check (by id, while it lives): its traced VJPs, one per
+#: signature of the primals, so that a check traces them once, not once per
+#: batch of cotangents (0.1 s each).
+_traced_functions: dict[int, tuple[Any, dict[Any, Any]]] = {}
+_traced_lock = threading.Lock()
+
+
+def _traced(fn: LeafFunction, primals: list[Any], batches: list[Any]) -> Any:
+    """The traced VJPs of ``fn`` for primals and batches shaped like these
+    (any number of rows), traced once per check."""
+    key = (
+        tuple((tuple(p.shape), p.dtype) for p in primals),
+        tuple((tuple(b.shape[1:]), b.dtype) for b in batches),
+    )
+    with _traced_lock:
+        held = _traced_functions.get(id(fn))
+        if held is None or held[0]() is not fn:
+            try:
+                ref = weakref.ref(fn, _forget(id(fn)))
+            except TypeError:  # not weakly referenceable: traced per call
+                return _traced_vjps(fn, *_specs(primals, batches))
+            held = (ref, {})
+            _traced_functions[id(fn)] = held
+        found = held[1].get(key)
+        if found is None:
+            found = held[1][key] = _traced_vjps(fn, *_specs(primals, batches))
+    return found
+
+
+def _specs(primals: list[Any], batches: list[Any]) -> tuple[list[Any], list[Any]]:
+    """Input signatures: the primals as they are, batches of any length."""
+    return (
+        [tf.TensorSpec(p.shape, p.dtype) for p in primals],
+        [tf.TensorSpec((None, *b.shape[1:]), b.dtype) for b in batches],
+    )
+
+
+def _forget(key: int) -> Callable[[Any], None]:
+    def forget(_: Any) -> None:
+        _traced_functions.pop(key, None)
+
+    return forget
+
+
+def _traced_vjps(fn: LeafFunction, specs: list[Any], rows_specs: list[Any]) -> Callable[..., Any]:
     """VJPs for every row of the cotangents in one traced function: f and
     its gradient built once, a while loop over the rows (tf.map_fn)."""
 
-    @tf.function(autograph=False)
+    @tf.function(autograph=False, input_signature=[specs, rows_specs])
     def rows(primals: list[Any], cotangents: list[Any]) -> Any:
         with tf.GradientTape(persistent=True) as tape:
             for x in primals:
