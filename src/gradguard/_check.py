@@ -68,7 +68,12 @@ def check(
 
     Never raises because a gradient is wrong: the returned :class:`Report`
     says so. Raises a :class:`~gradguard.GradguardError` for unusable
-    arguments.
+    arguments. Where nothing can be compared (empty arrays, or no output
+    with a derivative) the report passes with ``checked == 0`` and a note
+    that says so. Outputs without a derivative (integers, bools, torch
+    outputs that do not require grad while others do) are left out, and
+    arrays f uses that require gradients but are not arguments (a model's
+    parameters) are named, both in ``report.notes``.
 
     - ``wrt``: positional argument index (or indices) to differentiate;
       default every floating-point array in every argument. Other leaves
@@ -111,7 +116,10 @@ def check(
     framework's convention fails.
 
     - ``vectorize``: batch evaluations with the framework's vmap where
-      possible (falls back to a loop by itself when f cannot be batched).
+      possible (falls back to a loop by itself when f cannot be batched), and
+      the framework's VJPs and JVPs (torch's batched gradients, JAX's vmap;
+      TensorFlow's run in a traced loop, never pfor); ``False``: one
+      evaluation and one derivative after the other, nothing vectorised.
     - ``executor``: a :class:`concurrent.futures.Executor` (threads, processes,
       or ``dask.distributed.Client.get_executor()``) to run chunks of
       evaluations on; default: in this process.

@@ -20,9 +20,10 @@ from .._errors import UnsupportedError
 from .base import Adapter, GraphFacts, LeafFunction
 
 #: Rows of cotangents (tangents) from which the derivatives run in one
-#: traced loop (tracing costs some 0.1 s; an eager row a few ms): at n = 100,
-#: 100 VJPs of sin(x) * x took 156 ms traced against 492 ms eagerly, at
-#: n = 1000 0.40 s against 4.4 s.
+#: traced loop (tracing costs some 0.1 s, once per check; an eager row a few
+#: ms): at n = 100, 100 VJPs of sin(x) * x took 156 ms traced against 492 ms
+#: eagerly, at n = 1000 0.40 s against 4.4 s. A full check of sin(x) * x at
+#: n = 1000 took 0.30-0.37 s, against 0.58 s with tf.vectorized_map.
 TRACED_ROWS = 32
 #: Rows a traced loop runs at once (tf.map_fn's parallel_iterations).
 PARALLEL_ROWS = 16
