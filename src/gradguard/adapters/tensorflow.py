@@ -198,8 +198,12 @@ def _specs(primals: list[Any], batches: list[Any]) -> tuple[list[Any], list[Any]
 
 
 def _forget(key: int) -> Callable[[Any], None]:
+    # The dict itself, not the module global: at interpreter exit the
+    # globals are gone before the last callbacks run.
+    functions = _traced_functions
+
     def forget(_: Any) -> None:
-        _traced_functions.pop(key, None)
+        functions.pop(key, None)
 
     return forget
 
