@@ -187,13 +187,14 @@ def test_noisy_function_is_inconclusive():
 
 def test_rounding_level_nondeterminism_is_noted_not_judged():
     # A few ulps of nondeterminism (as from atomic adds) still allow a
-    # verdict: every other call is 4 ulps off.
+    # verdict: the first call is 4 ulps off the others (whatever the number
+    # of calls the setup makes, f at x then differs from f at x again).
     eps = torch.finfo(D).eps
     calls = []
 
     def jitter(x):
         calls.append(None)
-        return x**2 * (1 + 4 * eps * (len(calls) % 2))
+        return x**2 * (1 + 4 * eps * (len(calls) == 1))
 
     r = gradguard.check(jitter, torch.tensor([1.0, 2.0, 3.0], dtype=D))
     assert r.verdict == "pass", str(r)

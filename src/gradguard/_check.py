@@ -28,8 +28,8 @@ from ._errors import (
     GradientError,
 )
 from ._numpy_errors import quiet_arithmetic
-from ._problem import _Problem
-from ._report import Report
+from ._problem import WrongGradientShape, _describe, _Problem
+from ._report import ArgumentSummary, Report
 
 __all__ = ["assert_gradients", "check"]
 
@@ -68,7 +68,12 @@ def check(
 
     Never raises because a gradient is wrong: the returned :class:`Report`
     says so. Raises a :class:`~gradguard.GradguardError` for unusable
-    arguments.
+    arguments. Where nothing can be compared (empty arrays, or no output
+    with a derivative) the report passes with ``checked == 0`` and a note
+    that says so. Outputs without a derivative (integers, bools, torch
+    outputs that do not require grad while others do) are left out, and
+    arrays f uses that require gradients but are not arguments (a model's
+    parameters) are named, both in ``report.notes``.
 
     - ``wrt``: positional argument index (or indices) to differentiate;
       default every floating-point array in every argument. Other leaves
@@ -111,7 +116,10 @@ def check(
     framework's convention fails.
 
     - ``vectorize``: batch evaluations with the framework's vmap where
-      possible (falls back to a loop by itself when f cannot be batched).
+      possible (falls back to a loop by itself when f cannot be batched), and
+      the framework's VJPs and JVPs (torch's batched gradients, JAX's vmap;
+      TensorFlow's run in a traced loop, never pfor); ``False``: one
+      evaluation and one derivative after the other, nothing vectorised.
     - ``executor``: a :class:`concurrent.futures.Executor` (threads, processes,
       or ``dask.distributed.Client.get_executor()``) to run chunks of
       evaluations on; default: in this process.
@@ -125,7 +133,14 @@ def check(
     if accuracy is not None and (isinstance(accuracy, bool) or accuracy not in (4, 6)):
         raise ArgumentError(f"accuracy: must be 4 or 6 (or None for the default), got {accuracy!r}")
     _choice("method", method, METHODS)
-    problem = _Problem.build(f, args, wrt, grad, vjp, precision, order, seed)
+    problem = _Problem.build(f, args, wrt, grad, vjp, precision, order, seed, vectorize)
+    n, m = problem.in_layout.size, problem.out_layout.size
+    if direction in ("fwd", "both") and problem.user_rule:
+        raise ArgumentError("direction: grad= and vjp= rules are reverse mode; use direction='rev'")
+    if n == 0 or m == 0:
+        mode = "full" if mode == "auto" else mode
+        note = _nothing_to_compare(problem)
+        return _early_report(problem, "pass", mode, direction, order, seed, started, notes=(note,))
     run = _Run(
         problem,
         seed=seed,
@@ -138,17 +153,92 @@ def check(
         executor=executor,
         progress=progress,
     )
-    n, m = problem.in_layout.size, problem.out_layout.size
     if mode == "auto":
         mode = "full" if n <= AUTO_FULL_INPUTS and n * m <= AUTO_FULL_ENTRIES else "probe"
-    if direction in ("fwd", "both") and problem.user_rule:
-        raise ArgumentError("direction: grad= and vjp= rules are reverse mode; use direction='rev'")
     with quiet_arithmetic():
-        if mode == "full":
-            run.full(direction)
-        else:
-            run.probe(direction, probes if probes is not None else run.default_probes())
+        try:
+            if mode == "full":
+                run.full(direction)
+            else:
+                run.probe(direction, probes if probes is not None else run.default_probes())
+        except WrongGradientShape as wrong:
+            return _early_report(
+                problem,
+                "fail",
+                mode,
+                direction,
+                order,
+                seed,
+                started,
+                diagnosis=(wrong.diagnosis(),),
+                wrong_argument=wrong.argument,
+                evaluations=run.evaluator.evaluations,
+                path=run.evaluator.path or "vectorized",
+            )
         return run.report(mode, direction, order, time.perf_counter() - started)
+
+
+def _nothing_to_compare(problem: _Problem) -> str:
+    """The note of a check with no Jacobian entry: which side is empty."""
+    if problem.in_layout.size == 0:
+        names = ", ".join(problem.in_names)
+        return f"nothing to compare: every array to differentiate is empty ({names})"
+    if problem.out_names:
+        names = ", ".join(problem.out_names)
+        return f"nothing to compare: every compared output of f is empty ({names})"
+    return "nothing to compare: f has no output with a derivative (see the notes above)"
+
+
+def _early_report(
+    problem: _Problem,
+    verdict: str,
+    mode: str,
+    direction: str,
+    order: int,
+    seed: int,
+    started: float,
+    notes: tuple[str, ...] = (),
+    diagnosis: tuple[str, ...] = (),
+    evaluations: int = 0,
+    path: str = "none",
+    wrong_argument: str | None = None,
+) -> Report:
+    """A report decided before any entry is compared: nothing to compare
+    (``pass``), or a gradient of the wrong shape (``fail``)."""
+    p = problem
+    arguments = tuple(
+        ArgumentSummary(
+            name=name,
+            shape=tuple(int(s) for s in primal.shape),
+            dtype=_describe([dtype]),
+            relative_error=1.0 if name == wrong_argument else 0.0,
+            checked=0,
+            wrong=0,
+            uncertain=0,
+        )
+        for name, primal, dtype in zip(p.in_names, p.primals, p.in_dtypes)
+    )
+    return Report(
+        verdict=verdict,
+        relative_error=1.0 if verdict == "fail" else 0.0,
+        framework=p.adapter.name,
+        mode=mode,
+        direction=direction,
+        order=order,
+        precision=p.precision,
+        path=path,
+        evaluations=evaluations,
+        seconds=time.perf_counter() - started,
+        seed=seed,
+        num_inputs=p.in_layout.size,
+        num_outputs=p.out_layout.size,
+        checked=0,
+        wrong=0,
+        uncertain=0,
+        arguments=arguments,
+        diagnosis=diagnosis,
+        notes=(*p.notes, *notes),
+    )
 
 
 def assert_gradients(f: Callable[..., Any], *args: Any, **options: Any) -> Report:

@@ -131,8 +131,9 @@ class Evaluator:
 
     # -- one point -------------------------------------------------------
     def single(self, leaves: list[Any]) -> list[Any]:
-        """One evaluation at one point (core arrays without batch axis)."""
-        framework = [self.adapter.from_core(a, like) for a, like in zip(leaves, self.like)]
+        """One evaluation at one point (core arrays without batch axis), on
+        fresh arrays laid out as the caller's (see Adapter.laid_out_like)."""
+        framework = [self.adapter.laid_out_like(a, like) for a, like in zip(leaves, self.like)]
         with self.adapter.no_grad(), callers_settings():
             outputs = self.fn(*framework)
         self.evaluations += 1
@@ -324,7 +325,7 @@ def _run_loop(adapter: Adapter, fn: LeafFunction, like: list[Any], leaves: list[
     xp = adapter.namespace(leaves[0])
     rows = []
     for r in range(leaves[0].shape[0]):
-        framework = [adapter.from_core(a[r, ...], lk) for a, lk in zip(leaves, like)]
+        framework = [adapter.laid_out_like(a[r, ...], lk) for a, lk in zip(leaves, like)]
         with adapter.no_grad(), callers_settings():
             outputs = fn(*framework)
         rows.append([adapter.to_core(o) for o in outputs])

@@ -25,8 +25,12 @@ from ._errors import (
     UnsupportedError,
 )
 from .adapters import Adapter, adapter_for, adapter_of
+from .adapters.base import GraphFacts
 from .core.layout import FlatLayout
 from .core.norms import all_finite
+
+#: Unchecked arrays named in a note, at most.
+UNCHECKED_SHOWN = 8
 
 
 @dataclass
@@ -54,6 +58,9 @@ class _Problem:
     #: f at the point from the setup's first call, core arrays, one per
     #: output, when that call ran in the numerical side's dtypes (else None).
     first_outputs: list[Any] | None
+    #: Whether derivatives may be batched by the framework (vmap): the
+    #: check's vectorize=, which covers evaluations and derivatives alike.
+    vectorize: bool = True
     #: The point in the numerical side's wider dtypes, when they differ from
     #: the caller's and the framework differentiates: the same rule run there
     #: shows how much of the analytical side is rounding (else None).
@@ -70,6 +77,7 @@ class _Problem:
         precision: str,
         order: int,
         seed: int,
+        vectorize: bool = True,
     ) -> _Problem:
         if not args:
             raise ArgumentError("args: pass the point to check at, e.g. check(f, x)")
@@ -114,17 +122,24 @@ class _Problem:
         _check_unchanged(core_leaves, leaves, paths, adapter, xp)
         outputs0 = _output_arrays(raw_outputs, out_paths, adapter, primals[0])
         out_core = [adapter.to_core(o) for o in outputs0]
-        for j, o in enumerate(out_core):
-            if not xp.isdtype(o.dtype, ("real floating", "complex floating")):
-                raise ArgumentTypeError(
-                    f"f: output {_name('out', out_paths[j])} has dtype {o.dtype}; "
-                    "every output must be a floating-point array or scalar"
-                )
+        notes: list[str] = []
+        user_rule = grad is not None or vjp is not None
+        facts = GraphFacts()
+        if adapter.has_autodiff and order == 1:
+            facts = adapter.graph_facts(fn, primals)
+        kept = _differentiable_outputs(
+            out_core, out_paths, xp, [] if user_rule else list(facts.undifferentiated), notes
+        )
+        if len(kept) < len(out_core):
+            leaf_call.kept = tuple(kept)
+            outputs0 = [outputs0[j] for j in kept]
+            out_core = [out_core[j] for j in kept]
+            out_paths = [out_paths[j] for j in kept]
+        _note_unchecked(facts.other_leaves, leaves, paths, arrays, adapter, notes)
         out_names = [_name("out", p) for p in out_paths]
         _check_outputs(out_core, out_names, xp)
 
         base_fn = fn
-        user_rule = grad is not None or vjp is not None
         if order == 2:
             if user_rule:
                 raise ArgumentError("order: order=2 needs the framework's autodiff, not grad=/vjp=")
@@ -143,7 +158,6 @@ class _Problem:
         in_layout = FlatLayout.of(diff_core, xp)
         out_layout = FlatLayout.of(out_core, xp)
         in_dtypes = [c.dtype for c in diff_core]
-        notes: list[str] = []
 
         eval_dtypes, eval_like, precision_text = _choose_precision(
             fn, adapter, xp, diff_core, primals, precision, notes
@@ -172,14 +186,25 @@ class _Problem:
                 xp,
                 out_layout,
                 outputs0,
+                leaf_call.kept,
             )
         elif adapter.has_autodiff:
 
             def analytical_vjp(cotangents: list[Any]) -> list[Any]:
-                return adapter.vjp(fn, primals, cotangents)
+                return adapter.vjp(fn, primals, cotangents, vectorize=vectorize)
 
         else:
             analytical_vjp = _no_autodiff(adapter)
+
+        wide_primals = None
+        if eval_dtypes != in_dtypes and adapter.has_autodiff and not user_rule:
+            wide_primals = eval_like
+            if not _wide_rule_runs(adapter, fn, eval_like, out_core, outputs0, xp, vectorize):
+                wide_primals = None
+                notes.append(
+                    f"the derivative rule fails in {_describe(eval_dtypes)} (no kernel for it "
+                    "here), so its rounding was estimated from the input dtypes alone"
+                )
 
         return cls(
             adapter=adapter,
@@ -202,12 +227,27 @@ class _Problem:
             user_rule=user_rule,
             eps_analytical=eps_analytical,
             notes=notes,
+            vectorize=vectorize,
             first_outputs=out_core if eval_dtypes == in_dtypes else None,
-            wide_primals=(
-                eval_like
-                if eval_dtypes != in_dtypes and adapter.has_autodiff and not user_rule
-                else None
-            ),
+            wide_primals=wide_primals,
+        )
+
+
+class WrongGradientShape(Exception):
+    """The derivative rule returned a gradient shaped unlike its argument: a
+    wrong gradient, which the check reports as ``fail``."""
+
+    def __init__(self, argument: str, got: tuple[int, ...], expected: tuple[int, ...]):
+        super().__init__(argument, got, expected)
+        self.argument = argument
+        self.got = got
+        self.expected = expected
+
+    def diagnosis(self) -> str:
+        return (
+            f"{self.argument}: the derivative rule returns a gradient of shape {self.got} "
+            f"for an argument of shape {self.expected}: the backward must return one "
+            "derivative per entry of the argument"
         )
 
 
@@ -222,6 +262,9 @@ class _LeafCall:
     leaves: list[Any]
     diff: list[int]
     adapter: Adapter
+    #: The positions of the output leaves compared (None: all); the others
+    #: are integers or not differentiated by the framework (see build).
+    kept: tuple[int, ...] | None = None
 
     @property
     def __name__(self) -> str:
@@ -236,7 +279,10 @@ class _LeafCall:
 
     def __call__(self, *diff_leaves: Any) -> list[Any]:
         like = diff_leaves[0]
-        outs = self._on_device(_tree.leaves(self._outputs(diff_leaves)), like)
+        outs = _tree.leaves(self._outputs(diff_leaves))
+        if self.kept is not None:
+            outs = [outs[j] for j in self.kept]
+        outs = self._on_device(outs, like)
         adapter = self.adapter
         return [o if adapter.owns(o) else adapter.asarray_like(o, like) for o in outs]
 
@@ -259,12 +305,7 @@ def _note(exc: BaseException, text: str) -> None:
 
 
 def _check_points(arrays: list[Any], names: list[str], xp: Any, adapter: Adapter) -> None:
-    """The point must be finite and not empty."""
-    if sum(math.prod(a.shape) for a in arrays) == 0:
-        raise ArgumentError(
-            f"args: every array to differentiate is empty ({', '.join(names)}); "
-            "pass arrays with at least one entry"
-        )
+    """The point must be finite (empty arrays are: nothing to compare)."""
     for a, name in zip(arrays, names):
         if not all_finite(a, xp):
             flat = adapter.to_numpy(xp.reshape(~xp.isfinite(a), (-1,)))
@@ -308,16 +349,119 @@ def _check_unchanged(
 
 
 def _check_outputs(outputs: list[Any], names: list[str], xp: Any) -> None:
-    if sum(math.prod(o.shape) for o in outputs) == 0:
-        raise ArgumentError(
-            "f: returned only empty arrays; there is nothing to compare: f must return at "
-            "least one value"
-        )
+    """f must be finite at x (empty outputs are: nothing to compare)."""
     for o, name in zip(outputs, names):
         if not all_finite(o, xp):
             raise ArgumentError(
                 f"f: returned NaN or inf in {name} at the point itself; finite differences "
                 "need f finite at x: check at another x"
+            )
+
+
+def _wide_rule_runs(
+    adapter: Adapter,
+    fn: Callable[..., list[Any]],
+    wide: list[Any],
+    out_core: list[Any],
+    outputs0: list[Any],
+    xp: Any,
+    vectorize: bool,
+) -> bool:
+    """Whether the framework's VJP runs at the numerical side's wider dtypes
+    (TensorFlow has no float64 CPU kernel for a dilated conv2d's backward):
+    one VJP with a zero cotangent."""
+    cotangents = [
+        adapter.from_core(
+            xp.zeros((1, *o.shape), dtype=_wide_dtype(xp, o.dtype), device=_device(o)), like=fw
+        )
+        for o, fw in zip(out_core, outputs0)
+    ]
+    try:
+        adapter.vjp(fn, wide, cotangents, vectorize=vectorize)
+    except Exception:
+        return False
+    return True
+
+
+def _differentiable_outputs(
+    outputs: list[Any],
+    paths: list[str],
+    xp: Any,
+    undifferentiated: list[int],
+    notes: list[str],
+) -> list[int]:
+    """The positions of the outputs to compare, noting the others: integer
+    and bool outputs (indices, pivots, masks), and floating outputs the
+    framework does not differentiate while it does others (torch's
+    native_layer_norm's mean and rstd). As gradcheck: when no floating
+    output is differentiated, all are compared (their derivative is then 0:
+    a detached f is caught)."""
+    floating = [
+        j
+        for j, o in enumerate(outputs)
+        if xp.isdtype(o.dtype, ("real floating", "complex floating"))
+    ]
+    numeric = ("integral", "bool")
+    integers = [j for j, o in enumerate(outputs) if xp.isdtype(o.dtype, numeric)]
+    others = [j for j in range(len(outputs)) if j not in floating and j not in integers]
+    if others:
+        j = others[0]
+        raise ArgumentTypeError(
+            f"f: output {_name('out', paths[j])} has dtype {outputs[j].dtype}; "
+            "every output must be a numeric array or scalar"
+        )
+    skipped = [j for j in floating if j in undifferentiated]
+    if len(skipped) == len(floating):
+        skipped = []
+    if integers:
+        described = ", ".join(
+            f"{_name('out', paths[j])} ({_describe([outputs[j].dtype])})" for j in integers
+        )
+        notes.append(f"not compared: {described}; integer and bool outputs have no derivative")
+    if skipped:
+        described = ", ".join(_name("out", paths[j]) for j in skipped)
+        notes.append(
+            f"not compared: {described}; the framework does not differentiate "
+            "these outputs (they do not require grad), as gradcheck leaves them out"
+        )
+    return [j for j in floating if j not in skipped]
+
+
+def _note_unchecked(
+    other_leaves: tuple[str, ...],
+    leaves: list[Any],
+    paths: list[str],
+    arrays: list[int],
+    adapter: Adapter,
+    notes: list[str],
+) -> None:
+    """Say which arrays f uses that require gradients and are not checked:
+    those the autodiff reaches besides the arguments (a model's parameters),
+    and the floating arrays inside arguments that are containers gradguard
+    passes through whole (a registered JAX pytree class)."""
+    if other_leaves:
+        shown = ", ".join(other_leaves[:UNCHECKED_SHOWN])
+        more = len(other_leaves) - UNCHECKED_SHOWN
+        if more > 0:
+            shown += f" and {more} more"
+        notes.append(
+            f"not checked: f uses {len(other_leaves)} other array(s) that require gradients "
+            f"({shown}); only derivatives with respect to the arguments are checked: pass "
+            "them as arguments to check theirs"
+        )
+    for i, leaf in enumerate(leaves):
+        if i in arrays or leaf is None:
+            continue
+        try:
+            hidden = adapter.hidden_arrays(leaf)
+        except Exception:
+            continue
+        if hidden:
+            notes.append(
+                f"not checked: {paths[i]} ({type(leaf).__name__}) holds {hidden} floating "
+                "array(s) that f received as they are; gradguard differentiates arrays in "
+                "tuples, lists, dicts and namedtuples only: pass them in one of those to "
+                "check them"
             )
 
 
@@ -514,8 +658,11 @@ def _user_vjp(
     xp: Any,
     out_layout: FlatLayout,
     outputs0: list[Any],
+    kept: tuple[int, ...] | None = None,
 ) -> Callable[[list[Any]], list[Any]]:
-    """The caller's grad/vjp rule as a batched VJP on framework arrays."""
+    """The caller's grad/vjp rule as a batched VJP on framework arrays.
+    Outputs left out of the comparison (not in ``kept``) get None as their
+    cotangent."""
     wanted = sorted(selected)
     call_args = _tree.unflatten(treedef, leaves)
     if grad is not None and out_layout.size != 1:
@@ -579,7 +726,13 @@ def _user_vjp(
                 scale = cot[0]
                 rows.append([gi * xp.reshape(adapter.to_core(scale), ()) for gi in g])
             else:
-                out_tree = _tree.unflatten(_output_treedef(f, call_args), cot)
+                treedef = _output_treedef(f, call_args)
+                if kept is not None:
+                    full: list[Any] = [None] * treedef.num_leaves
+                    for j, c in zip(kept, cot):
+                        full[j] = c
+                    cot = full
+                out_tree = _tree.unflatten(treedef, cot)
                 rows.append(gather(vjp(out_tree, *call_args), "vjp"))
         return [
             adapter.from_core(xp.stack([row[i] for row in rows], axis=0), like=leaves[diff[i]])

@@ -18,13 +18,26 @@ another convention (JAX takes and returns the conjugate) converts inside.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .._errors import UnsupportedError
 
-__all__ = ["Adapter", "LeafFunction"]
+__all__ = ["Adapter", "GraphFacts", "LeafFunction"]
 
 LeafFunction = Callable[..., list[Any]]
+
+
+@dataclass(frozen=True)
+class GraphFacts:
+    """What the framework's autodiff says of ``fn`` at a point, beyond its values."""
+
+    #: Floating outputs the autodiff does not differentiate (torch marks
+    #: native_layer_norm's mean and rstd so): their positions.
+    undifferentiated: tuple[int, ...] = ()
+    #: Arrays other than the arguments that the outputs depend on and that
+    #: require gradients (a model's parameters), described for people.
+    other_leaves: tuple[str, ...] = ()
 
 
 class Adapter:
@@ -91,6 +104,20 @@ class Adapter:
         xp = self.namespace(self.to_core(like))
         return self.from_core(xp.asarray(value), like)
 
+    def laid_out_like(self, array: Any, like: Any) -> Any:
+        """Core array -> a fresh framework array holding its values, laid out
+        as the framework array ``like`` (strides, device; ``array``'s own
+        dtype): f sees no view into a batch of points, and the layout the
+        caller's own array has, as at the setup's call."""
+        xp = self.namespace(array)
+        return self.from_core(xp.asarray(array, copy=True), like)
+
+    def hidden_arrays(self, obj: Any) -> int:
+        """How many floating arrays ``obj``, an argument leaf that is not an
+        array, holds in the framework's own containers (a registered JAX
+        pytree class): f sees them, but they are not checked."""
+        return 0
+
     # -- evaluation -----------------------------------------------------
     def vectorize(self, fn: LeafFunction) -> LeafFunction | None:
         """A version of ``fn`` that maps over a leading batch axis, or None
@@ -104,23 +131,42 @@ class Adapter:
         return contextlib.nullcontext()
 
     # -- autodiff -------------------------------------------------------
-    def vjp(self, fn: LeafFunction, primals: list[Any], cotangents: list[Any]) -> list[Any]:
+    def vjp(
+        self,
+        fn: LeafFunction,
+        primals: list[Any],
+        cotangents: list[Any],
+        vectorize: bool = True,
+    ) -> list[Any]:
         """Vector-Jacobian products for each of ``k`` cotangents.
 
         ``cotangents[j]`` is a framework array ``(k, *shape of output j)``;
-        returns framework arrays ``(k, *shape of primal i)``.
+        returns framework arrays ``(k, *shape of primal i)``. Without
+        ``vectorize``, one cotangent after the other (no vmap, no pfor).
         """
         raise UnsupportedError(
             f"{self.name} has no autodiff: pass the analytical derivative as grad=, vjp= "
             "or jvp= to gradguard.check"
         )
 
-    def jvp(self, fn: LeafFunction, primals: list[Any], tangents: list[Any]) -> list[Any]:
+    def jvp(
+        self,
+        fn: LeafFunction,
+        primals: list[Any],
+        tangents: list[Any],
+        vectorize: bool = True,
+    ) -> list[Any]:
         """Jacobian-vector products for each of ``k`` tangents (batched like :meth:`vjp`)."""
         raise UnsupportedError(
             f"{self.name} has no autodiff: pass the analytical derivative as grad=, vjp= "
             "or jvp= to gradguard.check"
         )
+
+    def graph_facts(self, fn: LeafFunction, primals: list[Any]) -> GraphFacts:
+        """Which outputs of ``fn`` at ``primals`` the autodiff leaves out, and
+        which other arrays requiring gradients they depend on (see
+        :class:`GraphFacts`); one evaluation with autodiff on, where it tells."""
+        return GraphFacts()
 
     def differentiable_vjp(self, fn: LeafFunction, cotangents: list[Any]) -> LeafFunction:
         """The function ``x -> VJP of fn at x with these fixed cotangents``,

@@ -121,9 +121,29 @@ class JaxAdapter(Adapter):
 
         return batched
 
-    def vjp(self, fn: LeafFunction, primals: list[Any], cotangents: list[Any]) -> list[Any]:
-        found = _compiled(fn, [_aval(p) for p in primals])
-        rows, arrays = (found[0].vjp, found[1]) if found else (jax.jit(partial(_vjp_rows, fn)), [])
+    def hidden_arrays(self, obj: Any) -> int:
+        leaves = jax.tree_util.tree_leaves(obj)
+        if len(leaves) == 1 and leaves[0] is obj:
+            return 0  # not a container JAX knows
+        return sum(
+            1
+            for leaf in leaves
+            if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)
+        )
+
+    def vjp(
+        self,
+        fn: LeafFunction,
+        primals: list[Any],
+        cotangents: list[Any],
+        vectorize: bool = True,
+    ) -> list[Any]:
+        found = _compiled(fn, [_aval(p) for p in primals]) if vectorize else None
+        rows, arrays = (
+            (found[0].vjp, found[1])
+            if found
+            else (jax.jit(partial(_vjp_rows, fn, one_by_one=not vectorize)), [])
+        )
         try:
             return list(rows(list(primals), arrays, list(cotangents)))
         except Exception:
@@ -136,11 +156,19 @@ class JaxAdapter(Adapter):
         grads = [pullback([c[r] for c in cots]) for r in range(k)]
         return [jnp.conj(jnp.stack([row[i] for row in grads])) for i in range(len(primals))]
 
-    def jvp(self, fn: LeafFunction, primals: list[Any], tangents: list[Any]) -> list[Any]:
+    def jvp(
+        self,
+        fn: LeafFunction,
+        primals: list[Any],
+        tangents: list[Any],
+        vectorize: bool = True,
+    ) -> list[Any]:
         try:
-            found = _compiled(fn, [_aval(p) for p in primals])
+            found = _compiled(fn, [_aval(p) for p in primals]) if vectorize else None
             rows, arrays = (
-                (found[0].jvp, found[1]) if found else (jax.jit(partial(_jvp_rows, fn)), [])
+                (found[0].jvp, found[1])
+                if found
+                else (jax.jit(partial(_jvp_rows, fn, one_by_one=not vectorize)), [])
             )
             return list(rows(list(primals), arrays, list(tangents)))
         except TypeError as exc:
@@ -178,24 +206,36 @@ class _Compiled:
         self.jvp: Callable[..., Any] = jax.jit(partial(_jvp_rows, call))
 
 
-def _vjp_rows(call: Any, primals: list[Any], arrays: list[Any], cots: list[Any]) -> Any:
+def _vjp_rows(
+    call: Any, primals: list[Any], arrays: list[Any], cots: list[Any], one_by_one: bool = False
+) -> Any:
     """VJPs of ``call(*primals, *arrays)`` for every row of ``cots``. JAX's
     cotangents are conjugates of ours; the pullback wants them in the
     outputs' own dtypes."""
     out, pullback = jax.vjp(lambda *p: call(*p, *arrays), *primals)
     cots = [jnp.conj(c).astype(o.dtype) for c, o in zip(cots, out)]
-    grads = jax.vmap(lambda *c: pullback(list(c)))(*cots)
+    grads = _over_rows(lambda *c: pullback(list(c)), cots, one_by_one)
     return [jnp.conj(g) for g in grads]
 
 
-def _jvp_rows(call: Any, primals: list[Any], arrays: list[Any], tangents: list[Any]) -> Any:
+def _jvp_rows(
+    call: Any, primals: list[Any], arrays: list[Any], tangents: list[Any], one_by_one: bool = False
+) -> Any:
     """JVPs of ``call(*primals, *arrays)`` for every row of ``tangents``."""
     tangents = [t.astype(p.dtype) for t, p in zip(tangents, primals)]
 
     def one(*t: Any) -> Any:
         return jax.jvp(lambda *p: call(*p, *arrays), tuple(primals), tuple(t))[1]
 
-    return jax.vmap(one)(*tangents)
+    return _over_rows(one, tangents, one_by_one)
+
+
+def _over_rows(one: Callable[..., Any], batches: list[Any], one_by_one: bool) -> Any:
+    """``one`` over the rows of ``batches``: vmapped, or (vectorize=False) a
+    sequential lax.map."""
+    if one_by_one:
+        return jax.lax.map(lambda rows: one(*rows), tuple(batches))
+    return jax.vmap(one)(*batches)
 
 
 def _split(fn: Any) -> tuple[LeafFunction, list[Any], tuple[Hashable, ...]] | None:
@@ -283,7 +323,12 @@ def _lookup(fn: Any, diff_avals: list[Any], shapes: tuple[Hashable, ...]) -> Any
         closed = jax.make_jaxpr(call)(*diff_avals, *arrays)
     except Exception:
         return None  # not traceable (values in Python control flow, ...)
-    text = str(closed.jaxpr)
+    try:
+        # Printing may fail (KeyError: 'out_dtype' for lax.mul_p bound
+        # without its parameters): such an f goes the uncached way.
+        text = str(closed.jaxpr)
+    except Exception:
+        return None
     consts = list(closed.consts)
     key = (
         fn_key,

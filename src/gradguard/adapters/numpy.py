@@ -23,3 +23,11 @@ class NumpyAdapter(Adapter):
 
     def to_core(self, array: Any) -> Any:
         return np.asarray(array)
+
+    def laid_out_like(self, array: Any, like: Any) -> Any:
+        if not isinstance(like, np.ndarray):
+            return np.array(array)
+        # empty_like keeps like's memory order (C, Fortran or transposed).
+        fresh = np.empty_like(like, dtype=np.asarray(array).dtype)
+        fresh[...] = array
+        return fresh

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,7 +17,16 @@ import numpy as np
 import tensorflow as tf
 
 from .._errors import UnsupportedError
-from .base import Adapter, LeafFunction
+from .base import Adapter, GraphFacts, LeafFunction
+
+#: Rows of cotangents (tangents) from which the derivatives run in one
+#: traced loop (tracing costs some 0.1 s, once per check; an eager row a few
+#: ms): at n = 100, 100 VJPs of sin(x) * x took 156 ms traced against 492 ms
+#: eagerly, at n = 1000 0.40 s against 4.4 s. A full check of sin(x) * x at
+#: n = 1000 took 0.30-0.37 s, against 0.58 s with tf.vectorized_map.
+TRACED_ROWS = 32
+#: Rows a traced loop runs at once (tf.map_fn's parallel_iterations).
+PARALLEL_ROWS = 16
 
 
 class TensorflowAdapter(Adapter):
@@ -52,7 +62,23 @@ class TensorflowAdapter(Adapter):
 
         return batched
 
-    def vjp(self, fn: LeafFunction, primals: list[Any], cotangents: list[Any]) -> list[Any]:
+    def vjp(
+        self,
+        fn: LeafFunction,
+        primals: list[Any],
+        cotangents: list[Any],
+        vectorize: bool = True,
+    ) -> list[Any]:
+        # Never tf.vectorized_map: pfor over tape.gradient kills the process
+        # on some ops (tf.linalg.expm in float32: a segfault or "double
+        # free"; tape.jacobian too), where a plain tape.gradient works.
+        if vectorize and cotangents[0].shape[0] >= TRACED_ROWS:
+            try:
+                with _quiet_retracing():
+                    traced = _traced(fn, primals, cotangents)
+                    return list(traced(list(primals), list(cotangents)))
+            except Exception:
+                pass  # f cannot be traced (Python control flow on values, .numpy())
         inputs = [tf.identity(p) for p in primals]
         with tf.GradientTape(persistent=True) as tape:
             for x in inputs:
@@ -68,19 +94,53 @@ class TensorflowAdapter(Adapter):
             )
             return [tf.convert_to_tensor(g) for g in grads]
 
-        # As tape.jacobian does: 4x faster than a loop at 100 rows.
-        return _over_rows(one, cotangents)
+        return _row_by_row(one, cotangents)
 
-    def jvp(self, fn: LeafFunction, primals: list[Any], tangents: list[Any]) -> list[Any]:
+    def jvp(
+        self,
+        fn: LeafFunction,
+        primals: list[Any],
+        tangents: list[Any],
+        vectorize: bool = True,
+    ) -> list[Any]:
         def one(tans: Any) -> list[Any]:
             with tf.autodiff.ForwardAccumulator(primals=list(primals), tangents=list(tans)) as acc:
                 outputs = fn(*primals)
             return [acc.jvp(o, unconnected_gradients=tf.UnconnectedGradients.ZERO) for o in outputs]
 
         try:
-            return _over_rows(one, tangents)  # 2x faster than a loop at 40 rows
+            first = one([t[0] for t in tangents])
+            if vectorize and tangents[0].shape[0] >= TRACED_ROWS:
+                specs = [tf.TensorSpec(o.shape, o.dtype) for o in first]
+                try:
+                    with _quiet_retracing():
+                        return list(_traced_rows(one, specs)(list(tangents)))
+                except Exception:
+                    pass  # f cannot be traced: row by row, eagerly
+            rest = _row_by_row(one, [t[1:] for t in tangents]) if tangents[0].shape[0] > 1 else None
+            if rest is None:
+                return [o[None] for o in first]
+            return [tf.concat([o[None], r], axis=0) for o, r in zip(first, rest)]
         except Exception as exc:  # pragma: no cover - depends on the op
             raise UnsupportedError(f"forward mode failed on this function: {exc}") from exc
+
+    def graph_facts(self, fn: LeafFunction, primals: list[Any]) -> GraphFacts:
+        inputs = [tf.identity(p) for p in primals]
+        try:
+            with tf.GradientTape() as tape:
+                for x in inputs:
+                    tape.watch(x)
+                fn(*inputs)
+        except Exception:
+            return GraphFacts()  # the VJP itself will say what is wrong
+        # The tape watches every trainable variable f reads (a Keras layer's
+        # kernel): what the gradient of a training step would reach.
+        return GraphFacts(
+            other_leaves=tuple(
+                f"{v.name} {tuple(int(s) for s in v.shape)} {v.dtype.name}"
+                for v in tape.watched_variables()
+            )
+        )
 
     def differentiable_vjp(self, fn: LeafFunction, cotangents: list[Any]) -> LeafFunction:
         def first_derivative(*xs: Any) -> list[Any]:
@@ -100,16 +160,100 @@ class TensorflowAdapter(Adapter):
         return first_derivative
 
 
-def _over_rows(one: Callable[[Any], list[Any]], batches: list[Any]) -> list[Any]:
+#: Per function of a check (by id, while it lives): its traced VJPs, one per
+#: signature of the primals, so that a check traces them once, not once per
+#: batch of cotangents (0.1 s each).
+_traced_functions: dict[int, tuple[Any, dict[Any, Any]]] = {}
+_traced_lock = threading.Lock()
+
+
+def _traced(fn: LeafFunction, primals: list[Any], batches: list[Any]) -> Any:
+    """The traced VJPs of ``fn`` for primals and batches shaped like these
+    (any number of rows), traced once per check."""
+    key = (
+        tuple((tuple(p.shape), p.dtype) for p in primals),
+        tuple((tuple(b.shape[1:]), b.dtype) for b in batches),
+    )
+    with _traced_lock:
+        held = _traced_functions.get(id(fn))
+        if held is None or held[0]() is not fn:
+            try:
+                ref = weakref.ref(fn, _forget(id(fn)))
+            except TypeError:  # not weakly referenceable: traced per call
+                return _traced_vjps(fn, *_specs(primals, batches))
+            held = (ref, {})
+            _traced_functions[id(fn)] = held
+        found = held[1].get(key)
+        if found is None:
+            found = held[1][key] = _traced_vjps(fn, *_specs(primals, batches))
+    return found
+
+
+def _specs(primals: list[Any], batches: list[Any]) -> tuple[list[Any], list[Any]]:
+    """Input signatures: the primals as they are, batches of any length."""
+    return (
+        [tf.TensorSpec(p.shape, p.dtype) for p in primals],
+        [tf.TensorSpec((None, *b.shape[1:]), b.dtype) for b in batches],
+    )
+
+
+def _forget(key: int) -> Callable[[Any], None]:
+    # The dict itself, not the module global: at interpreter exit the
+    # globals are gone before the last callbacks run.
+    functions = _traced_functions
+
+    def forget(_: Any) -> None:
+        functions.pop(key, None)
+
+    return forget
+
+
+def _traced_vjps(fn: LeafFunction, specs: list[Any], rows_specs: list[Any]) -> Callable[..., Any]:
+    """VJPs for every row of the cotangents in one traced function: f and
+    its gradient built once, a while loop over the rows (tf.map_fn)."""
+
+    @tf.function(autograph=False, input_signature=[specs, rows_specs])
+    def rows(primals: list[Any], cotangents: list[Any]) -> Any:
+        with tf.GradientTape(persistent=True) as tape:
+            for x in primals:
+                tape.watch(x)
+            outputs = fn(*primals)
+
+        def one(cots: Any) -> list[Any]:
+            return tape.gradient(
+                outputs,
+                primals,
+                output_gradients=list(cots),
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+
+        return tf.map_fn(
+            one, tuple(cotangents), fn_output_signature=specs, parallel_iterations=PARALLEL_ROWS
+        )
+
+    return rows
+
+
+def _traced_rows(one: Callable[[Any], list[Any]], specs: list[Any]) -> Callable[..., Any]:
+    """``one`` for every row of its batches, in one traced while loop."""
+
+    @tf.function(autograph=False)
+    def rows(batches: list[Any]) -> Any:
+        return tf.map_fn(
+            lambda row: one(list(row)),
+            tuple(batches),
+            fn_output_signature=specs,
+            parallel_iterations=PARALLEL_ROWS,
+        )
+
+    return rows
+
+
+def _row_by_row(one: Callable[[Any], list[Any]], batches: list[Any]) -> list[Any]:
     """``one`` (a list of arrays -> a list of tensors) for every row of
-    ``batches``, stacked: one vectorised pass, or a loop for ops that have no
-    vectorisation rule."""
-    try:
-        with _quiet_retracing():
-            return list(tf.vectorized_map(one, tuple(batches)))
-    except Exception:
-        rows = [one([b[r] for b in batches]) for r in range(batches[0].shape[0])]
-        return [tf.stack([row[j] for row in rows]) for j in range(len(rows[0]))]
+    ``batches``, stacked."""
+    rows = [one([b[r] for b in batches]) for r in range(batches[0].shape[0])]
+    return [tf.stack([row[j] for row in rows]) for j in range(len(rows[0]))]
 
 
 class _RetracingFilter(logging.Filter):

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .._errors import ArgumentTypeError, UnsupportedError
-from .base import Adapter, LeafFunction
+from .base import Adapter, GraphFacts, LeafFunction
 
 _FORWARD_AD = threading.Lock()
 
@@ -59,6 +59,14 @@ class TorchAdapter(Adapter):
         host = np.empty(shape, dtype=np.float64 if dtype == torch.float64 else np.float32)
         return torch.from_numpy(host)
 
+    def laid_out_like(self, array: Any, like: Any) -> Any:
+        # empty_like keeps like's strides when it is dense and not
+        # overlapping (a transposed or sliced caller's tensor; pinv's
+        # kernels depend on them), and starts at offset 0 of its own storage
+        # (torch.as_strided depends on the offset).
+        fresh = torch.empty_like(like, dtype=array.dtype, device=like.device)
+        return fresh.copy_(array)
+
     def float64_available(self, array: Any) -> bool:
         return array.device.type != "mps"
 
@@ -81,7 +89,13 @@ class TorchAdapter(Adapter):
     def no_grad(self) -> Any:
         return torch.no_grad()
 
-    def vjp(self, fn: LeafFunction, primals: list[Any], cotangents: list[Any]) -> list[Any]:
+    def vjp(
+        self,
+        fn: LeafFunction,
+        primals: list[Any],
+        cotangents: list[Any],
+        vectorize: bool = True,
+    ) -> list[Any]:
         # A detached alias is a fresh leaf; no copy needed: autograd refuses
         # in-place writes to a leaf that requires grad, and an f that writes
         # into its input was refused at the setup's call (MutationError).
@@ -94,6 +108,8 @@ class TorchAdapter(Adapter):
             return [torch.zeros((k, *p.shape), dtype=p.dtype, device=p.device) for p in primals]
         outs, cots = zip(*pairs)
         try:
+            if not vectorize:
+                raise _OneByOne
             grads = torch.autograd.grad(
                 outs, inputs, cots, retain_graph=True, allow_unused=True, is_grads_batched=True
             )
@@ -116,7 +132,13 @@ class TorchAdapter(Adapter):
             for p, g in zip(primals, grads)
         ]
 
-    def jvp(self, fn: LeafFunction, primals: list[Any], tangents: list[Any]) -> list[Any]:
+    def jvp(
+        self,
+        fn: LeafFunction,
+        primals: list[Any],
+        tangents: list[Any],
+        vectorize: bool = True,
+    ) -> list[Any]:
         import torch.autograd.forward_ad as fwad
 
         k = tangents[0].shape[0]
@@ -147,6 +169,23 @@ class TorchAdapter(Adapter):
                 )
         return [torch.stack([row[j] for row in rows]) for j in range(len(rows[0]))]
 
+    def graph_facts(self, fn: LeafFunction, primals: list[Any]) -> GraphFacts:
+        inputs = [p.detach().requires_grad_(True) for p in primals]
+        try:
+            with torch.enable_grad():
+                outputs = fn(*inputs)
+        except Exception:
+            return GraphFacts()  # the VJP itself will say what is wrong
+        undifferentiated = tuple(
+            j
+            for j, o in enumerate(outputs)
+            if (o.is_floating_point() or o.is_complex()) and not o.requires_grad
+        )
+        leaves = _graph_leaves(outputs)
+        others = [t for t in leaves if not any(t is x for x in inputs)]
+        names = _parameter_names(fn)
+        return GraphFacts(undifferentiated, tuple(_tensor_name(t, names) for t in others))
+
     def differentiable_vjp(self, fn: LeafFunction, cotangents: list[Any]) -> LeafFunction:
         def first_derivative(*xs: Any) -> list[Any]:
             with torch.enable_grad():
@@ -164,3 +203,52 @@ class TorchAdapter(Adapter):
             return [torch.zeros_like(x) if g is None else g for x, g in zip(xs, grads)]
 
         return first_derivative
+
+
+class _OneByOne(Exception):
+    """vectorize=False: take the one-cotangent-at-a-time path."""
+
+
+def _graph_leaves(outputs: list[Any]) -> list[Any]:
+    """The tensors requiring grad at the leaves of the outputs' autograd
+    graph (AccumulateGrad nodes), each once, in the order first reached."""
+    found: list[Any] = []
+    seen: set[int] = set()
+    stack = []
+    for o in outputs:
+        if o.grad_fn is not None:
+            stack.append(o.grad_fn)
+        elif o.requires_grad:
+            found.append(o)  # f returned a leaf itself
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        variable = getattr(node, "variable", None)
+        if variable is not None:
+            if not any(variable is t for t in found):
+                found.append(variable)
+            continue
+        stack.extend(reversed([n for n, _ in node.next_functions]))
+    return found
+
+
+def _parameter_names(fn: Any) -> dict[int, str]:
+    """id -> name of the parameters of the nn.Modules f is, is a method of,
+    or takes among its other arguments."""
+    f = getattr(fn, "f", fn)
+    owners = [f, getattr(f, "__self__", None), *getattr(fn, "leaves", [])]
+    names: dict[int, str] = {}
+    for owner in owners:
+        if isinstance(owner, torch.nn.Module):
+            for name, tensor in owner.named_parameters():
+                names.setdefault(id(tensor), name)
+    return names
+
+
+def _tensor_name(tensor: Any, names: dict[int, str]) -> str:
+    shape = tuple(int(s) for s in tensor.shape)
+    dtype = str(tensor.dtype).replace("torch.", "")
+    name = names.get(id(tensor))
+    return f"{name} {shape} {dtype}" if name else f"a tensor {shape} {dtype}"
