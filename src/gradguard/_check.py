@@ -70,7 +70,10 @@ def check(
     says so. Raises a :class:`~gradguard.GradguardError` for unusable
     arguments. Where nothing can be compared (empty arrays, or no output
     with a derivative) the report passes with ``checked == 0`` and a note
-    that says so. Outputs without a derivative (integers, bools, torch
+    that says so. Entries of the point that are not finite (NaN, inf, -inf:
+    an attention mask) are held fixed, named in a note, and their
+    derivatives not compared; the finite entries are checked as usual (f
+    itself must be finite at the point). Outputs without a derivative (integers, bools, torch
     outputs that do not require grad while others do) are left out, and
     arrays f uses that require gradients but are not arguments (a model's
     parameters) are named, both in ``report.notes``.
