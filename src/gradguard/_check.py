@@ -70,7 +70,10 @@ def check(
     says so. Raises a :class:`~gradguard.GradguardError` for unusable
     arguments. Where nothing can be compared (empty arrays, or no output
     with a derivative) the report passes with ``checked == 0`` and a note
-    that says so. Outputs without a derivative (integers, bools, torch
+    that says so. Entries of the point that are not finite (NaN, inf, -inf:
+    an attention mask) are held fixed, named in a note, and their
+    derivatives not compared; the finite entries are checked as usual (f
+    itself must be finite at the point). Outputs without a derivative (integers, bools, torch
     outputs that do not require grad while others do) are left out, and
     arrays f uses that require gradients but are not arguments (a model's
     parameters) are named, both in ``report.notes``.
@@ -182,6 +185,11 @@ def _nothing_to_compare(problem: _Problem) -> str:
     """The note of a check with no Jacobian entry: which side is empty."""
     if problem.in_layout.size == 0:
         names = ", ".join(problem.in_names)
+        if any(math.prod(shape) > 0 for shape in problem.in_shapes):
+            return (
+                "nothing to compare: no entry of the arrays to differentiate is finite "
+                f"({names}); entries that are not finite are held fixed"
+            )
         return f"nothing to compare: every array to differentiate is empty ({names})"
     if problem.out_names:
         names = ", ".join(problem.out_names)
@@ -209,14 +217,14 @@ def _early_report(
     arguments = tuple(
         ArgumentSummary(
             name=name,
-            shape=tuple(int(s) for s in primal.shape),
+            shape=shape,
             dtype=_describe([dtype]),
             relative_error=1.0 if name == wrong_argument else 0.0,
             checked=0,
             wrong=0,
             uncertain=0,
         )
-        for name, primal, dtype in zip(p.in_names, p.primals, p.in_dtypes)
+        for name, shape, dtype in zip(p.in_names, p.in_shapes, p.in_dtypes)
     )
     return Report(
         verdict=verdict,

@@ -1462,7 +1462,7 @@ class _Run:
         arguments = tuple(
             ArgumentSummary(
                 name=p.in_names[i],
-                shape=tuple(int(s) for s in p.primals[i].shape),
+                shape=p.in_shapes[i],
                 dtype=_describe([p.in_dtypes[i]]),
                 relative_error=tally.relative_error,
                 checked=tally.checked,

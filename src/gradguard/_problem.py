@@ -14,7 +14,7 @@ import math
 import numbers
 import types
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import _tree
@@ -65,6 +65,10 @@ class _Problem:
     #: the caller's and the framework differentiates: the same rule run there
     #: shows how much of the analytical side is rounding (else None).
     wide_primals: list[Any] | None = None
+    #: The shapes of the differentiated arguments themselves: a primal is
+    #: the 1-D array of its argument's finite entries where some are held
+    #: fixed (NaN, inf; see _Held).
+    in_shapes: list[tuple[int, ...]] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -101,14 +105,25 @@ class _Problem:
                 + "; pass float arrays (integers are not differentiable)"
             )
         diff_core = [core_leaves[i] for i in diff]
-        _check_points(diff_core, [paths[i] for i in diff], xp, adapter)
+        in_shapes = [tuple(int(s) for s in c.shape) for c in diff_core]
         # f only ever sees copies: the caller's arrays cannot change, whatever f does.
         leaves = list(leaves)
         for i in arrays:
             leaves[i] = adapter.from_core(_copy(core_leaves[i], xp), like=leaves[i])
-        primals = [leaves[i] for i in diff]
+        notes: list[str] = []
+        # Entries that are not finite (an attention mask's -inf) are held
+        # fixed: the check differentiates the finite entries alone.
+        held: dict[int, _Held] = {}
+        for j, i in enumerate(diff):
+            found = _hold_nonfinite(diff_core[j], leaves[i], paths[i], adapter, xp, notes)
+            if found is not None:
+                held[i], diff_core[j] = found
+        primals = [
+            adapter.from_core(diff_core[j], like=leaves[i]) if i in held else leaves[i]
+            for j, i in enumerate(diff)
+        ]
 
-        leaf_call = _LeafCall(f, treedef, leaves, diff, adapter)
+        leaf_call = _LeafCall(f, treedef, leaves, diff, adapter, held=held)
         call = leaf_call.call
         fn: Callable[..., list[Any]] = leaf_call
 
@@ -122,7 +137,6 @@ class _Problem:
         _check_unchanged(core_leaves, leaves, paths, adapter, xp)
         outputs0 = _output_arrays(raw_outputs, out_paths, adapter, primals[0])
         out_core = [adapter.to_core(o) for o in outputs0]
-        notes: list[str] = []
         user_rule = grad is not None or vjp is not None
         facts = GraphFacts()
         if adapter.has_autodiff and order == 1:
@@ -156,6 +170,8 @@ class _Problem:
             out_names = [f"d/d{paths[i]}" for i in diff]
 
         in_layout = FlatLayout.of(diff_core, xp)
+        if held:
+            in_layout = _HeldLayout(in_layout, [held.get(i) for i in diff])
         out_layout = FlatLayout.of(out_core, xp)
         in_dtypes = [c.dtype for c in diff_core]
 
@@ -187,6 +203,7 @@ class _Problem:
                 out_layout,
                 outputs0,
                 leaf_call.kept,
+                held,
             )
         elif adapter.has_autodiff:
 
@@ -230,6 +247,7 @@ class _Problem:
             vectorize=vectorize,
             first_outputs=out_core if eval_dtypes == in_dtypes else None,
             wide_primals=wide_primals,
+            in_shapes=in_shapes,
         )
 
 
@@ -265,6 +283,9 @@ class _LeafCall:
     #: The positions of the output leaves compared (None: all); the others
     #: are integers or not differentiated by the framework (see build).
     kept: tuple[int, ...] | None = None
+    #: Differentiated leaves (by position) whose entries that are not finite
+    #: are held fixed: f is called with the finite entries put back.
+    held: dict[int, _Held] = field(default_factory=dict)
 
     @property
     def __name__(self) -> str:
@@ -287,8 +308,20 @@ class _LeafCall:
         return [o if adapter.owns(o) else adapter.asarray_like(o, like) for o in outs]
 
     def _outputs(self, diff_leaves: Sequence[Any]) -> Any:
-        full = _replace(self.leaves, self.diff, list(diff_leaves))
+        values = [self._put_back(i, v) for i, v in zip(self.diff, diff_leaves)]
+        full = _replace(self.leaves, self.diff, values)
         return self.f(*_tree.unflatten(self.treedef, full))
+
+    def _put_back(self, i: int, value: Any) -> Any:
+        """The argument f receives for differentiated leaf ``i``: ``value``
+        itself, or, where entries are held fixed, the argument with
+        ``value`` (its finite entries) put back, differentiably."""
+        held = self.held.get(i)
+        if held is None:
+            return value
+        if held.finite.size == 0:
+            return held.base  # nothing of it is differentiated
+        return self.adapter.scatter_into(held.base, held.mask, held.positions, value)
 
     def _on_device(self, outs: list[Any], like: Any) -> list[Any]:
         # Outputs on another device than the input (f ends in .cpu(), say)
@@ -304,17 +337,98 @@ def _note(exc: BaseException, text: str) -> None:
         exc.add_note(text)
 
 
-def _check_points(arrays: list[Any], names: list[str], xp: Any, adapter: Adapter) -> None:
-    """The point must be finite (empty arrays are: nothing to compare)."""
-    for a, name in zip(arrays, names):
-        if not all_finite(a, xp):
-            flat = adapter.to_numpy(xp.reshape(~xp.isfinite(a), (-1,)))
-            first = int(flat.nonzero()[0][0])
-            index = tuple(int(i) for i in _unravel(first, tuple(a.shape)))
-            raise ArgumentError(
-                f"{name}: contains NaN or inf (first at index {index}); finite differences "
-                "need a finite point: check at another x"
-            )
+@dataclass(frozen=True)
+class _Held:
+    """A differentiated argument with entries that are not finite (NaN,
+    ±inf: an attention mask's -inf). Those are held fixed; the check
+    differentiates the 1-D array of the finite entries, which the leaf call
+    puts back into the argument (``Adapter.scatter_into``)."""
+
+    #: The argument (the check's copy, held entries and all), framework array.
+    base: Any
+    #: Framework bool array shaped like ``base``: True where finite.
+    mask: Any
+    #: Framework int array, one per entry of ``base`` (flat): its place among
+    #: the finite entries (0 where held).
+    positions: Any
+    #: NumPy: the flat index in the argument of each finite entry, in order.
+    finite: Any
+    #: The same, as a core array (to take the finite entries of a gradient).
+    finite_core: Any
+    shape: tuple[int, ...]
+
+    def compact(self, core: Any, xp: Any) -> Any:
+        """The finite entries' part of ``core``, an array shaped like the argument."""
+        return xp.take(xp.reshape(core, (-1,)), self.finite_core, axis=0)
+
+
+def _hold_nonfinite(
+    core: Any, leaf: Any, name: str, adapter: Adapter, xp: Any, notes: list[str]
+) -> tuple[_Held, Any] | None:
+    """For an argument with entries that are not finite: how they are held
+    fixed, and the 1-D core array of its finite entries, with a note that
+    says so; None when every entry is finite."""
+    if all_finite(core, xp):
+        return None
+    import numpy as np
+
+    host = np.asarray(adapter.to_numpy(core)).reshape(-1)
+    is_finite = np.isfinite(host)
+    finite = np.flatnonzero(is_finite)
+    positions = np.zeros(host.size, dtype=np.int32)
+    positions[finite] = np.arange(finite.size, dtype=np.int32)
+    device = _device(core)
+    finite_core = xp.asarray(finite, device=device)
+    held = _Held(
+        base=leaf,
+        mask=adapter.from_core(
+            xp.asarray(is_finite.reshape(tuple(core.shape)), device=device), like=leaf
+        ),
+        positions=adapter.from_core(xp.asarray(positions, device=device), like=leaf),
+        finite=finite,
+        finite_core=finite_core,
+        shape=tuple(int(s) for s in core.shape),
+    )
+    count = host.size - finite.size
+    entries = "1 entry that is not finite" if count == 1 else f"{count} entries that are not finite"
+    fixed = (
+        "is held fixed; its derivative is not compared"
+        if count == 1
+        else "are held fixed; their derivatives are not compared"
+    )
+    notes.append(f"{name}: {entries} ({_nonfinite_kinds(host)}) {fixed}")
+    return held, held.compact(core, xp)
+
+
+def _nonfinite_kinds(host: Any) -> str:
+    """Which of NaN, inf and -inf a NumPy array holds (in either part)."""
+    import numpy as np
+
+    parts = [host.real, host.imag] if np.iscomplexobj(host) else [host]
+    kinds = [
+        kind
+        for kind, test in (("NaN", np.isnan), ("inf", np.isposinf), ("-inf", np.isneginf))
+        if any(bool(test(p).any()) for p in parts)
+    ]
+    return ", ".join(kinds)
+
+
+class _HeldLayout(FlatLayout):
+    """The layout of the differentiated arrays where some are the finite
+    entries of their argument alone (see _Held): ``owner`` names an entry by
+    its index in the argument itself, as the caller knows it."""
+
+    def __init__(self, layout: FlatLayout, held: list[_Held | None]) -> None:
+        slots = layout.slots
+        super().__init__([s.shape for s in slots], [s.is_complex for s in slots])
+        self.held = held
+
+    def owner(self, coordinate: int) -> tuple[int, tuple[int, ...], str]:
+        slot, index, part = super().owner(coordinate)
+        held = self.held[slot]
+        if held is None:
+            return slot, index, part
+        return slot, _unravel(int(held.finite[index[0]]), held.shape), part
 
 
 def _unravel(flat_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -659,11 +773,14 @@ def _user_vjp(
     out_layout: FlatLayout,
     outputs0: list[Any],
     kept: tuple[int, ...] | None = None,
+    held: dict[int, _Held] | None = None,
 ) -> Callable[[list[Any]], list[Any]]:
     """The caller's grad/vjp rule as a batched VJP on framework arrays.
     Outputs left out of the comparison (not in ``kept``) get None as their
-    cotangent."""
+    cotangent. Of an argument with entries held fixed (see _Held), the
+    rule's gradient is compared on the finite entries alone."""
     wanted = sorted(selected)
+    held = held or {}
     call_args = _tree.unflatten(treedef, leaves)
     if grad is not None and out_layout.size != 1:
         raise ArgumentError(
@@ -713,7 +830,8 @@ def _user_vjp(
                     f"{rule}: gradient of shape {tuple(value.shape)} for an argument of "
                     f"shape {tuple(target.shape)}; return one derivative per entry"
                 )
-            out.append(adapter.to_core(value))
+            core = adapter.to_core(value)
+            out.append(held[i].compact(core, xp) if i in held else core)
         return out
 
     def rule_vjp(cotangents: list[Any]) -> list[Any]:

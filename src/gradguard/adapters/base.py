@@ -112,6 +112,18 @@ class Adapter:
         xp = self.namespace(array)
         return self.from_core(xp.asarray(array, copy=True), like)
 
+    def scatter_into(self, base: Any, mask: Any, positions: Any, values: Any) -> Any:
+        """``base`` (in ``values``' dtype) with each entry where ``mask`` is
+        True replaced by ``values[positions[entry]]``: how a check puts the
+        finite entries it differentiates (``values``, 1-D) back among the
+        entries it holds fixed (NaN, inf). Differentiable in ``values`` and
+        batchable by the framework's vmap; ``base``, ``mask`` (bool, shaped
+        like ``base``) and ``positions`` (int, one per entry of ``base``,
+        flat) are fixed framework arrays; ``base`` is never written to."""
+        xp = self.namespace(base)
+        taken = xp.reshape(xp.take(values, positions, axis=0), base.shape)
+        return xp.where(mask, taken, xp.astype(base, values.dtype))
+
     def hidden_arrays(self, obj: Any) -> int:
         """How many floating arrays ``obj``, an argument leaf that is not an
         array, holds in the framework's own containers (a registered JAX

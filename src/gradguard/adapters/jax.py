@@ -121,6 +121,10 @@ class JaxAdapter(Adapter):
 
         return batched
 
+    def scatter_into(self, base: Any, mask: Any, positions: Any, values: Any) -> Any:
+        taken = jnp.take(values, positions, axis=0).reshape(base.shape)
+        return jnp.where(mask, taken, base.astype(values.dtype))
+
     def hidden_arrays(self, obj: Any) -> int:
         leaves = jax.tree_util.tree_leaves(obj)
         if len(leaves) == 1 and leaves[0] is obj:

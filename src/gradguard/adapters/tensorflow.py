@@ -55,6 +55,12 @@ class TensorflowAdapter(Adapter):
     def to_numpy(self, core_array: Any) -> Any:
         return np.asarray(core_array)
 
+    def scatter_into(self, base: Any, mask: Any, positions: Any, values: Any) -> Any:
+        # gather and where: differentiable on the tape and by the forward
+        # accumulator, and vectorised by pfor.
+        taken = tf.reshape(tf.gather(values, positions, axis=0), tf.shape(base))
+        return tf.where(mask, taken, tf.cast(base, values.dtype))
+
     def vectorize(self, fn: LeafFunction) -> LeafFunction:
         def batched(*leaves: Any) -> list[Any]:
             with _quiet_retracing():

@@ -70,6 +70,12 @@ class TorchAdapter(Adapter):
     def float64_available(self, array: Any) -> bool:
         return array.device.type != "mps"
 
+    def scatter_into(self, base: Any, mask: Any, positions: Any, values: Any) -> Any:
+        # index_select and where: differentiable in both modes, and batched
+        # by torch.func.vmap and by is_grads_batched backward passes.
+        taken = values.index_select(0, positions).reshape(base.shape)
+        return torch.where(mask, taken, base.to(values.dtype))
+
     def vectorize(self, fn: LeafFunction) -> LeafFunction:
         # vmap takes a fast path for one tensor out; a list of outputs goes
         # through torch's pytree code, about 30 us a call (a third of the
