@@ -56,6 +56,7 @@ class Ops:
     zeros_like: Callable[[Any], Any]
     ones_like: Callable[[Any], Any]
     asarray: Callable[[np.ndarray], Any]
+    clip: Callable[[Any, float, float], Any]
 
 
 def ops_of(framework: str) -> Ops:
@@ -69,6 +70,7 @@ def ops_of(framework: str) -> Ops:
             torch.zeros_like,
             torch.ones_like,
             lambda a: torch.tensor(a, dtype=torch.float64),
+            torch.clamp,
         )
     if framework == "jax":
         import jax.numpy as jnp
@@ -80,6 +82,7 @@ def ops_of(framework: str) -> Ops:
             jnp.zeros_like,
             jnp.ones_like,
             lambda a: jnp.asarray(a, dtype=jnp.float64),
+            jnp.clip,
         )
     if framework == "tensorflow":
         import tensorflow as tf
@@ -91,9 +94,16 @@ def ops_of(framework: str) -> Ops:
             tf.zeros_like,
             tf.ones_like,
             lambda a: tf.constant(a, dtype=tf.float64),
+            tf.clip_by_value,
         )
     return Ops(
-        np.tanh, np.sum, lambda a: np.swapaxes(a, -1, -2), np.zeros_like, np.ones_like, np.asarray
+        np.tanh,
+        np.sum,
+        lambda a: np.swapaxes(a, -1, -2),
+        np.zeros_like,
+        np.ones_like,
+        np.asarray,
+        np.clip,
     )
 
 
@@ -209,6 +219,9 @@ MUTATIONS: dict[str, Callable[[Callable], Callable]] = {
     "zero": lambda rule: lambda ops, g, *xs: tuple(ops.zeros_like(x) for x in xs),
     "ignores": lambda rule: lambda ops, g, *xs: rule(ops, ops.ones_like(g), *xs),
     "squared": lambda rule: lambda ops, g, *xs: rule(ops, g * g, *xs),
+    # The incoming gradient clipped at 2.5: one-hot cotangents (+-2, +-0.5)
+    # pass untouched, random dense ones (entries of size 1 to 3) do not.
+    "clipped": lambda rule: lambda ops, g, *xs: rule(ops, ops.clip(g, -2.5, 2.5), *xs),
     # One Jacobian entry (of the first argument) 1% off, the rest right.
     "entry": lambda rule: (
         lambda ops, g, *xs: _first(rule(ops, g, *xs), lambda r: r * bump(ops, r, 2, 1.01))
@@ -246,6 +259,7 @@ FULL = {
     ("vector", "zero"): ({"zero"}, ["does not flow"]),
     ("vector", "ignores"): ({"ignores"}, []),
     ("vector", "squared"): ({"nonlinear"}, ["square"]),
+    ("vector", "clipped"): ({"nonlinear"}, ["one-hot cotangents agree"]),
     ("vector", "entry"): ({"some"}, ["1 of the 5"]),
     ("matmul", "first.T"): ({"transposed"}, ["gradient for a is the transpose", "only a is"]),
     ("matmul", "both.T"): ({"transposed"}, ["for a is the transpose", "for b is the transpose"]),
