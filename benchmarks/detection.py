@@ -25,9 +25,11 @@ mutation        what the rule returns instead of ``J^T g``
 Functions: activations (gelu (tanh form), softplus, tanh, sigmoid),
 normalisations (layer norm, softmax), scaled dot-product attention (q, k,
 v), reductions (logsumexp, mean and variance: two outputs), a scalar
-loss (logsumexp of a whole vector: one output row), and matrix products
-(``A @ B + A``; ``tanh(A @ B)`` with square A). Sizes 48 to 112 inputs; each
-function at ``--points`` seeded points (default 3).
+loss (the sum of softplus over a vector: one output row), and matrix
+products (``A @ B + A``; ``tanh(A @ B)`` with square A; the last two
+functions not in the float32-only column, see ``Function.float32_only``).
+Sizes 48 to 112 inputs; each function at ``--points`` seeded points
+(default 3).
 
 A diagnosis "names the mutation" when it says that mutation's words
 (``NAMES``) and no other shape's (``SHAPES``, ``ALLOWED``).
@@ -181,6 +183,10 @@ def tanh_rule(xp, xs, gs, missing=False):
     return (g if missing else g * (1.0 - y * y),)
 
 
+def softplus_sum(xp, x):
+    return (xp.sum(softplus(xp, x)[0]),)
+
+
 def sigmoid(xp, x):
     return (1.0 / (1.0 + xp.exp(-x)),)
 
@@ -306,6 +312,12 @@ class Function:
     transposable: bool = False
     #: ``J^T 1 = 0`` (the outputs sum to a constant along the last axis).
     ones_null: bool = False
+    #: Also in the float32-only column. Off for the two functions added for
+    #: the diagnosis (a scalar loss, a transposed square argument): there
+    #: ``entry1%`` sits at what float32 differences resolve (2 of 6 cases
+    #: undecided or passed, torch and JAX, at 03e79e6), a detection limit
+    #: of its own.
+    float32_only: bool = True
 
 
 FUNCTIONS = (
@@ -322,7 +334,9 @@ FUNCTIONS = (
     ),
     Function("logsumexp", "reduction", logsumexp, logsumexp_rule, ((4, 16),)),
     # A scalar-valued f (a loss): one output row, one one-hot cotangent.
-    Function("logsumexp_all", "scalar loss", logsumexp, logsumexp_rule, ((64,),)),
+    Function(
+        "softplus_sum", "scalar loss", softplus_sum, softplus_rule, ((64,),), float32_only=False
+    ),
     Function("mean_var", "reduction", mean_var, mean_var_rule, ((48,),), 0.7),
     Function(
         "residual_matmul",
@@ -341,6 +355,7 @@ FUNCTIONS = (
         ((6, 6), (6, 6)),
         0.0,
         True,
+        float32_only=False,
     ),
 )
 
@@ -567,7 +582,8 @@ def cases_for(framework: str, column: str, points: int = 1) -> list[dict[str, An
             }
 
         del jax
-    for fn, index in ((fn, i) for fn in FUNCTIONS for i in range(points)):
+    functions = [fn for fn in FUNCTIONS if fn.float32_only or not only32]
+    for fn, index in ((fn, i) for fn in functions for i in range(points)):
         x = point(fn, index)
         entry = planted_entry(fn, x)
         for mutation in ("correct", *mutations_of(fn)):
