@@ -215,6 +215,8 @@ class _Run:
         # The analytical Jacobian of a full reverse check, transposed (n, m).
         self.jac_t: Any = None
         self.one_hot_wrong = 0
+        # Arguments whose VJPs were all zero in a failing probe check.
+        self.zero_arguments: list[str] = []
 
     # -- evaluation ------------------------------------------------------
     def evaluate(self, points: Any) -> Any:
@@ -467,6 +469,16 @@ class _Run:
         spread = float(xp.max(xp.abs(rows - reference)))
         size = float(xp.max(xp.abs(self.first_vjp))) if self.first_vjp.shape[0] else 0.0
         self.vjps_identical = spread <= 1e-12 * size
+
+    def _zero_arguments(self, rows: Any) -> list[str]:
+        """Arguments whose every VJP in ``rows`` is exactly zero (for the
+        diagnosis of random probes, which sum over the arguments)."""
+        xp, p = self.xp, self.p
+        return [
+            name
+            for name, slot in zip(p.in_names, p.in_layout.slots)
+            if slot.width and not bool(xp.any(rows[:, slot.offset : slot.offset + slot.width]))
+        ]
 
     def _round_to(self, values: Any, layout: FlatLayout, dtypes: list[Any]) -> Any:
         """Round real coordinates to what the analytical side actually receives."""
@@ -1152,6 +1164,7 @@ class _Run:
                 # Only a failing check is diagnosed (did the rule ignore its
                 # cotangent?): a passing one skips looking at the VJP rows.
                 self._watch_vjps(grads)
+                self.zero_arguments = self._zero_arguments(grads)
         if direction in ("fwd", "both"):
             tangents = self._round_to(dd.direction, p.in_layout, p.in_dtypes)
             ana, wide = self.jvp(tangents)  # (k, m)
@@ -1493,6 +1506,8 @@ class _Run:
                     in_widths=[s.width for s in p.in_layout.slots],
                     out_widths=[s.width for s in p.out_layout.slots],
                     in_names=list(p.in_names),
+                    in_shapes=[s.shape for s in p.in_layout.slots],
+                    zero_arguments=self.zero_arguments,
                 ),
                 self.xp,
             )

@@ -2,7 +2,19 @@
 
 Works on aggregates that the comparison keeps anyway (inner products, per-row
 sums, the per-argument tallies) and, for small problems, the two Jacobians.
-Each finding is one plain sentence.
+Each finding is one plain sentence, and claims only what the evidence shows:
+
+- a constant factor is read off everything compared, one-hot and random
+  dense cotangents together, so a linear rule off by 2 is never mistaken for
+  a cotangent applied twice (the one-hot rows are scaled by +-2 or +-0.5:
+  with one output row, a factor of 2 and a squared cotangent of scale 2 look
+  alike there; the dense cotangents tell them apart);
+- a pattern in the cotangent (ignored, squared) is named only where no
+  constant factor explains the data;
+- random probes see a few projections of the Jacobian: they name a factor
+  only where it explains the error itself (not merely the values) in every
+  projection, and otherwise say that the error is somewhere, to be located
+  in full mode.
 """
 
 from __future__ import annotations
@@ -17,6 +29,14 @@ __all__ = ["Evidence", "diagnose"]
 
 #: Relative residual under which a pattern (factor, transpose) "explains" the data.
 FIT = 1e-3
+#: Fewest compared values from which probes may read a constant factor: with
+#: one value, any error is "a factor".
+PROBE_VALUES = 2
+#: The fallback that full mode gives when no shape explains the error.
+NO_PATTERN = (
+    "the analytical derivative differs from finite differences with no simple "
+    "pattern (a missing term, e.g. of the product or chain rule)"
+)
 
 
 @dataclass
@@ -43,10 +63,17 @@ class Evidence:
     in_widths: list[int] = field(default_factory=list)
     out_widths: list[int] = field(default_factory=list)
     in_names: list[str] = field(default_factory=list)
+    #: Shape of each differentiated argument (for a gradient returned
+    #: transposed); empty when unknown.
+    in_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    #: Arguments whose analytical gradient was exactly zero in every probe
+    #: (probe mode, whose comparisons sum over the arguments).
+    zero_arguments: list[str] = field(default_factory=list)
 
 
 def diagnose(evidence: Evidence, xp: Any) -> tuple[str, ...]:
     t = evidence.tally
+    probe = evidence.mode == "probe"
     found: list[str] = []
     failing = [d for d, tally in evidence.directions.items() if tally.wrong]
     if len(evidence.directions) == 2 and len(failing) == 1:
@@ -68,27 +95,22 @@ def diagnose(evidence: Evidence, xp: Any) -> tuple[str, ...]:
             "that returns zeros)"
         )
         return tuple(found)
-    cotangent = _cotangent_pattern(evidence, xp)
-    if cotangent:
-        found.append(cotangent)
+    if probe:
+        return tuple(found + _probe_findings(evidence, t))
     wrong_args = [(name, tally) for name, tally in evidence.arguments if tally.wrong]
     right_args = [name for name, tally in evidence.arguments if not tally.wrong and tally.checked]
-    if not cotangent:
-        factor = _constant_factor(t)
-        if factor is not None:
-            found.append(_factor_text(factor, ""))
-        elif right_args:
-            for name, tally in wrong_args:
-                if tally.ana_sq == 0.0 and tally.num_sq > 0.0:
-                    found.append(
-                        f"the derivative for {name} is zero everywhere while finite "
-                        "differences are not: its gradient does not flow"
-                    )
-                    continue
-                factor = _constant_factor(tally)
-                if factor is not None:
-                    found.append(_factor_text(factor, name))
+    # A factor over everything compared, one-hot and dense cotangents alike,
+    # makes the rule linear in its cotangent: no cotangent pattern then.
+    factor = None if evidence.cotangent_ignored else _constant_factor(t)
+    cotangent = "" if factor is not None else _cotangent_pattern(evidence, xp)
+    if cotangent:
+        found.append(cotangent)
+    elif factor is not None:
+        found.append(_factor_text(factor, ""))
+    elif len(evidence.arguments) > 1:
+        found.extend(_argument_findings(wrong_args))
     found.extend(_transposed(evidence, xp))
+    found.extend(_argument_transposed(evidence, xp))
     if evidence.dense_wrong and not evidence.one_hot_wrong and not cotangent:
         found.append(
             "one-hot cotangents agree but random ones do not: the backward is not linear "
@@ -112,11 +134,66 @@ def diagnose(evidence: Evidence, xp: Any) -> tuple[str, ...]:
             "the input)"
         )
     if not found:
-        found.append(
-            "the analytical derivative differs from finite differences with no simple "
-            "pattern (a missing term, e.g. of the product or chain rule)"
-        )
+        found.append(NO_PATTERN)
     return tuple(found)
+
+
+def _argument_findings(wrong_args: list[tuple[str, Tally]]) -> list[str]:
+    """Per wrong argument, a zero gradient or a constant factor (the
+    argument's own one-hot and dense comparisons, which split by argument)."""
+    found = []
+    for name, tally in wrong_args:
+        if tally.ana_sq == 0.0 and tally.num_sq > 0.0:
+            found.append(
+                f"the derivative for {name} is zero everywhere while finite "
+                "differences are not: its gradient does not flow"
+            )
+            continue
+        factor = _constant_factor(tally)
+        if factor is not None:
+            found.append(_factor_text(factor, name))
+    return found
+
+
+def _probe_findings(e: Evidence, t: Tally) -> list[str]:
+    """What random probes show: a few projections u . J . v of the Jacobian,
+    summed over every argument. A factor is named only where it explains the
+    error itself in every projection (a single wrong entry makes the error
+    a random multiple of each projection: it fits a factor only by chance,
+    and with the error's own precision hardly ever); otherwise the error is
+    somewhere, and full mode locates it."""
+    found = []
+    if e.cotangent_ignored:
+        found.append(_IGNORED)
+    if e.zero_arguments:
+        names = ", ".join(e.zero_arguments)
+        found.append(
+            f"the gradient for {names} is exactly zero in every probe: if f depends on "
+            f"{'it' if len(e.zero_arguments) == 1 else 'them'}, the gradient does not flow"
+        )
+    if found:
+        return found
+    compared = f"the {t.checked} random projections compared"
+    locate = "rerun with mode='full' to locate it"
+    if t.checked >= PROBE_VALUES:
+        factor = _constant_factor(t, explains_error=True)
+        if factor is not None:
+            return [
+                f"{_factor_text(factor, '')} in each of {compared} (probe mode; "
+                "mode='full' checks every entry)"
+            ]
+        loose = _constant_factor(t)
+        if loose is not None:
+            return [
+                f"the analytical derivative is wrong somewhere (relative error "
+                f"{t.relative_error:.3g}): {compared} are about {loose:.4g} times the "
+                "numerical ones, as a constant factor or a few wrong entries would make "
+                f"them; {locate}"
+            ]
+    return [
+        f"the analytical derivative is wrong somewhere (relative error "
+        f"{t.relative_error:.3g} in {compared}; probes cannot locate it): {locate}"
+    ]
 
 
 def _factor_text(factor: float, name: str) -> str:
@@ -126,28 +203,38 @@ def _factor_text(factor: float, name: str) -> str:
     return f"off by a constant factor: {subject} is {factor:.4g} times the numerical one"
 
 
-def _constant_factor(t: Tally) -> float | None:
-    """``r`` if analytical ~ r * numerical over everything compared."""
+def _constant_factor(t: Tally, explains_error: bool = False) -> float | None:
+    """``r`` if analytical ~ r * numerical over everything compared: what
+    ``r`` leaves unexplained is within FIT of the analytical values (and,
+    with ``explains_error``, within FIT of the error itself)."""
     if t.num_sq == 0.0 or t.ana_sq == 0.0:
         return None
-    if not all(math.isfinite(v) for v in (t.num_sq, t.ana_sq, t.cross)):
+    if not all(math.isfinite(v) for v in (t.num_sq, t.ana_sq, t.cross, t.diff_sq)):
         return None  # sums past the top of float64: no factor to read off
     r = t.cross / t.num_sq
-    residual_sq = max(0.0, t.ana_sq - t.cross * t.cross / t.num_sq)
-    if math.sqrt(residual_sq) <= FIT * math.sqrt(t.ana_sq) and abs(r - 1.0) > FIT:
-        return r
-    return None
+    # The error a - n less its projection on n: (a - n) . n = cross - num_sq.
+    along = t.cross - t.num_sq
+    residual = math.sqrt(max(0.0, t.diff_sq - along * along / t.num_sq))
+    if abs(r - 1.0) <= FIT or residual > FIT * math.sqrt(t.ana_sq):
+        return None
+    if explains_error and residual > FIT * math.sqrt(t.diff_sq):
+        return None
+    return r
+
+
+_IGNORED = (
+    "ignores the incoming gradient: the backward returns the same result whatever "
+    "cotangent (grad_output) it is given; multiply by it"
+)
 
 
 def _cotangent_pattern(e: Evidence, xp: Any) -> str:
     """The rule returns the same whatever the cotangent, or rows scaled by c_j
-    come back scaled by 1/c_j (ignored) or c_j (squared)."""
-    ignored = (
-        "ignores the incoming gradient: the backward returns the same result whatever "
-        "cotangent (grad_output) it is given; multiply by it"
-    )
+    come back scaled by 1/c_j (ignored) or c_j (squared). Only asked where
+    no constant factor explains everything compared: with one output row,
+    a factor of 2 or 0.5 looks like either pattern on its one-hot row."""
     if e.cotangent_ignored:
-        return ignored
+        return _IGNORED
     if e.row_scales is None or e.row_cross is None:
         return ""
     used = e.row_num_sq > 0
@@ -158,7 +245,7 @@ def _cotangent_pattern(e: Evidence, xp: Any) -> str:
     c = e.row_scales
     inverse = xp.where(used, xp.abs(ratio * c - 1.0), xp.zeros_like(ratio))
     if float(xp.max(inverse)) < FIT:
-        return ignored
+        return _IGNORED
     squared = xp.where(used, xp.abs(ratio / c - 1.0), xp.zeros_like(ratio))
     if float(xp.max(squared)) < FIT:
         return (
@@ -168,7 +255,20 @@ def _cotangent_pattern(e: Evidence, xp: Any) -> str:
     return ""
 
 
+def _matches(a: Any, n: Any, pattern: Any, xp: Any) -> bool:
+    """``a`` is ``pattern`` (within FIT, relative to both sides' size) and
+    ``n`` is not."""
+    scale = float(xp.sum(xp.abs(a))) + float(xp.sum(xp.abs(n)))
+    if scale == 0.0:
+        return False
+    straight = float(xp.sum(xp.abs(a - n))) / scale
+    swapped = float(xp.sum(xp.abs(a - pattern))) / scale
+    return swapped < FIT < straight
+
+
 def _transposed(e: Evidence, xp: Any) -> list[str]:
+    """A square Jacobian block whose analytical side is the transpose of the
+    numerical one: ``W g`` for ``W^T g`` in the VJP of ``W x``."""
     ana = e.jacobians.get("analytical")
     num = e.jacobians.get("numerical")
     if ana is None or num is None:
@@ -186,15 +286,38 @@ def _transposed(e: Evidence, xp: Any) -> list[str]:
                 continue
             a = ana[lo:hi, col : col + width]
             n = num[lo:hi, col : col + width]
-            scale = float(xp.sum(xp.abs(a))) + float(xp.sum(xp.abs(n)))
-            if scale == 0.0:
-                continue
-            straight = float(xp.sum(xp.abs(a - n))) / scale
-            swapped = float(xp.sum(xp.abs(a - xp.matrix_transpose(n)))) / scale
-            if swapped < FIT < straight:
+            if _matches(a, n, xp.matrix_transpose(n), xp):
                 found.append(
                     f"transposed: the derivative for {name} matches the transpose of the "
                     "numerical Jacobian (a missing or extra transpose in the rule)"
+                )
+        col += width
+    return found
+
+
+def _argument_transposed(e: Evidence, xp: Any) -> list[str]:
+    """A gradient returned transposed: for an argument whose last two axes
+    are square, every row of the analytical Jacobian, laid out in the
+    argument's shape, is the numerical one with those axes swapped
+    (``return grad.T`` in a custom backward)."""
+    ana = e.jacobians.get("analytical")
+    num = e.jacobians.get("numerical")
+    if ana is None or num is None or len(e.in_shapes) != len(e.in_widths):
+        return []
+    m = ana.shape[0]
+    found = []
+    col = 0
+    for name, width, shape in zip(e.in_names, e.in_widths, e.in_shapes):
+        square = len(shape) >= 2 and shape[-1] == shape[-2] >= 2
+        # Real arguments only: a complex one takes two coordinates an entry.
+        if square and width == math.prod(shape) and m:
+            a = xp.reshape(ana[:, col : col + width], (m, *shape))
+            n = xp.reshape(num[:, col : col + width], (m, *shape))
+            if _matches(a, n, xp.matrix_transpose(n), xp):
+                found.append(
+                    f"transposed: the gradient for {name} is the transpose of the right one "
+                    f"(its last two axes swapped: a .T too many or missing where the rule "
+                    f"returns it)"
                 )
         col += width
     return found
