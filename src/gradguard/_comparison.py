@@ -59,6 +59,7 @@ from .core.verdict import (
     Tally,
     compare,
     count_multiple,
+    doubt,
 )
 
 #: Random dense cotangents (tangents) compared besides the one-hot rows.
@@ -186,9 +187,19 @@ class _Run:
             widths = [s.width for s in p.out_layout.slots]
             host = np.repeat(np.asarray(per_output), widths)
             self.output_eps = _to_xp(host, xp, p.x0)
+        # The primals moved a hair, and analytical products there (see _elsewhere).
+        self._moved: Any = None
+        self._moved_products: dict[tuple[str, int], Any] = {}
         # Tolerances widen slowly with the number of entries compared (set by
         # each strategy; see count_multiple).
         self.multiple = 1.0
+        # The scale of a derivative where f does not move at all (a batch
+        # of exact zeros): |f| / |x|, in units of 1 like the steps.
+        f_size = float(xp.max(xp.abs(self.f0))) if self.f0.shape[0] else 0.0
+        x_size = float(xp.max(xp.abs(p.x0))) if p.x0.shape[0] else 0.0
+        if not math.isfinite(f_size):
+            f_size = 0.0
+        self.floor_scale = max(1.0, f_size) / max(1.0, x_size)
         # In low precision without a fixed step, a second, longer step per entry.
         # Float32 only: in float16 / bfloat16 the steps are already long.
         unit = float(xp.finfo(p.work_dtype).eps)
@@ -673,6 +684,9 @@ class _Run:
                     self._row_scale(terms),
                     start,
                     analytical_error=None if dense_err is None else dense_err[:, start:stop],
+                    elsewhere=lambda start=start, stop=stop: self._elsewhere(
+                        "rev", dense_cots, dense_ana, start, stop
+                    ),
                 )
             if fwd:
                 c = stop - start
@@ -714,6 +728,7 @@ class _Run:
                 0,
                 forward=True,
                 analytical_error=None if fwd_wide is None else xp.abs(fwd_ana - fwd_wide),
+                elsewhere=lambda: self._elsewhere("fwd", dense_tans, fwd_ana, 0, m),
             )
         if self.keep and n:
             self.jacobians["numerical"] = xp.matrix_transpose(self.num_t)
@@ -749,6 +764,19 @@ class _Run:
         xp, p = self.xp, self.p
         fields = near
         entries = self._entries("entry", ana, near, scale, ana_err)
+        # Entries where f did not move beyond its rounding at the check's
+        # step (every point gave f(x), up to an ulp) but moves at a longer
+        # one: f is quantised
+        # coarser than its dtype (a cancellation inside), by more than the
+        # analytical side's change over the step. Its resolution, not the
+        # derivative, is what cannot be told apart there.
+        still = ROUNDING * near[2]
+        flat = (xp.abs(near[0]) <= still) & (near[1] <= still) & (near[3] <= still)
+        quantised = xp.zeros_like(flat)
+        # The estimates at every step, with their truncation: where they
+        # differ by more than that explains, the difference is f's noise
+        # (a wrong derivative gives the same wrong value at every step).
+        estimates = [(near[0], near[1])]
         for factor in SECOND_STEPS:
             if not entries.exceeding:
                 break
@@ -774,7 +802,18 @@ class _Run:
             second = self._entries(
                 "entry", ana[lo:hi, :], wide, scale, None if ana_err is None else ana_err[lo:hi, :]
             )
-            take = disagree[lo:hi, :] & (second.error <= second.tolerance)
+            # Agreement at a longer step stands; so does doubt (a noisy or
+            # rough f there): the first step alone cannot make it wrong.
+            take = entries.wrong[lo:hi, :] & ~second.wrong & xp.isfinite(second.numerical)
+            take = take | (disagree[lo:hi, :] & (second.error <= second.tolerance))
+            moved = flat[lo:hi, :] & (xp.abs(far.value) > ROUNDING * far_rnd)
+            quantised = xp.concat([quantised[:lo, :], moved, quantised[hi:, :]], axis=0)
+            estimates.append(
+                tuple(
+                    xp.concat([a[:lo, :], b, a[hi:, :]], axis=0)
+                    for a, b in zip(estimates[0], (far.value, far.truncation))
+                )
+            )
             if not bool(xp.any(take)):
                 continue
             fields = tuple(
@@ -782,7 +821,14 @@ class _Run:
                 for a, b in zip(fields, wide)
             )
             entries = self._entries("entry", ana, fields, scale, ana_err)
-        return fields, entries
+        if entries.exceeding and len(estimates) > 1:
+            noise = xp.zeros_like(near[0])
+            for i, (a, ta) in enumerate(estimates):
+                for b, tb in estimates[i + 1 :]:
+                    excess = xp.abs(a - b) - SAFETY * (ta + tb)
+                    noise = xp.maximum(noise, xp.where(xp.isfinite(excess), excess, noise))
+            quantised = quantised | (entries.error <= BAND * SAFETY * noise)
+        return fields, doubt(entries, quantised)
 
     def _together_candidates(self) -> list[_Together]:
         """Arguments whose columns may settle together (see
@@ -1252,13 +1298,63 @@ class _Run:
         forward: bool = False,
         analytical_error: Any = None,
         xp: Any = None,
+        elsewhere: Any = None,
     ) -> None:
         """Compare and record a batch; ``xp`` is the namespace of its arrays
-        (by default the check's)."""
-        entries = self._entries(
-            kind, ana, (num, trunc, rnd, rough, bad), scale, analytical_error, xp=xp
-        )
+        (by default the check's). ``elsewhere``, when given, measures the
+        analytical side's rounding (see :meth:`_elsewhere`) for a batch with
+        wrong values, before they count as wrong."""
+        numerical = (num, trunc, rnd, rough, bad)
+        entries = self._entries(kind, ana, numerical, scale, analytical_error, xp=xp)
+        if elsewhere is not None and entries.exceeding and bool(self.xp.any(entries.wrong)):
+            measured = elsewhere()
+            if measured is not None:
+                if analytical_error is not None:
+                    measured = measured + analytical_error
+                entries = self._entries(kind, ana, numerical, scale, measured, xp=xp)
         self._record(kind, entries, start, rows=rows, forward=forward, xp=xp)
+
+    def _elsewhere(self, direction: str, vectors: Any, values: Any, start: int, stop: int) -> Any:
+        """|the analytical products ``values`` (of the cotangents or tangents
+        ``vectors``) at a point a hair away from x - ``values``|, columns
+        ``start:stop``: the analytical side's own rounding in float64, where
+        the terms inside the rule are far larger than what it returns (a
+        result zero by cancellation). A wrong rule gives the same wrong value
+        there: the move, eps**(2/3) of each entry, changes a derivative by far
+        less than any error worth finding. None for a rule given as grad= or
+        vjp= (it cannot move)."""
+        p, xp = self.p, self.xp
+        if p.user_rule or not p.adapter.has_autodiff:
+            return None
+        key = (direction, id(vectors))
+        if key not in self._moved_products:
+            moved = self._moved_primals()
+            if direction == "rev":
+
+                def rule(cots: list[Any]) -> list[Any]:
+                    return p.adapter.vjp(p.fn, moved, cots)
+
+                other = self._vjp(vectors, moved, p.out_dtypes, rule)
+            else:
+                other = self._jvp(vectors, moved, p.in_dtypes)
+            self._moved_products[key] = xp.abs(other - values)
+        return self._moved_products[key][:, start:stop]
+
+    def _moved_primals(self) -> list[Any]:
+        """The primals, each entry moved by eps**(2/3) of max(1, |entry|) in
+        its own dtype, of random sign."""
+        p, xp = self.p, self.xp
+        if self._moved is None:
+            eps = max(float(xp.finfo(_real_dtype(xp, d)).eps) for d in p.in_dtypes)
+            signs = xp.sign(self._random(1, p.in_layout.size)[0, :])
+            size = xp.maximum(xp.abs(p.x0), xp.ones_like(p.x0))
+            x = p.x0 + signs * (eps ** (2 / 3)) * size
+            leaves = p.in_layout.unflatten(x[None, :], xp, p.in_dtypes)
+            self._moved = [
+                p.adapter.from_core(leaf[0, ...], like=primal)
+                for leaf, primal in zip(leaves, p.primals)
+            ]
+        return self._moved
 
     def _entries(
         self,
@@ -1287,7 +1383,9 @@ class _Run:
             self.rtol,
             self.atol,
             analytical_error=analytical_error,
+            pool=kind == "entry",
             eps_numerical=self.eps_values,
+            floor_scale=self.floor_scale,
             multiple=self.multiple,
         )
 

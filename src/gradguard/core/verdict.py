@@ -30,7 +30,7 @@ where f is finite nearby, it is wrong.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "Tally",
     "compare",
     "count_multiple",
+    "doubt",
 ]
 
 #: Multiple of the finite-difference error estimate that still counts as
@@ -145,7 +146,7 @@ def compare(
     rtol: float | None = None,
     atol: float | None = None,
     analytical_error: Any = None,
-    noise: Any = None,
+    pool: bool = False,
     eps_numerical: float | None = None,
     floor_scale: float = 0.0,
     multiple: float = 1.0,
@@ -154,13 +155,16 @@ def compare(
 
     ``analytical_error``, when known, is the measured rounding of the
     analytical side (the same rule evaluated in a wider dtype); it joins the
-    tolerance like the finite-difference estimate does. ``noise``, when
-    given, is f's noise measured over many entries (per unit, like
-    ``rounding``); it joins the estimate, not the test for a kink.
-    ``eps_numerical`` is the precision of f's values (default: the dtype of
-    ``numerical``; coarser when f returns a narrower dtype than it computes
-    in). ``floor_scale`` is a scale of the whole computation that the FLOOR
-    also applies to (for entries whose neighbours are all zero).
+    tolerance like the finite-difference estimate does. With ``pool``, the
+    rows of the arrays are columns of one Jacobian (inputs, outputs): the
+    noise an output shows in any of them (its even difference next to its
+    rounding floor) is that output's, and an error within what it allows is
+    uncertain, not wrong (f's resolution cannot decide). ``eps_numerical``
+    is the precision of f's values (default: the dtype of ``numerical``;
+    coarser when f returns a narrower dtype than it computes
+    in). ``floor_scale`` stands for the scale of the computation where f
+    resolves nothing (the numerical value within its tolerance of zero):
+    the FLOOR applies to it.
     """
     # Not smooth: the even difference is far above rounding AND large next to
     # the derivative itself. Noise from cancellation inside f (a sum of many
@@ -183,8 +187,6 @@ def compare(
     rough = rough & ~smooth_like
     # What is left of the even difference is noise: it widens the estimate.
     own_noise = xp.where(rough | smooth_like, xp.zeros_like(roughness), roughness)
-    if noise is not None:
-        own_noise = own_noise + noise
     estimate = SAFETY * (truncation + ROUNDING * rounding + own_noise)
     tol = estimate + ANALYTICAL * eps_analytical * (xp.abs(analytical) + xp.abs(numerical) + scale)
     if analytical_error is not None:
@@ -220,7 +222,7 @@ def compare(
     # Measured against the batch's largest scale too: an entry that is zero
     # by cancellation (its row's terms all near zero) is resolved when the
     # rest of the computation is.
-    batch_scale = xp.max(xp.broadcast_to(scale, error.shape)) + floor_scale
+    batch_scale = xp.max(xp.broadcast_to(scale, error.shape))
     unresolved = unresolved & (resolution > coarse_at * (terms + batch_scale))
     # Truncation dominates: f changes faster than the step resolves. (A
     # staircase's noise shows in both; in the even difference more.)
@@ -233,9 +235,26 @@ def compare(
     # (In float32 and below, the analytical side's rounding is measured in
     # float64 where f allows, and the floor would be as coarse as 3e-4.)
     floor = eps**FLOOR if eps < 1e-10 else 0.0
-    within_floor = error <= floor * (magnitude + batch_scale)
+    # Where f resolves nothing (the numerical value within its tolerance of
+    # zero), the scale of the computation stands in for the entry's; so it
+    # does where the whole batch is below eps of it (f is zero in exact
+    # arithmetic, and both sides differentiate the rounding of its terms).
+    unseen = (xp.abs(numerical) <= tol) | (batch_scale <= eps * floor_scale)
+    unseen = xp.where(unseen, floor_scale, 0.0)
+    within_floor = error <= floor * (magnitude + batch_scale + unseen)
     close = (error <= BAND * tol) | within_floor
     marginal = exceeds & ~rough & ~bad_value & close & (tol < math.inf)
+    if pool:
+        # An output's noise, seen in its other columns: where it explains
+        # the error, f's resolution cannot decide.
+        positive = rounding > 0
+        ratio = own_noise / xp.where(positive, rounding, xp.ones_like(rounding))
+        ratio = xp.where(positive & xp.isfinite(ratio), ratio, xp.zeros_like(ratio))
+        pooled = xp.max(ratio, axis=0, keepdims=True) * rounding
+        explained = error <= BAND * (tol + multiple * SAFETY * ROUNDING * pooled)
+        noisy = exceeds & ~rough & ~bad_value & ~marginal & explained & (tol < math.inf)
+        coarse = coarse | noisy
+        marginal = marginal | noisy
     uncertain = (exceeds & (rough | bad_value | marginal)) | unresolved
     wrong = exceeds & ~uncertain
     return Entries(
@@ -250,6 +269,22 @@ def compare(
         marginal,
         rough & ~exceeds,
         steep=steep,
+        coarse=coarse,
+    )
+
+
+def doubt(entries: Entries, where: Any) -> Entries:
+    """``entries`` with those wrong ``where`` made uncertain: f's resolution
+    (measured outside compare) cannot decide them."""
+    if not entries.exceeding:
+        return entries
+    moved = entries.wrong & where
+    coarse = moved if entries.coarse is None else entries.coarse | moved
+    return replace(
+        entries,
+        wrong=entries.wrong & ~moved,
+        uncertain=entries.uncertain | moved,
+        marginal=entries.marginal | moved,
         coarse=coarse,
     )
 
