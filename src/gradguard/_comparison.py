@@ -802,10 +802,12 @@ class _Run:
             second = self._entries(
                 "entry", ana[lo:hi, :], wide, scale, None if ana_err is None else ana_err[lo:hi, :]
             )
-            # Agreement at a longer step stands; so does doubt (a noisy or
-            # rough f there): the first step alone cannot make it wrong.
+            # Agreement at a longer step stands, and so does doubt (a noisy
+            # or rough f there), where the error shrank as noise does (by
+            # half at least): a wrong derivative's stays.
+            shrunk = 2 * second.error <= entries.error[lo:hi, :]
             take = entries.wrong[lo:hi, :] & ~second.wrong & xp.isfinite(second.numerical)
-            take = take | (disagree[lo:hi, :] & (second.error <= second.tolerance))
+            take = shrunk & (take | (disagree[lo:hi, :] & (second.error <= second.tolerance)))
             moved = flat[lo:hi, :] & (xp.abs(far.value) > ROUNDING * far_rnd)
             quantised = xp.concat([quantised[:lo, :], moved, quantised[hi:, :]], axis=0)
             estimates.append(

@@ -225,8 +225,12 @@ def compare(
     batch_scale = xp.max(xp.broadcast_to(scale, error.shape))
     unresolved = unresolved & (resolution > coarse_at * (terms + batch_scale))
     # Truncation dominates: f changes faster than the step resolves. (A
-    # staircase's noise shows in both; in the even difference more.)
-    steep = unresolved & (finer >= ROUNDING * rounding + own_noise) & (truncation >= roughness)
+    # staircase's noise shows in both, in the even difference some three
+    # times more; a smooth f's even difference is below its truncation
+    # unless the step spans its length scale, where the truncation is a
+    # good part of the value.)
+    explained = (2 * truncation >= roughness) | ~asymptotic
+    steep = unresolved & (finer + truncation >= ROUNDING * rounding) & explained
     coarse = unresolved & ~steep
     # f not finite near x (or its error estimates past the dtype's range):
     # the numerical side cannot decide. The analytical side's values are
@@ -244,9 +248,10 @@ def compare(
     within_floor = error <= floor * (magnitude + batch_scale + unseen)
     close = (error <= BAND * tol) | within_floor
     marginal = exceeds & ~rough & ~bad_value & close & (tol < math.inf)
-    if pool:
+    if pool and eps < 1e-10:
         # An output's noise, seen in its other columns: where it explains
-        # the error, f's resolution cannot decide.
+        # the error, f's resolution cannot decide. (Float64 only: in float32
+        # every evaluation's noise is of that size, and the steps adapt.)
         positive = rounding > 0
         ratio = own_noise / xp.where(positive, rounding, xp.ones_like(rounding))
         ratio = xp.where(positive & xp.isfinite(ratio), ratio, xp.zeros_like(ratio))
