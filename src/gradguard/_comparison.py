@@ -1441,7 +1441,18 @@ class _Run:
                 ("rough", entries.rough),
                 ("marginal", entries.marginal),
             ]
-            flags += [(k, f) for k, f in (("steep", entries.steep), ("coarse", entries.coarse))]
+            flags += [
+                ("steep", entries.steep),
+                ("coarse", entries.coarse),
+                ("faint", entries.faint),
+            ]
+            # "marginal" counts what the others do not explain.
+            others = [f for f in (entries.coarse, entries.faint) if f is not None]
+            if others:
+                rest = entries.marginal
+                for other in others:
+                    rest = rest & ~other
+                flags[3] = ("marginal", rest)
         for key, flag in flags:
             if flag is None:
                 continue
@@ -1612,8 +1623,12 @@ class _Run:
         if self.uncertain_kinds.get("marginal"):
             reasons.append(
                 f"{self.uncertain_kinds['marginal']} compared value(s) differ by 1 to "
-                f"{BAND:g} times the estimated precision, too close to call; check with "
-                "float64 inputs (or a float64-capable f) to decide"
+                f"{BAND:g} times the estimated precision, too close to call; "
+                + (
+                    "check at another point (or with another seed) to decide"
+                    if float(self.xp.finfo(p.work_dtype).eps) < 1e-10
+                    else "check with float64 inputs (or a float64-capable f) to decide"
+                )
             )
         if self.uncertain_kinds.get("steep"):
             reasons.append(
@@ -1630,6 +1645,14 @@ class _Run:
                 f"{self.widest.get('coarse', 0.0):.3g} of the value): f does not resolve "
                 "its derivative here (it is quantised, or the derivative is far below "
                 "f's rounding); check where f resolves it"
+            )
+        if self.uncertain_kinds.get("faint"):
+            reasons.append(
+                f"{self.uncertain_kinds['faint']} compared value(s) differ by more than the "
+                "estimated precision but by less than "
+                f"{float(self.xp.finfo(self.p.work_dtype).eps) ** 0.5:.2g} of the "
+                "derivative's scale: rounding inside f or its rule that the estimates do not "
+                "see, or a derivative wrong by that little; finite differences cannot tell"
             )
         if self.uncertain_kinds.get("rough_agreeing"):
             p.notes.append(

@@ -107,6 +107,8 @@ class Entries:
     steep: Any = None
     #: ...or mostly from rounding and noise of f (f resolves too little).
     coarse: Any = None
+    #: Uncertain: beyond the tolerance, but within FLOOR of the scale.
+    faint: Any = None
     #: Some entry exceeds its tolerance (else every flag above but
     #: ``rough_agreeing`` is all False).
     exceeding: bool = True
@@ -223,7 +225,13 @@ def compare(
     # by cancellation (its row's terms all near zero) is resolved when the
     # rest of the computation is.
     batch_scale = xp.max(xp.broadcast_to(scale, error.shape))
-    unresolved = unresolved & (resolution > coarse_at * (terms + batch_scale))
+    # An analytical zero (up to its own rounding) is a claim the differences
+    # do check: that f does not move, to within their resolution next to the
+    # scale of the computation (floor, sign, a dead branch). A small nonzero
+    # value below the resolution is a claim they cannot check.
+    zero = ANALYTICAL * eps_analytical * (batch_scale + floor_scale)
+    zero_claim = xp.where(xp.abs(analytical) <= zero, floor_scale, 0.0)
+    unresolved = unresolved & (resolution > coarse_at * (terms + batch_scale + zero_claim))
     # Truncation dominates: f changes faster than the step resolves. (A
     # staircase's noise shows in both, in the even difference some three
     # times more; a smooth f's even difference is below its truncation
@@ -248,6 +256,7 @@ def compare(
     within_floor = error <= floor * (magnitude + batch_scale + unseen)
     close = (error <= BAND * tol) | within_floor
     marginal = exceeds & ~rough & ~bad_value & close & (tol < math.inf)
+    faint = marginal & ~(error <= BAND * tol)
     if pool and eps < 1e-10:
         # An output's noise, seen in its other columns: where it explains
         # the error, f's resolution cannot decide. (Float64 only: in float32
@@ -275,6 +284,7 @@ def compare(
         rough & ~exceeds,
         steep=steep,
         coarse=coarse,
+        faint=faint,
     )
 
 
