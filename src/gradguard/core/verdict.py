@@ -230,7 +230,7 @@ def compare(
     # scale of the computation (floor, sign, a dead branch). A small nonzero
     # value below the resolution is a claim they cannot check.
     zero = ANALYTICAL * eps_analytical * (batch_scale + floor_scale)
-    zero_claim = xp.where(xp.abs(analytical) <= zero, floor_scale, 0.0)
+    zero_claim = xp.astype(xp.abs(analytical) <= zero, error.dtype) * floor_scale
     unresolved = unresolved & (resolution > coarse_at * (terms + batch_scale + zero_claim))
     # Truncation dominates: f changes faster than the step resolves. (A
     # staircase's noise shows in both, in the even difference some three
@@ -252,7 +252,7 @@ def compare(
     # does where the whole batch is below eps of it (f is zero in exact
     # arithmetic, and both sides differentiate the rounding of its terms).
     unseen = (xp.abs(numerical) <= tol) | (batch_scale <= eps * floor_scale)
-    unseen = xp.where(unseen, floor_scale, 0.0)
+    unseen = xp.astype(unseen, error.dtype) * floor_scale
     within_floor = error <= floor * (magnitude + batch_scale + unseen)
     close = (error <= BAND * tol) | within_floor
     marginal = exceeds & ~rough & ~bad_value & close & (tol < math.inf)
