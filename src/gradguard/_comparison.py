@@ -187,9 +187,6 @@ class _Run:
             widths = [s.width for s in p.out_layout.slots]
             host = np.repeat(np.asarray(per_output), widths)
             self.output_eps = _to_xp(host, xp, p.x0)
-        # The primals moved a hair, and analytical products there (see _elsewhere).
-        self._moved: Any = None
-        self._moved_products: dict[tuple[str, int], Any] = {}
         # Tolerances widen slowly with the number of entries compared (set by
         # each strategy; see count_multiple).
         self.multiple = 1.0
@@ -684,9 +681,6 @@ class _Run:
                     self._row_scale(terms),
                     start,
                     analytical_error=None if dense_err is None else dense_err[:, start:stop],
-                    elsewhere=lambda start=start, stop=stop: self._elsewhere(
-                        "rev", dense_cots, dense_ana, start, stop
-                    ),
                 )
             if fwd:
                 c = stop - start
@@ -728,7 +722,6 @@ class _Run:
                 0,
                 forward=True,
                 analytical_error=None if fwd_wide is None else xp.abs(fwd_ana - fwd_wide),
-                elsewhere=lambda: self._elsewhere("fwd", dense_tans, fwd_ana, 0, m),
             )
         if self.keep and n:
             self.jacobians["numerical"] = xp.matrix_transpose(self.num_t)
@@ -1300,63 +1293,13 @@ class _Run:
         forward: bool = False,
         analytical_error: Any = None,
         xp: Any = None,
-        elsewhere: Any = None,
     ) -> None:
         """Compare and record a batch; ``xp`` is the namespace of its arrays
-        (by default the check's). ``elsewhere``, when given, measures the
-        analytical side's rounding (see :meth:`_elsewhere`) for a batch with
-        wrong values, before they count as wrong."""
-        numerical = (num, trunc, rnd, rough, bad)
-        entries = self._entries(kind, ana, numerical, scale, analytical_error, xp=xp)
-        if elsewhere is not None and entries.exceeding and bool(self.xp.any(entries.wrong)):
-            measured = elsewhere()
-            if measured is not None:
-                if analytical_error is not None:
-                    measured = measured + analytical_error
-                entries = self._entries(kind, ana, numerical, scale, measured, xp=xp)
+        (by default the check's)."""
+        entries = self._entries(
+            kind, ana, (num, trunc, rnd, rough, bad), scale, analytical_error, xp=xp
+        )
         self._record(kind, entries, start, rows=rows, forward=forward, xp=xp)
-
-    def _elsewhere(self, direction: str, vectors: Any, values: Any, start: int, stop: int) -> Any:
-        """|the analytical products ``values`` (of the cotangents or tangents
-        ``vectors``) at a point a hair away from x - ``values``|, columns
-        ``start:stop``: the analytical side's own rounding in float64, where
-        the terms inside the rule are far larger than what it returns (a
-        result zero by cancellation). A wrong rule gives the same wrong value
-        there: the move, eps**(2/3) of each entry, changes a derivative by far
-        less than any error worth finding. None for a rule given as grad= or
-        vjp= (it cannot move)."""
-        p, xp = self.p, self.xp
-        if p.user_rule or not p.adapter.has_autodiff:
-            return None
-        key = (direction, id(vectors))
-        if key not in self._moved_products:
-            moved = self._moved_primals()
-            if direction == "rev":
-
-                def rule(cots: list[Any]) -> list[Any]:
-                    return p.adapter.vjp(p.fn, moved, cots)
-
-                other = self._vjp(vectors, moved, p.out_dtypes, rule)
-            else:
-                other = self._jvp(vectors, moved, p.in_dtypes)
-            self._moved_products[key] = xp.abs(other - values)
-        return self._moved_products[key][:, start:stop]
-
-    def _moved_primals(self) -> list[Any]:
-        """The primals, each entry moved by eps**(2/3) of max(1, |entry|) in
-        its own dtype, of random sign."""
-        p, xp = self.p, self.xp
-        if self._moved is None:
-            eps = max(float(xp.finfo(_real_dtype(xp, d)).eps) for d in p.in_dtypes)
-            signs = xp.sign(self._random(1, p.in_layout.size)[0, :])
-            size = xp.maximum(xp.abs(p.x0), xp.ones_like(p.x0))
-            x = p.x0 + signs * (eps ** (2 / 3)) * size
-            leaves = p.in_layout.unflatten(x[None, :], xp, p.in_dtypes)
-            self._moved = [
-                p.adapter.from_core(leaf[0, ...], like=primal)
-                for leaf, primal in zip(leaves, p.primals)
-            ]
-        return self._moved
 
     def _entries(
         self,
