@@ -581,7 +581,11 @@ def test_vanishing_eps_in_check_names_one_that_works(name):
     _torch()
     x = np.array([1e12, 1.0])
     call = WEIGHTED_CALLS[name]
-    assert call(x).verdict == "pass"
+    # By default x[1] gets a step of 6e-6, where f (3e12 + x[1]) resolves
+    # 6.7e-4: its derivative is below f's resolution, undecided, not passed
+    # (assert_gradients raises on that).
+    if name != "assert_gradients":
+        assert call(x).verdict == "inconclusive"
     exc = raises_clear(lambda: call(x, eps=1e-9), PrecisionError, "eps:", "eps=")
     working = _epsilon_named(str(exc), "eps")
     assert call(x, eps=working).verdict == "pass"

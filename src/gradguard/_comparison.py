@@ -59,6 +59,8 @@ from .core.verdict import (
     Entries,
     Tally,
     compare,
+    count_multiple,
+    doubt,
 )
 
 #: Random dense cotangents (tangents) compared besides the one-hot rows.
@@ -84,6 +86,9 @@ STORE_ENTRIES = 1 << 25
 ERROR_MAP_ENTRIES = 1 << 16
 #: How much longer the second step of a low-precision full check is.
 WIDE_STEP = 8.0
+#: Steps (times the check's) at which entries that disagree are measured
+#: again, in turn, in float64 (see _Run._second_opinion).
+SECOND_STEPS = (WIDE_STEP, WIDE_STEP**2)
 #: Inputs from which a full reverse check screens columns with two points
 #: first (also past KEEP_JACOBIAN_ENTRIES entries): x.sin() * x at n = 1000
 #: took 36 ms screened against 135 ms with every column's full stencil,
@@ -167,6 +172,32 @@ class _Run:
         # The batched points a full check evaluates, for the progress bar.
         self.evaluator.expected = self.accuracy * p.in_layout.size
         self.complex_step = method == "complex-step"
+        # The precision f's values actually have: an output narrower than the
+        # numerical side's dtype (f computes in float64, returns float32)
+        # rounds to its own dtype, and the step and rounding follow it.
+        # (Evaluated in wider dtypes than the caller's, f was seen to return
+        # them: see _choose_precision.)
+        work_eps = float(xp.finfo(p.work_dtype).eps)
+        out_eps = [float(xp.finfo(_real_dtype(xp, d)).eps) for d in p.out_dtypes]
+        if p.eval_dtypes != p.in_dtypes:
+            out_eps = [work_eps]
+        self.eps_values = max([work_eps, *out_eps])
+        self.output_eps: Any = None
+        if self.eps_values > work_eps:
+            per_output = [max(work_eps, e) for e in out_eps]
+            widths = [s.width for s in p.out_layout.slots]
+            host = np.repeat(np.asarray(per_output), widths)
+            self.output_eps = _to_xp(host, xp, p.x0)
+        # Tolerances widen slowly with the number of entries compared (set by
+        # each strategy; see count_multiple).
+        self.multiple = 1.0
+        # The scale of a derivative where f does not move at all (a batch
+        # of exact zeros): |f| / |x|, in units of 1 like the steps.
+        f_size = float(xp.max(xp.abs(self.f0))) if self.f0.shape[0] else 0.0
+        x_size = float(xp.max(xp.abs(p.x0))) if p.x0.shape[0] else 0.0
+        if not math.isfinite(f_size):
+            f_size = 0.0
+        self.floor_scale = max(1.0, f_size) / max(1.0, x_size)
         # In low precision without a fixed step, a second, longer step per entry.
         # Float32 only: in float16 / bfloat16 the steps are already long.
         unit = float(xp.finfo(p.work_dtype).eps)
@@ -196,6 +227,8 @@ class _Run:
         self.worst: list[Mismatch] = []
         self.reasons: list[str] = []
         self.uncertain_kinds: dict[str, int] = {}
+        # Per kind of unresolved entry, the widest tolerance / |entry| seen.
+        self.widest: dict[str, float] = {}
         self.keep = p.in_layout.size * p.out_layout.size <= KEEP_JACOBIAN_ENTRIES
         self.jacobians: dict[str, Any] = {}
         self.row_scales: Any = None
@@ -269,7 +302,13 @@ class _Run:
             small = directions * (self._scale() * COMPLEX_STEP)[None, :]
             return complex_step_derivatives(self.evaluate_complex, p.x0, small, xp)
         return directional_derivatives(
-            self.evaluate, p.x0, directions * self.steps[None, :], self.f0, xp, self.accuracy
+            self.evaluate,
+            p.x0,
+            directions * self.steps[None, :],
+            self.f0,
+            xp,
+            self.accuracy,
+            self.output_eps,
         )
 
     def partials(self, start: int, stop: int) -> DirectionalDerivatives:
@@ -278,7 +317,9 @@ class _Run:
         xp, p = self.xp, self.p
         if not self.complex_step:
             steps = self.steps[start:stop]
-            dd = partial_derivatives(self.evaluate, p.x0, steps, start, self.f0, xp, self.accuracy)
+            dd = partial_derivatives(
+                self.evaluate, p.x0, steps, start, self.f0, xp, self.accuracy, self.output_eps
+            )
             if not self.wide_steps:
                 return dd
             # Low precision: also a step WIDE_STEP times longer, and per entry
@@ -382,7 +423,9 @@ class _Run:
             x = p.x0[slot.offset : slot.offset + slot.width]
             real = _real_dtype(xp, dtype)
             # The error estimate is the order (accuracy - 2) stencil's: step for it.
-            h = default_steps(xp.astype(x, real, copy=False), xp, order=self.accuracy - 2)
+            h = default_steps(
+                xp.astype(x, real, copy=False), xp, order=self.accuracy - 2, eps=self.eps_values
+            )
             parts.append(xp.astype(h, p.work_dtype, copy=False))
         if len(parts) == 1:
             return parts[0]
@@ -510,6 +553,7 @@ class _Run:
             self.error_map_t = xp.zeros((n, m), dtype=p.work_dtype, device=self.device)
         rev = direction in ("rev", "both")
         fwd = direction in ("fwd", "both")
+        self.multiple = count_multiple(n * m * (2 if rev and fwd else 1))
         # Large float64 reverse checks first settle what they can: a whole
         # argument from one stencil where each output depends on at most one
         # of its entries (see _settle_together), other columns from x +- h
@@ -521,6 +565,7 @@ class _Run:
             and (n * m > KEEP_JACOBIAN_ENTRIES or n >= SCREEN_INPUTS)
             and self.accuracy == 4
             and float(xp.finfo(p.work_dtype).eps) < 1e-10
+            and self.output_eps is None  # the screen's rounding is the work dtype's
         )
         if screening:
             # The represented 2h of every column, for the quotients.
@@ -591,7 +636,7 @@ class _Run:
         if fwd:
             dense_tans = self._round_to(self._random(DENSE_PROBES, n), p.in_layout, p.in_dtypes)
             zeros = xp.zeros((DENSE_PROBES, m), dtype=p.work_dtype, device=self.device)
-            fwd_num, fwd_trunc, fwd_round, fwd_rough = zeros, zeros, zeros, zeros
+            fwd_num, fwd_trunc, fwd_round, fwd_rough, fwd_terms = zeros, zeros, zeros, zeros, zeros
         if screening:
             # The numerical side's rounding in u . J, |u| . (eps (|f(x+h)| +
             # |f(x-h)|) + noise) as the entry-by-entry path has it (before the
@@ -639,6 +684,10 @@ class _Run:
                 self._record("entry", entries, start, rows=True)
                 # Random dense cotangents: u^T J for the columns of this chunk.
                 weights = xp.abs(dense_cots)  # (probes, m)
+                # The analytical side's rounding scales with the terms of the
+                # whole product, not of this column alone (which may all be
+                # zero by cancellation): the largest over the chunk.
+                terms = weights @ xp.matrix_transpose(xp.abs(num))
                 self._compare(
                     "cotangent",
                     dense_ana[:, start:stop],
@@ -647,7 +696,7 @@ class _Run:
                     weights @ xp.matrix_transpose(rnd),
                     weights @ xp.matrix_transpose(rough),
                     xp.broadcast_to(xp.any(bad, axis=1)[None, :], (DENSE_PROBES, stop - start)),
-                    weights @ xp.matrix_transpose(xp.abs(num)),
+                    self._row_scale(terms),
                     start,
                     analytical_error=None if dense_err is None else dense_err[:, start:stop],
                 )
@@ -660,26 +709,25 @@ class _Run:
                 columns_err = None
                 if wide is not None:
                     columns_err = xp.abs(columns - wide) / xp.abs(tscales[:, None])
-                self._compare(
-                    "entry",
-                    columns / tscales[:, None],
-                    num,
-                    trunc,
-                    rnd,
-                    rough,
-                    bad,
-                    scale,
-                    start,
-                    forward=True,
-                    analytical_error=columns_err,
-                )
+                fields = (num, trunc, rnd, rough, bad)
+                jvp_columns = columns / tscales[:, None]
+                if self.wide_steps or self.complex_step:
+                    entries = self._entries("entry", jvp_columns, fields, scale, columns_err)
+                else:
+                    fields, entries = self._second_opinion(
+                        start, stop, jvp_columns, columns_err, scale, fields
+                    )
+                    num, trunc, rnd, rough, bad = fields
+                self._record("entry", entries, start, forward=True)
                 v = dense_tans[:, start:stop]
                 fwd_num = fwd_num + v @ num
                 fwd_trunc = fwd_trunc + xp.abs(v) @ trunc
                 fwd_round = fwd_round + xp.abs(v) @ rnd
                 fwd_rough = fwd_rough + xp.abs(v) @ rough
+                fwd_terms = fwd_terms + xp.abs(v) @ xp.abs(num)
         if fwd:
             fwd_ana, fwd_wide = self.jvp(dense_tans)
+            # As for cotangents: the terms' scale, the largest over outputs.
             self._compare(
                 "tangent",
                 fwd_ana,
@@ -688,7 +736,7 @@ class _Run:
                 fwd_round,
                 fwd_rough,
                 xp.zeros(fwd_num.shape, dtype=xp.bool, device=self.device),
-                xp.abs(fwd_num) + xp.abs(fwd_ana),
+                self._row_scale(fwd_terms),
                 0,
                 forward=True,
                 analytical_error=None if fwd_wide is None else xp.abs(fwd_ana - fwd_wide),
@@ -708,44 +756,92 @@ class _Run:
         near: tuple[Any, ...],
     ) -> tuple[tuple[Any, ...], Entries]:
         """Entries of columns ``start:stop`` that disagree at the check's step
-        get a second estimate, from a step WIDE_STEP times longer; where that
-        one agrees with the analytical value within its own tolerance, it
-        stands. ``near`` is (value, truncation, rounding, roughness,
+        get further estimates, at the steps SECOND_STEPS times longer in turn;
+        where one agrees with the analytical value within its own tolerance,
+        it stands. ``near`` is (value, truncation, rounding, roughness,
         nonfinite) at the check's step; the same comes back, entries replaced,
-        with the compared entries.
+        with the compared entries. ``ana`` is the analytical side (either
+        mode's) of the same entries.
 
         Rounding inside f that the model (a unit of |f(x)| per evaluation)
         misses, such as an output that is small by cancellation of large
-        intermediate terms (a cumulative sum near zero), shrinks like 1/h and
-        can be systematic, out of reach of the error estimates; a wrong
-        derivative does not shrink. The longer step's own tolerance (its
-        truncation grows like h^2) still separates errors above about 1e-8
-        of the derivative's scale. Costs evaluations only where entries
-        disagree.
+        intermediate terms (a cumulative sum near zero) or the sine of a large
+        sum, shrinks like 1/h and can be systematic, out of reach of the error
+        estimates; a wrong derivative does not shrink. Each longer step's own
+        tolerance (its truncation grows like h^2) still separates errors above
+        about 1e-7 of the derivative's scale. Costs evaluations only for the
+        columns where entries disagree.
         """
         xp, p = self.xp, self.p
-        first = self._entries("entry", ana, near, scale, ana_err)
-        if not first.exceeding:
-            return near, first
-        self.evaluator.expected += self.accuracy * (stop - start)
-        far = partial_derivatives(
-            self.evaluate,
-            p.x0,
-            self.steps[start:stop] * WIDE_STEP,
-            start,
-            self.f0,
-            xp,
-            self.accuracy,
-        )
-        far_rnd = far.rounding + self.noise[None, :] / xp.abs(far.direction)[:, None]
-        wide = (far.value, far.truncation, far_rnd, far.roughness, far.nonfinite)
-        second = self._entries("entry", ana, wide, scale, ana_err)
-        # NaN compares False both ways: such entries keep the first estimate.
-        take = (first.error > first.tolerance) & (second.error <= second.tolerance)
-        if not bool(xp.any(take)):
-            return near, first
-        merged = tuple(xp.where(take, b, a) for a, b in zip(near, wide))
-        return merged, self._entries("entry", ana, merged, scale, ana_err)
+        fields = near
+        entries = self._entries("entry", ana, near, scale, ana_err)
+        # Entries where f did not move beyond its rounding at the check's
+        # step (every point gave f(x), up to an ulp) but moves at a longer
+        # one: f is quantised
+        # coarser than its dtype (a cancellation inside), by more than the
+        # analytical side's change over the step. Its resolution, not the
+        # derivative, is what cannot be told apart there.
+        still = ROUNDING * near[2]
+        flat = (xp.abs(near[0]) <= still) & (near[1] <= still) & (near[3] <= still)
+        quantised = xp.zeros_like(flat)
+        # The estimates at every step, with their truncation: where they
+        # differ by more than that explains, the difference is f's noise
+        # (a wrong derivative gives the same wrong value at every step).
+        estimates = [(near[0], near[1])]
+        for factor in SECOND_STEPS:
+            if not entries.exceeding:
+                break
+            # NaN compares False: such entries keep the first estimate.
+            disagree = entries.error > entries.tolerance
+            columns = np.flatnonzero(p.adapter.to_numpy(xp.any(disagree, axis=1)))
+            if not columns.size:
+                break
+            lo, hi = int(columns[0]), int(columns[-1]) + 1
+            self.evaluator.expected += self.accuracy * (hi - lo)
+            far = partial_derivatives(
+                self.evaluate,
+                p.x0,
+                self.steps[start + lo : start + hi] * factor,
+                start + lo,
+                self.f0,
+                xp,
+                self.accuracy,
+                self.output_eps,
+            )
+            far_rnd = far.rounding + self.noise[None, :] / xp.abs(far.direction)[:, None]
+            wide = (far.value, far.truncation, far_rnd, far.roughness, far.nonfinite)
+            second = self._entries(
+                "entry", ana[lo:hi, :], wide, scale, None if ana_err is None else ana_err[lo:hi, :]
+            )
+            # Agreement at a longer step stands, and so does doubt (a noisy
+            # or rough f there), where the error shrank as noise does (by
+            # half at least): a wrong derivative's stays.
+            shrunk = 2 * second.error <= entries.error[lo:hi, :]
+            take = entries.wrong[lo:hi, :] & ~second.wrong & xp.isfinite(second.numerical)
+            take = shrunk & (take | (disagree[lo:hi, :] & (second.error <= second.tolerance)))
+            moved = flat[lo:hi, :] & (xp.abs(far.value) > ROUNDING * far_rnd)
+            quantised = xp.concat([quantised[:lo, :], moved, quantised[hi:, :]], axis=0)
+            estimates.append(
+                tuple(
+                    xp.concat([a[:lo, :], b, a[hi:, :]], axis=0)
+                    for a, b in zip(estimates[0], (far.value, far.truncation))
+                )
+            )
+            if not bool(xp.any(take)):
+                continue
+            fields = tuple(
+                xp.concat([a[:lo, :], xp.where(take, b, a[lo:hi, :]), a[hi:, :]], axis=0)
+                for a, b in zip(fields, wide)
+            )
+            entries = self._entries("entry", ana, fields, scale, ana_err)
+        if entries.exceeding and len(estimates) > 1:
+            noise = xp.zeros_like(near[0])
+            for i, (a, ta) in enumerate(estimates):
+                for b, tb in estimates[i + 1 :]:
+                    excess = xp.abs(a - b) - SAFETY * (ta + tb)
+                    noise = xp.maximum(noise, xp.where(xp.isfinite(excess), excess, noise))
+            quantised = quantised | (entries.error <= BAND * SAFETY * noise)
+        return fields, doubt(entries, quantised)
 
     def _together_candidates(self) -> list[_Together]:
         """Arguments whose columns may settle together (see
@@ -793,7 +889,9 @@ class _Run:
         displacement = xp.zeros((1, n), dtype=p.work_dtype, device=self.device)
         displacement[0, t.lo : t.hi] = t.step
         self.evaluator.expected += self.accuracy
-        dd = directional_derivatives(self.evaluate, p.x0, displacement, self.f0, xp, self.accuracy)
+        dd = directional_derivatives(
+            self.evaluate, p.x0, displacement, self.f0, xp, self.accuracy, self.output_eps
+        )
         outputs = xp.arange(m, dtype=column.dtype, device=self.device)
         flat = (column + t.lo) * m + outputs
 
@@ -1089,6 +1187,15 @@ class _Run:
             self.directions["rev"].active += active
         self.uncounted = []
 
+    def _row_scale(self, terms: Any) -> Any:
+        """Per row of ``terms`` (probes, width), its largest finite entry: the
+        scale of the terms behind every product of that probe."""
+        xp = self.xp
+        if math.prod(terms.shape) == 0:
+            return terms
+        finite = xp.where(xp.isfinite(terms), terms, xp.zeros_like(terms))
+        return xp.max(finite, axis=1, keepdims=True)
+
     def _entry_scale(self, num: Any) -> Any:
         """Size of the terms behind an entry, which its rounding scales with:
         the largest numerical entry of its chunk. An entry that comes out
@@ -1240,6 +1347,10 @@ class _Run:
             self.rtol,
             self.atol,
             analytical_error=analytical_error,
+            pool=kind == "entry",
+            eps_numerical=self.eps_values,
+            floor_scale=self.floor_scale,
+            multiple=self.multiple,
         )
 
     def _record(
@@ -1292,10 +1403,36 @@ class _Run:
                 ("rough", entries.rough),
                 ("marginal", entries.marginal),
             ]
+            flags += [
+                ("steep", entries.steep),
+                ("coarse", entries.coarse),
+                ("faint", entries.faint),
+            ]
+            # "marginal" counts what the others do not explain.
+            others = [f for f in (entries.coarse, entries.faint) if f is not None]
+            if others:
+                rest = entries.marginal
+                for other in others:
+                    rest = rest & ~other
+                flags[3] = ("marginal", rest)
         for key, flag in flags:
+            if flag is None:
+                continue
             count = int(xp.sum(xp.astype(flag, xp.int64)))
             if count:
                 self.uncertain_kinds[key] = self.uncertain_kinds.get(key, 0) + count
+                if key in ("steep", "coarse"):
+                    self._widest_tolerance(key, entries, flag, xp)
+
+    def _widest_tolerance(self, key: str, entries: Entries, flag: Any, xp: Any) -> None:
+        """Keep, for the report, the widest tolerance relative to the size of
+        its entry among those flagged ``key``."""
+        size = xp.abs(entries.analytical) + xp.abs(entries.numerical)
+        positive = size > 0
+        ratio = entries.tolerance / xp.where(positive, size, xp.ones_like(size))
+        ratio = xp.where(flag & positive, ratio, xp.zeros_like(ratio))
+        widest = float(xp.max(ratio))
+        self.widest[key] = max(self.widest.get(key, 0.0), widest)
 
     def _tally_arguments(self, entries: Entries, start: int, by_rows: bool) -> None:
         """Split a batch by differentiated argument: input coordinates run
@@ -1448,8 +1585,36 @@ class _Run:
         if self.uncertain_kinds.get("marginal"):
             reasons.append(
                 f"{self.uncertain_kinds['marginal']} compared value(s) differ by 1 to "
-                f"{BAND:g} times the estimated precision, too close to call; check with "
-                "float64 inputs (or a float64-capable f) to decide"
+                f"{BAND:g} times the estimated precision, too close to call; "
+                + (
+                    "check at another point (or with another seed) to decide"
+                    if float(self.xp.finfo(p.work_dtype).eps) < 1e-10
+                    else "check with float64 inputs (or a float64-capable f) to decide"
+                )
+            )
+        if self.uncertain_kinds.get("steep"):
+            reasons.append(
+                f"{self.uncertain_kinds['steep']} compared value(s) agree only within what "
+                "the step resolves: the derivative changes faster than the step (truncation "
+                f"estimate up to {self.widest.get('steep', 0.0):.3g} of the value), too wide "
+                "to tell a wrong derivative; check nearer to where f is gentler, or with "
+                "a smaller eps"
+            )
+        if self.uncertain_kinds.get("coarse"):
+            reasons.append(
+                f"{self.uncertain_kinds['coarse']} compared value(s) agree only within f's "
+                "measured resolution (rounding and noise of f up to "
+                f"{self.widest.get('coarse', 0.0):.3g} of the value): f does not resolve "
+                "its derivative here (it is quantised, or the derivative is far below "
+                "f's rounding); check where f resolves it"
+            )
+        if self.uncertain_kinds.get("faint"):
+            reasons.append(
+                f"{self.uncertain_kinds['faint']} compared value(s) differ by more than the "
+                "estimated precision but by less than "
+                f"{float(self.xp.finfo(self.p.work_dtype).eps) ** 0.5:.2g} of the "
+                "derivative's scale: rounding inside f or its rule that the estimates do not "
+                "see, or a derivative wrong by that little; finite differences cannot tell"
             )
         if self.uncertain_kinds.get("rough_agreeing"):
             p.notes.append(

@@ -83,6 +83,7 @@ def directional_derivatives(
     f0: Any,
     xp: Any,
     accuracy: int = 4,
+    output_eps: Any = None,
 ) -> DirectionalDerivatives:
     """Evaluate ``f`` at ``x0 + o * displacements[r]`` for the offsets of the
     central stencil of order ``accuracy`` (4: ±1, ±2; 6: ±1, ±2, ±3).
@@ -92,7 +93,9 @@ def directional_derivatives(
     its distance to the order ``accuracy - 2`` stencil on the same points
     (which bounds it), so the step should suit that lower order:
     ``eps**(1/(accuracy - 1))``. Costs ``accuracy * k`` evaluations, done as
-    one batch.
+    one batch. ``output_eps``, ``(m,)`` or None, is the precision each output
+    of f actually has, where coarser than the dtype of the outputs (f computes
+    in float64 and returns float32, say): its rounding is what the quotients carry.
     """
     stencil = _stencil(accuracy)
     k, n = displacements.shape
@@ -105,7 +108,7 @@ def directional_derivatives(
     actual = xp.reshape(blocks - x0[None, None, :], (len(stencil.offsets), k * n))
     direction = xp.reshape(_weights((stencil.weights,), x0, xp) @ actual, (k, n))
     points = xp.reshape(blocks, (len(stencil.offsets) * k, n))
-    return _quotients(evaluate(points), f0, k, accuracy, direction, xp)
+    return _quotients(evaluate(points), f0, k, accuracy, direction, xp, output_eps)
 
 
 def partial_derivatives(
@@ -116,6 +119,7 @@ def partial_derivatives(
     f0: Any,
     xp: Any,
     accuracy: int = 4,
+    output_eps: Any = None,
 ) -> DirectionalDerivatives:
     """Derivatives along the coordinates ``start .. start + len(steps)``,
     per unit of each coordinate: ``value[r] ~ J[:, start + r]``.
@@ -131,7 +135,7 @@ def partial_derivatives(
     represented = apply_stencil(
         stencil, {o: (own + steps * float(o)) - own for o in stencil.offsets}
     )
-    result = _quotients(evaluate(points), f0, k, accuracy, represented, xp)
+    result = _quotients(evaluate(points), f0, k, accuracy, represented, xp, output_eps)
     per_unit = represented[:, None]
     size = xp.abs(per_unit)
     return DirectionalDerivatives(
@@ -171,7 +175,13 @@ def _stencil(accuracy: int) -> Stencil:
 
 
 def _quotients(
-    outputs: Any, f0: Any, k: int, accuracy: int, direction: Any, xp: Any
+    outputs: Any,
+    f0: Any,
+    k: int,
+    accuracy: int,
+    direction: Any,
+    xp: Any,
+    output_eps: Any = None,
 ) -> DirectionalDerivatives:
     """Stencils applied to ``outputs`` (one block of ``k`` rows per offset).
 
@@ -193,7 +203,7 @@ def _quotients(
     # differ from f(x) by at most the largest offset times the step's worth,
     # |value|: that bounds their size without a pass over every point.
     finfo = xp.finfo(outputs.dtype)
-    eps = float(finfo.eps)
+    eps: Any = float(finfo.eps) if output_eps is None else output_eps
     at_x, reach = _ROUNDING[accuracy]
     smallest = float(finfo.smallest_normal)
     rounding = (eps * at_x) * (xp.abs(f0) + smallest) + (eps * reach) * xp.abs(value)
