@@ -53,6 +53,7 @@ from .core.steps import default_steps
 from .core.verdict import (
     ANALYTICAL,
     BAND,
+    ROUGH,
     ROUNDING,
     SAFETY,
     Entries,
@@ -83,6 +84,13 @@ STORE_ENTRIES = 1 << 25
 ERROR_MAP_ENTRIES = 1 << 16
 #: How much longer the second step of a low-precision full check is.
 WIDE_STEP = 8.0
+#: Low precision: entries that a step cannot decide (f not smooth or not
+#: finite within the stencil, or a disagreement that the next step does not
+#: confirm) are measured again at steps SHORTER_STEP times shorter, up to
+#: SHORTER_STEPS times (down to 1/64 of the first step): a kink, jump or pole
+#: farther from x than about 3 such steps no longer reaches the stencil.
+SHORTER_STEP = 4.0
+SHORTER_STEPS = 3
 #: Inputs from which a full reverse check screens columns with two points
 #: first (also past KEEP_JACOBIAN_ENTRIES entries): x.sin() * x at n = 1000
 #: took 36 ms screened against 135 ms with every column's full stencil,
@@ -291,6 +299,11 @@ class _Run:
             # truncation estimate grows no faster than the stencil's order says.
             regime = far.truncation <= dd.truncation * WIDE_STEP ** (self.accuracy - 2)
             better = better & regime & ~far.nonfinite & (far.roughness <= dd.roughness * WIDE_STEP)
+            # And only where the shorter step is smooth and the two agree: a
+            # staircase (floor, round) sampled at about its own period looks
+            # linear to the long stencil, with no truncation and no roughness.
+            smooth = dd.roughness <= ROUGH * dd.rounding
+            better = better & smooth & _consistent(_fields(dd), _fields(far), xp)
 
             def pick(a: Any, b: Any) -> Any:
                 return xp.where(better, b, a)
@@ -613,8 +626,13 @@ class _Run:
                 if jac_err_t is not None:
                     ana_err = xp.astype(jac_err_t[start:stop, :], p.work_dtype, copy=False)
                 fields = (num, trunc, rnd, rough, bad)
-                if self.wide_steps or self.complex_step:
+                if self.complex_step:
                     entries = self._entries("entry", ana, fields, scale, ana_err)
+                elif self.wide_steps:
+                    fields, entries = self._shorter_steps(start, stop, ana, ana_err, scale, fields)
+                    num, trunc, rnd, rough, bad = fields
+                    if self.keep:
+                        self.num_t[start:stop, :] = num
                 else:
                     fields, entries = self._second_opinion(start, stop, ana, ana_err, scale, fields)
                     num, trunc, rnd, rough, bad = fields
@@ -642,19 +660,31 @@ class _Run:
                 columns_err = None
                 if wide is not None:
                     columns_err = xp.abs(columns - wide) / xp.abs(tscales[:, None])
-                self._compare(
-                    "entry",
-                    columns / tscales[:, None],
-                    num,
-                    trunc,
-                    rnd,
-                    rough,
-                    bad,
-                    scale,
-                    start,
-                    forward=True,
-                    analytical_error=columns_err,
-                )
+                if self.wide_steps:
+                    fields, entries = self._shorter_steps(
+                        start,
+                        stop,
+                        columns / tscales[:, None],
+                        columns_err,
+                        scale,
+                        (num, trunc, rnd, rough, bad),
+                    )
+                    num, trunc, rnd, rough, bad = fields
+                    self._record("entry", entries, start, forward=True)
+                else:
+                    self._compare(
+                        "entry",
+                        columns / tscales[:, None],
+                        num,
+                        trunc,
+                        rnd,
+                        rough,
+                        bad,
+                        scale,
+                        start,
+                        forward=True,
+                        analytical_error=columns_err,
+                    )
                 v = dense_tans[:, start:stop]
                 fwd_num = fwd_num + v @ num
                 fwd_trunc = fwd_trunc + xp.abs(v) @ trunc
@@ -728,6 +758,95 @@ class _Run:
             return near, first
         merged = tuple(xp.where(take, b, a) for a, b in zip(near, wide))
         return merged, self._entries("entry", ana, merged, scale, ana_err)
+
+    def _shorter_steps(
+        self,
+        start: int,
+        stop: int,
+        ana: Any,
+        ana_err: Any,
+        scale: Any,
+        near: tuple[Any, ...],
+    ) -> tuple[tuple[Any, ...], Entries]:
+        """Low precision: entries of columns ``start:stop`` that the first
+        step cannot decide are measured again at steps SHORTER_STEP times
+        shorter, up to SHORTER_STEPS times. ``near`` is (value, truncation,
+        rounding, roughness, nonfinite) at the first step; the same comes
+        back, entries replaced, with the compared entries.
+
+        The float32 steps are a few hundredths of max(1, |x|) and the stencil
+        spans three of them, so kinks (abs, sort, cummax), jumps (floor,
+        round, rem) and poles (tan, x**-2) come within its reach at ordinary
+        points. Per entry, a shorter step's estimate replaces the current one
+        where it is smooth and finite and the current one is not, where the
+        two disagree beyond their error estimates (a jump that the longer
+        stencil straddles yet looks smooth over: a staircase sampled near its
+        own period), or where the current one is too close to call and the
+        shorter one is more precise. A disagreement with the analytical side
+        counts as wrong only once the next shorter step confirms the
+        estimate (agrees with it); an entry that no step decides is
+        undecided, marked rough. Entries that agree are never measured
+        again, and only columns with an open entry are.
+        """
+        xp, p = self.xp, self.p
+        fields = near
+        entries = self._entries("entry", ana, fields, scale, ana_err)
+        # Open: undecided, wrong but not yet confirmed, or agreeing only
+        # within the wide tolerance of a stencil that a kink reaches.
+        open_ = entries.rough_agreeing
+        if entries.exceeding:
+            open_ = open_ | entries.wrong | entries.uncertain
+        steps = self.steps[start:stop]
+        for _ in range(SHORTER_STEPS):
+            columns = [bool(c) for c in p.adapter.to_numpy(xp.any(open_, axis=1))]
+            if not any(columns):
+                break
+            steps = steps / SHORTER_STEP
+            short = self._remeasure(start, steps, columns, fields)
+            new = self._entries("entry", ana, short, scale, ana_err)
+            agree = _consistent(fields, short, xp)
+            smooth = ~(new.rough | new.rough_agreeing | short[4]) & xp.isfinite(short[0])
+            unsmooth = entries.rough | entries.nonfinite | entries.rough_agreeing
+            sharper = entries.marginal & (new.tolerance < entries.tolerance)
+            take = open_ & smooth & (unsmooth | ~agree | sharper)
+            # Kept as they are: a disagreement that the shorter step, smooth
+            # too, confirms, and an entry too close to call that it cannot
+            # sharpen.
+            settled = ~take & smooth & agree & (entries.wrong | entries.marginal)
+            still = new.rough_agreeing | new.wrong | new.uncertain
+            open_ = (take & still) | (open_ & ~take & ~settled)
+            fields = tuple(xp.where(take, b, a) for a, b in zip(fields, short))
+            entries = self._entries("entry", ana, fields, scale, ana_err)
+        doubt = open_ & entries.wrong
+        if bool(xp.any(doubt)):
+            # Unconfirmed at every step: undecided. An infinite roughness
+            # marks them rough here and in the dense cotangent products.
+            value, truncation, rounding, roughness, nonfinite = fields
+            roughness = xp.where(doubt, xp.full_like(roughness, math.inf), roughness)
+            fields = (value, truncation, rounding, roughness, nonfinite)
+            entries = self._entries("entry", ana, fields, scale, ana_err)
+        return fields, entries
+
+    def _remeasure(
+        self, start: int, steps: Any, columns: list[bool], fields: tuple[Any, ...]
+    ) -> tuple[Any, ...]:
+        """``fields`` with the flagged ``columns`` (of those from ``start``)
+        measured again at ``steps``; the others as they are."""
+        xp, p = self.xp, self.p
+        pieces: list[tuple[Any, ...]] = []
+        for a, b, flagged in _runs(columns):
+            if not flagged:
+                pieces.append(tuple(f[a:b, ...] for f in fields))
+                continue
+            self.evaluator.expected += self.accuracy * (b - a)
+            dd = partial_derivatives(
+                self.evaluate, p.x0, steps[a:b], start + a, self.f0, xp, self.accuracy
+            )
+            rounding = dd.rounding + self.noise[None, :] / xp.abs(dd.direction)[:, None]
+            pieces.append((dd.value, dd.truncation, rounding, dd.roughness, dd.nonfinite))
+        if len(pieces) == 1:
+            return pieces[0]
+        return tuple(xp.concat(list(parts), axis=0) for parts in zip(*pieces))
 
     def _together_candidates(self) -> list[_Together]:
         """Arguments whose columns may settle together (see
@@ -1630,6 +1749,25 @@ class _Together:
     hi: int
     step: Any
     sole: SoleEntries
+
+
+def _fields(dd: DirectionalDerivatives) -> tuple[Any, ...]:
+    """(value, truncation, rounding, roughness, nonfinite), as compared."""
+    return (dd.value, dd.truncation, dd.rounding, dd.roughness, dd.nonfinite)
+
+
+def _consistent(a: tuple[Any, ...], b: tuple[Any, ...], xp: Any) -> Any:
+    """Whether two estimates of the same entries (``_fields`` tuples, at
+    different steps) agree within what their error estimates allow: for a
+    smooth f they do; a jump or kink that one stencil reaches and the other
+    does not shows as a disagreement even where neither stencil looks rough."""
+
+    def spread(fields: tuple[Any, ...]) -> Any:
+        _, truncation, rounding, roughness, _ = fields
+        return SAFETY * (truncation + ROUNDING * rounding + roughness)
+
+    # NaN compares False: never consistent.
+    return xp.abs(a[0] - b[0]) <= spread(a) + spread(b)
 
 
 def _complement(spans: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
