@@ -226,12 +226,39 @@ def test_torch_float32_only_rough_at_every_step_stays_undecided():
     assert {m.index for m in r.worst if m.status == "uncertain"} == {(0,)}, str(r)
 
 
-def test_torch_float32_only_straight_through_near_a_jump_is_never_a_pass():
-    """The wrong rule at an entry whose jump every step straddles: that
+def test_torch_float32_only_straight_through_near_a_jump_still_fails():
+    """The wrong rule, with one entry whose jump every step straddles: that
     entry is undecided, the others still fail."""
     torch = pytest.importorskip("torch")
     x = torch.tensor([1.0001, 0.5, -2.3], dtype=torch.float32)
     r = gradguard.check(_float32_only(torch, torch.floor, torch.ones_like), x)
+    assert r.verdict == "fail", str(r)
+    entries = {m.index: m.status for m in r.worst if m.kind == "entry"}
+    assert entries == {(0,): "uncertain", (1,): "wrong", (2,): "wrong"}, str(r)
+
+
+@pytest.mark.parametrize("name", ["abs", "floor", "tan", "sort"])
+def test_torch_float32_only_probe_mode_shortens_steps(name):
+    """Probe mode moves every coordinate at once: a direction whose stencil
+    reaches a kink, jump or pole is measured again along shorter steps."""
+    torch = pytest.importorskip("torch")
+    functions = {
+        "abs": torch.abs,
+        "floor": torch.floor,
+        "tan": torch.tan,
+        "sort": lambda x: torch.sort(x).values,
+    }
+    x = torch.tensor([0.05, -0.04, 2.2, -1.5, 0.7, 1.1], dtype=torch.float32)
+    r = gradguard.check(_float32_only(torch, functions[name]), x, mode="probe")
+    assert r.precision == "float32", str(r)
+    assert r.verdict == "pass", str(r)
+
+
+def test_torch_float32_only_probe_mode_wrong_rule_near_a_kink_fails():
+    torch = pytest.importorskip("torch")
+    x = torch.tensor([0.05, -0.04, 2.2, -1.5, 0.7, 1.1], dtype=torch.float32)
+    f = _float32_only(torch, torch.abs, torch.sign, scale=1.01)
+    r = gradguard.check(f, x, mode="probe")
     assert r.verdict == "fail", str(r)
 
 

@@ -277,6 +277,52 @@ class _Run:
             self.evaluate, p.x0, directions * self.steps[None, :], self.f0, xp, self.accuracy
         )
 
+    def _smooth_derivatives(self, directions: Any) -> DirectionalDerivatives:
+        """:meth:`derivatives`; in low precision, a direction whose stencil
+        is not smooth or not finite (a kink, jump or pole within its reach)
+        is measured again along steps SHORTER_STEP times shorter, up to
+        SHORTER_STEPS times, and the first smooth estimate stands."""
+        dd = self.derivatives(directions)
+        if not self.wide_steps:
+            return dd
+        xp = self.xp
+        for level in range(1, SHORTER_STEPS + 1):
+            rows = self._unsmooth_rows(dd)
+            if not rows.any():
+                break
+            flagged = np.flatnonzero(rows)
+            index = xp.asarray(flagged, device=self.device)
+            shorter = xp.take(directions, index, axis=0) * (SHORTER_STEP**-level)
+            short = self.derivatives(shorter)
+            smooth = ~self._unsmooth_rows(short)
+            # Row r of the result: row `at[r]` of the shorter measurement
+            # where that row is flagged and came out smooth, else its own.
+            take = np.zeros(rows.shape, dtype=bool)
+            take[flagged[smooth]] = True
+            at = np.zeros(rows.shape, dtype=np.int64)
+            at[flagged] = np.arange(flagged.size)
+            where = xp.asarray(take, device=self.device)[:, None]
+            positions = xp.asarray(at, device=self.device)
+            dd = DirectionalDerivatives(
+                *(
+                    xp.where(where, xp.take(getattr(short, f), positions, axis=0), getattr(dd, f))
+                    for f in _DD_FIELDS
+                )
+            )
+        return dd
+
+    def _unsmooth_rows(self, dd: DirectionalDerivatives) -> Any:
+        """Per direction (host booleans), whether some output's stencil is
+        rough as compare() has it (the row's largest value as the scale) or
+        not finite."""
+        xp = self.xp
+        value = dd.value
+        magnitude = xp.abs(value) + xp.max(xp.abs(value), axis=1, keepdims=True)
+        relative = float(xp.finfo(value.dtype).eps) ** 0.5
+        rough = (dd.roughness > ROUGH * dd.rounding) & (dd.roughness > relative * magnitude)
+        bad = rough | dd.nonfinite | ~xp.isfinite(value)
+        return np.asarray(self.p.adapter.to_numpy(xp.any(bad, axis=1)), dtype=bool)
+
     def partials(self, start: int, stop: int) -> DirectionalDerivatives:
         """Numerical ``J[:, start:stop]``, transposed: ``(stop - start, m)``,
         every field per unit of the coordinate."""
@@ -1212,7 +1258,7 @@ class _Run:
         xp, p = self.xp, self.p
         n, m = p.in_layout.size, p.out_layout.size
         drawn = self._random(1, count * (n + 2 * m))[0, :]  # directions, then cotangents
-        dd = self.derivatives(xp.reshape(drawn[: count * n], (count, n)))
+        dd = self._smooth_derivatives(xp.reshape(drawn[: count * n], (count, n)))
         noise = self.noise
         rnd = dd.rounding + noise[None, :] if self.nondeterministic else dd.rounding
         if direction in ("rev", "both"):
@@ -1749,6 +1795,9 @@ class _Together:
     hi: int
     step: Any
     sole: SoleEntries
+
+
+_DD_FIELDS = ("value", "truncation", "rounding", "roughness", "nonfinite", "direction")
 
 
 def _fields(dd: DirectionalDerivatives) -> tuple[Any, ...]:
