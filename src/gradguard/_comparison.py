@@ -674,14 +674,18 @@ class _Run:
                 fields = (num, trunc, rnd, rough, bad)
                 if self.complex_step:
                     entries = self._entries("entry", ana, fields, scale, ana_err)
-                elif self.wide_steps:
-                    fields, entries = self._shorter_steps(start, stop, ana, ana_err, scale, fields)
+                else:
+                    compared = None
+                    if not self.wide_steps:
+                        fields, compared = self._second_opinion(
+                            start, stop, ana, ana_err, scale, fields
+                        )
+                    fields, entries = self._shorter_steps(
+                        start, stop, ana, ana_err, scale, fields, compared
+                    )
                     num, trunc, rnd, rough, bad = fields
                     if self.keep:
                         self.num_t[start:stop, :] = num
-                else:
-                    fields, entries = self._second_opinion(start, stop, ana, ana_err, scale, fields)
-                    num, trunc, rnd, rough, bad = fields
                 self._record("entry", entries, start, rows=True)
                 # Random dense cotangents: u^T J for the columns of this chunk.
                 weights = xp.abs(dense_cots)  # (probes, m)
@@ -813,12 +817,13 @@ class _Run:
         ana_err: Any,
         scale: Any,
         near: tuple[Any, ...],
+        entries: Entries | None = None,
     ) -> tuple[tuple[Any, ...], Entries]:
-        """Low precision: entries of columns ``start:stop`` that the first
-        step cannot decide are measured again at steps SHORTER_STEP times
-        shorter, up to SHORTER_STEPS times. ``near`` is (value, truncation,
-        rounding, roughness, nonfinite) at the first step; the same comes
-        back, entries replaced, with the compared entries.
+        """Entries of columns ``start:stop`` that the first step cannot
+        decide are measured again at steps SHORTER_STEP times shorter, up to
+        SHORTER_STEPS times. ``near`` is (value, truncation, rounding,
+        roughness, nonfinite) at the first step, ``entries`` their
+        comparison if already made; the same come back, entries replaced.
 
         The float32 steps are a few hundredths of max(1, |x|) and the stencil
         spans three of them, so kinks (abs, sort, cummax), jumps (floor,
@@ -833,15 +838,23 @@ class _Run:
         estimate (agrees with it); an entry that no step decides is
         undecided, marked rough. Entries that agree are never measured
         again, and only columns with an open entry are.
+
+        In float64 (short steps, and disagreements already given a second
+        opinion) only entries where f is not smooth or not finite within
+        the stencil are measured again: a jump of round(x, 3) every 0.001.
         """
         xp, p = self.xp, self.p
         fields = near
-        entries = self._entries("entry", ana, fields, scale, ana_err)
+        if entries is None:
+            entries = self._entries("entry", ana, fields, scale, ana_err)
         # Open: undecided, wrong but not yet confirmed, or agreeing only
         # within the wide tolerance of a stencil that a kink reaches.
         open_ = entries.rough_agreeing
         if entries.exceeding:
-            open_ = open_ | entries.wrong | entries.uncertain
+            if self.wide_steps:
+                open_ = open_ | entries.wrong | entries.uncertain
+            else:
+                open_ = open_ | entries.rough | entries.nonfinite
         steps = self.steps[start:stop]
         for _ in range(SHORTER_STEPS):
             columns = [bool(c) for c in p.adapter.to_numpy(xp.any(open_, axis=1))]
