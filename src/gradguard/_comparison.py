@@ -91,6 +91,10 @@ WIDE_STEP = 8.0
 #: farther from x than about 3 such steps no longer reaches the stencil.
 SHORTER_STEP = 4.0
 SHORTER_STEPS = 3
+#: Low precision: a wrong entry's estimate must also agree with a smooth one
+#: at a step this many times shorter than the first, where one is smooth
+#: (see _finest_disagrees).
+FINEST_STEP = 1024.0
 #: Inputs from which a full reverse check screens columns with two points
 #: first (also past KEEP_JACOBIAN_ENTRIES entries): x.sin() * x at n = 1000
 #: took 36 ms screened against 135 ms with every column's full stencil,
@@ -877,6 +881,8 @@ class _Run:
             fields = tuple(xp.where(take, b, a) for a, b in zip(fields, short))
             entries = self._entries("entry", ana, fields, scale, ana_err)
         doubt = open_ & entries.wrong
+        if self.wide_steps and entries.exceeding:
+            doubt = doubt | self._finest_disagrees(start, ana, ana_err, scale, fields, entries)
         if bool(xp.any(doubt)):
             # Unconfirmed at every step: undecided. An infinite roughness
             # marks them rough here and in the dense cotangent products.
@@ -885,6 +891,38 @@ class _Run:
             fields = (value, truncation, rounding, roughness, nonfinite)
             entries = self._entries("entry", ana, fields, scale, ana_err)
         return fields, entries
+
+    def _finest_disagrees(
+        self,
+        start: int,
+        ana: Any,
+        ana_err: Any,
+        scale: Any,
+        fields: tuple[Any, ...],
+        entries: Entries,
+    ) -> Any:
+        """Low precision: whether each wrong entry's estimate disagrees with
+        a smooth one at a step FINEST_STEP times shorter than the first.
+
+        A staircase (round, floor, x mod c) seen from a point near the middle
+        of a stair is odd about it at every scale above the stair's width:
+        no even difference shows the jumps, and every longer step measures
+        the slope of the staircase as a whole, consistently. Only a step
+        shorter than the distance to the jumps sees the flat stair. A wrong
+        derivative of a smooth f agrees there too, within that step's wider
+        rounding; such an estimate is not compared itself (too imprecise to
+        pass anything): a disagreement only makes the entry undecided.
+        """
+        xp, p = self.xp, self.p
+        wrong = entries.wrong
+        columns = [bool(c) for c in p.adapter.to_numpy(xp.any(wrong, axis=1))]
+        if not any(columns):
+            return wrong
+        steps = self.steps[start : start + len(columns)] / FINEST_STEP
+        finest = self._remeasure(start, steps, columns, fields)
+        compared = self._entries("entry", ana, finest, scale, ana_err)
+        smooth = ~(compared.rough | compared.rough_agreeing | finest[4]) & xp.isfinite(finest[0])
+        return wrong & smooth & ~_consistent(fields, finest, xp)
 
     def _remeasure(
         self, start: int, steps: Any, columns: list[bool], fields: tuple[Any, ...]
