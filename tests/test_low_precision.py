@@ -215,6 +215,19 @@ def test_torch_float32_only_measures_again_only_undecided_columns():
     assert kinked.evaluations - smooth.evaluations == 6  # accuracy 6, one column
 
 
+@pytest.mark.parametrize("name", ["floor", "round", "rem"])
+def test_torch_float32_only_staircase_far_from_zero_never_fails(name):
+    """At |x| of hundreds the float32 steps are longer than a stair: from
+    near the middle of one, the staircase is odd about x at every such
+    scale, looks smooth and has slope 1. A step shorter than the stair must
+    see it before anything is called wrong."""
+    torch = pytest.importorskip("torch")
+    primal, _ = _torch_cases(torch)[name]
+    x = torch.tensor([-262.01376, 896.6569, -859.1589, 243.76718], dtype=torch.float32)
+    r = gradguard.check(_float32_only(torch, primal), x)
+    assert r.verdict != "fail" and r.wrong == 0, str(r)
+
+
 def test_torch_float32_only_rough_at_every_step_stays_undecided():
     """floor at 1e-4 above a jump: every step's stencil straddles it; the
     check says so instead of guessing."""
