@@ -844,21 +844,27 @@ class _Run:
         again, and only columns with an open entry are.
 
         In float64 (short steps, and disagreements already given a second
-        opinion) only entries where f is not smooth or not finite within
-        the stencil are measured again: a jump of round(x, 3) every 0.001.
+        opinion) only entries left undecided because f is not smooth or not
+        finite within the stencil are measured again: a jump of round(x, 3)
+        every 0.001.
         """
         xp, p = self.xp, self.p
         fields = near
         if entries is None:
             entries = self._entries("entry", ana, fields, scale, ana_err)
         # Open: undecided, wrong but not yet confirmed, or agreeing only
-        # within the wide tolerance of a stencil that a kink reaches.
-        open_ = entries.rough_agreeing
-        if entries.exceeding:
-            if self.wide_steps:
+        # within the wide tolerance of a stencil that a kink reaches. In
+        # float64 only what is undecided for want of smoothness: an entry
+        # that agrees stays agreed, and rounding inside f that the model
+        # misses (a running sum near zero) only grows at shorter steps.
+        if self.wide_steps:
+            open_ = entries.rough_agreeing
+            if entries.exceeding:
                 open_ = open_ | entries.wrong | entries.uncertain
-            else:
-                open_ = open_ | entries.rough | entries.nonfinite
+        elif entries.exceeding:
+            open_ = entries.rough | entries.nonfinite
+        else:
+            return fields, entries
         steps = self.steps[start:stop]
         for _ in range(SHORTER_STEPS):
             columns = [bool(c) for c in p.adapter.to_numpy(xp.any(open_, axis=1))]
