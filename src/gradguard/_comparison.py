@@ -182,6 +182,9 @@ class _Run:
         # Float32 only: in float16 / bfloat16 the steps are already long.
         unit = float(xp.finfo(p.work_dtype).eps)
         self.wide_steps = 1e-10 < unit < 1e-5 and eps is None and not self.complex_step
+        # Steps shortened where a kink or jump is within reach (see
+        # _shorter_steps); a step the caller fixed stays as it is.
+        self.shorter_steps = eps is None and not self.complex_step
         if self.wide_steps:
             self.evaluator.expected *= 2
         if self.complex_step:
@@ -852,6 +855,8 @@ class _Run:
         fields = near
         if entries is None:
             entries = self._entries("entry", ana, fields, scale, ana_err)
+        if not self.shorter_steps:
+            return fields, entries
         # Open: undecided, wrong but not yet confirmed, or agreeing only
         # within the wide tolerance of a stencil that a kink reaches. In
         # float64 only what is undecided for want of smoothness: an entry
