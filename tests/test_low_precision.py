@@ -303,3 +303,25 @@ def test_tensorflow_float32_only_floor_and_a_wrong_rule():
     near = tf.constant(np.array([0.05, -0.04, 2.0], dtype=np.float32))
     kink = gradguard.check(only32(tf.math.abs, lambda x: 1.01 * tf.math.sign(x)), near)
     assert kink.verdict == "fail", str(kink)
+
+
+# -- float64: a jump within reach of the short step ---------------------------------
+
+
+def test_float64_round_to_three_decimals_gets_shorter_steps():
+    """round(x, decimals=3) jumps every 0.001: at 20 points, some stencil of
+    float64 step reaches a jump. Shorter steps decide those entries. The
+    same staircase as a float32-only kernel with a rule that claims a slope
+    of 0.01 still fails."""
+    torch = pytest.importorskip("torch")
+    x = torch.tensor(np.random.default_rng(0).uniform(-3, 3, 20), dtype=torch.float64)
+
+    def rounded(x):
+        return torch.round(x, decimals=3)
+
+    r = gradguard.check(rounded, x)
+    assert r.precision == "float64", str(r)
+    assert r.verdict == "pass", str(r)
+    wrong = _float32_only(torch, rounded, lambda x: torch.full_like(x, 0.01))
+    r = gradguard.check(wrong, x.float())
+    assert r.verdict == "fail", str(r)
