@@ -93,7 +93,7 @@ SHORTER_STEP = 4.0
 SHORTER_STEPS = 3
 #: Low precision: a wrong entry's estimate must also agree with a smooth one
 #: at a step this many times shorter than the first, where one is smooth
-#: (see _finest_disagrees).
+#: (see _finest).
 FINEST_STEP = 1024.0
 #: Inputs from which a full reverse check screens columns with two points
 #: first (also past KEEP_JACOBIAN_ENTRIES entries): x.sin() * x at n = 1000
@@ -870,6 +870,17 @@ class _Run:
             open_ = entries.rough | entries.nonfinite
         else:
             return fields, entries
+        # Low precision: a disagreement at the first step stands if a smooth
+        # estimate at the finest step agrees with it, and is undecided if
+        # one disagrees; only where that step is not smooth either does it
+        # go down the steps in between.
+        doubt = xp.zeros_like(open_)
+        first_wrong = entries.wrong
+        if self.wide_steps and entries.exceeding:
+            checked = self._finest(start, ana, ana_err, scale, fields, first_wrong)
+            if checked is not None:
+                confirmed, doubt = checked
+                open_ = open_ & ~confirmed & ~doubt
         steps = self.steps[start:stop]
         for _ in range(SHORTER_STEPS):
             columns = [bool(c) for c in p.adapter.to_numpy(xp.any(open_, axis=1))]
@@ -891,9 +902,14 @@ class _Run:
             open_ = (take & still) | (open_ & ~take & ~settled)
             fields = tuple(xp.where(take, b, a) for a, b in zip(fields, short))
             entries = self._entries("entry", ana, fields, scale, ana_err)
-        doubt = open_ & entries.wrong
+        doubt = doubt | (open_ & entries.wrong)
         if self.wide_steps and entries.exceeding:
-            doubt = doubt | self._finest_disagrees(start, ana, ana_err, scale, fields, entries)
+            # Wrong at a shorter step only: the finest step has its say too.
+            checked = self._finest(
+                start, ana, ana_err, scale, fields, entries.wrong & ~first_wrong & ~doubt
+            )
+            if checked is not None:
+                doubt = doubt | checked[1]
         if bool(xp.any(doubt)):
             # Unconfirmed at every step: undecided. An infinite roughness
             # marks them rough here and in the dense cotangent products.
@@ -903,17 +919,19 @@ class _Run:
             entries = self._entries("entry", ana, fields, scale, ana_err)
         return fields, entries
 
-    def _finest_disagrees(
+    def _finest(
         self,
         start: int,
         ana: Any,
         ana_err: Any,
         scale: Any,
         fields: tuple[Any, ...],
-        entries: Entries,
-    ) -> Any:
-        """Low precision: whether each wrong entry's estimate disagrees with
-        a smooth one at a step FINEST_STEP times shorter than the first.
+        among: Any,
+    ) -> tuple[Any, Any] | None:
+        """Low precision: of the entries ``among`` (a mask), those whose
+        estimate a smooth one at a step FINEST_STEP times shorter than the
+        first confirms, and those it contradicts; None when ``among`` is
+        empty. Entries where that step is not smooth are in neither.
 
         A staircase (round, floor, x mod c) seen from a point near the middle
         of a stair is odd about it at every scale above the stair's width:
@@ -925,15 +943,15 @@ class _Run:
         pass anything): a disagreement only makes the entry undecided.
         """
         xp, p = self.xp, self.p
-        wrong = entries.wrong
-        columns = [bool(c) for c in p.adapter.to_numpy(xp.any(wrong, axis=1))]
+        columns = [bool(c) for c in p.adapter.to_numpy(xp.any(among, axis=1))]
         if not any(columns):
-            return wrong
+            return None
         steps = self.steps[start : start + len(columns)] / FINEST_STEP
         finest = self._remeasure(start, steps, columns, fields)
         compared = self._entries("entry", ana, finest, scale, ana_err)
         smooth = ~(compared.rough | compared.rough_agreeing | finest[4]) & xp.isfinite(finest[0])
-        return wrong & smooth & ~_consistent(fields, finest, xp)
+        agree = _consistent(fields, finest, xp)
+        return among & smooth & agree, among & smooth & ~agree
 
     def _remeasure(
         self, start: int, steps: Any, columns: list[bool], fields: tuple[Any, ...]
