@@ -54,6 +54,7 @@ from .core.steps import default_steps
 from .core.verdict import (
     ANALYTICAL,
     BAND,
+    ROUGH,
     ROUNDING,
     SAFETY,
     Entries,
@@ -89,6 +90,17 @@ WIDE_STEP = 8.0
 #: Steps (times the check's) at which entries that disagree are measured
 #: again, in turn, in float64 (see _Run._second_opinion).
 SECOND_STEPS = (WIDE_STEP, WIDE_STEP**2)
+#: Low precision: entries that a step cannot decide (f not smooth or not
+#: finite within the stencil, or a disagreement that the next step does not
+#: confirm) are measured again at steps SHORTER_STEP times shorter, up to
+#: SHORTER_STEPS times (down to 1/64 of the first step): a kink, jump or pole
+#: farther from x than about 3 such steps no longer reaches the stencil.
+SHORTER_STEP = 4.0
+SHORTER_STEPS = 3
+#: Low precision: a wrong entry's estimate must also agree with a smooth one
+#: at a step this many times shorter than the first, where one is smooth
+#: (see _finest).
+FINEST_STEP = 1024.0
 #: Inputs from which a full reverse check screens columns with two points
 #: first (also past KEEP_JACOBIAN_ENTRIES entries): x.sin() * x at n = 1000
 #: took 36 ms screened against 135 ms with every column's full stencil,
@@ -202,6 +214,9 @@ class _Run:
         # Float32 only: in float16 / bfloat16 the steps are already long.
         unit = float(xp.finfo(p.work_dtype).eps)
         self.wide_steps = 1e-10 < unit < 1e-5 and eps is None and not self.complex_step
+        # Steps shortened where a kink or jump is within reach (see
+        # _shorter_steps); a step the caller fixed stays as it is.
+        self.shorter_steps = eps is None and not self.complex_step
         if self.wide_steps:
             self.evaluator.expected *= 2
         if self.complex_step:
@@ -311,6 +326,52 @@ class _Run:
             self.output_eps,
         )
 
+    def _smooth_derivatives(self, directions: Any) -> DirectionalDerivatives:
+        """:meth:`derivatives`; in low precision, a direction whose stencil
+        is not smooth or not finite (a kink, jump or pole within its reach)
+        is measured again along steps SHORTER_STEP times shorter, up to
+        SHORTER_STEPS times, and the first smooth estimate stands."""
+        dd = self.derivatives(directions)
+        if not self.wide_steps:
+            return dd
+        xp = self.xp
+        for level in range(1, SHORTER_STEPS + 1):
+            rows = self._unsmooth_rows(dd)
+            if not rows.any():
+                break
+            flagged = np.flatnonzero(rows)
+            index = xp.asarray(flagged, device=self.device)
+            shorter = xp.take(directions, index, axis=0) * (SHORTER_STEP**-level)
+            short = self.derivatives(shorter)
+            smooth = ~self._unsmooth_rows(short)
+            # Row r of the result: row `at[r]` of the shorter measurement
+            # where that row is flagged and came out smooth, else its own.
+            take = np.zeros(rows.shape, dtype=bool)
+            take[flagged[smooth]] = True
+            at = np.zeros(rows.shape, dtype=np.int64)
+            at[flagged] = np.arange(flagged.size)
+            where = xp.asarray(take, device=self.device)[:, None]
+            positions = xp.asarray(at, device=self.device)
+            dd = DirectionalDerivatives(
+                *(
+                    xp.where(where, xp.take(getattr(short, f), positions, axis=0), getattr(dd, f))
+                    for f in _DD_FIELDS
+                )
+            )
+        return dd
+
+    def _unsmooth_rows(self, dd: DirectionalDerivatives) -> Any:
+        """Per direction (host booleans), whether some output's stencil is
+        rough as compare() has it (the row's largest value as the scale) or
+        not finite."""
+        xp = self.xp
+        value = dd.value
+        magnitude = xp.abs(value) + xp.max(xp.abs(value), axis=1, keepdims=True)
+        relative = float(xp.finfo(value.dtype).eps) ** 0.5
+        rough = (dd.roughness > ROUGH * dd.rounding) & (dd.roughness > relative * magnitude)
+        bad = rough | dd.nonfinite | ~xp.isfinite(value)
+        return np.asarray(self.p.adapter.to_numpy(xp.any(bad, axis=1)), dtype=bool)
+
     def partials(self, start: int, stop: int) -> DirectionalDerivatives:
         """Numerical ``J[:, start:stop]``, transposed: ``(stop - start, m)``,
         every field per unit of the coordinate."""
@@ -335,6 +396,11 @@ class _Run:
             # truncation estimate grows no faster than the stencil's order says.
             regime = far.truncation <= dd.truncation * WIDE_STEP ** (self.accuracy - 2)
             better = better & regime & ~far.nonfinite & (far.roughness <= dd.roughness * WIDE_STEP)
+            # And only where the shorter step is smooth and the two agree: a
+            # staircase (floor, round) sampled at about its own period looks
+            # linear to the long stencil, with no truncation and no roughness.
+            smooth = dd.roughness <= ROUGH * dd.rounding
+            better = better & smooth & _consistent(_fields(dd), _fields(far), xp)
 
             def pick(a: Any, b: Any) -> Any:
                 return xp.where(better, b, a)
@@ -676,11 +742,20 @@ class _Run:
                 if jac_err_t is not None:
                     ana_err = xp.astype(jac_err_t[start:stop, :], p.work_dtype, copy=False)
                 fields = (num, trunc, rnd, rough, bad)
-                if self.wide_steps or self.complex_step:
+                if self.complex_step:
                     entries = self._entries("entry", ana, fields, scale, ana_err)
                 else:
-                    fields, entries = self._second_opinion(start, stop, ana, ana_err, scale, fields)
+                    compared = None
+                    if not self.wide_steps:
+                        fields, compared = self._second_opinion(
+                            start, stop, ana, ana_err, scale, fields
+                        )
+                    fields, entries = self._shorter_steps(
+                        start, stop, ana, ana_err, scale, fields, compared
+                    )
                     num, trunc, rnd, rough, bad = fields
+                    if self.keep:
+                        self.num_t[start:stop, :] = num
                 self._record("entry", entries, start, rows=True)
                 # Random dense cotangents: u^T J for the columns of this chunk.
                 weights = xp.abs(dense_cots)  # (probes, m)
@@ -711,11 +786,16 @@ class _Run:
                     columns_err = xp.abs(columns - wide) / xp.abs(tscales[:, None])
                 fields = (num, trunc, rnd, rough, bad)
                 jvp_columns = columns / tscales[:, None]
-                if self.wide_steps or self.complex_step:
+                if self.complex_step:
                     entries = self._entries("entry", jvp_columns, fields, scale, columns_err)
                 else:
-                    fields, entries = self._second_opinion(
-                        start, stop, jvp_columns, columns_err, scale, fields
+                    compared = None
+                    if not self.wide_steps:
+                        fields, compared = self._second_opinion(
+                            start, stop, jvp_columns, columns_err, scale, fields
+                        )
+                    fields, entries = self._shorter_steps(
+                        start, stop, jvp_columns, columns_err, scale, fields, compared
                     )
                     num, trunc, rnd, rough, bad = fields
                 self._record("entry", entries, start, forward=True)
@@ -842,6 +922,164 @@ class _Run:
                     noise = xp.maximum(noise, xp.where(xp.isfinite(excess), excess, noise))
             quantised = quantised | (entries.error <= BAND * SAFETY * noise)
         return fields, doubt(entries, quantised)
+
+    def _shorter_steps(
+        self,
+        start: int,
+        stop: int,
+        ana: Any,
+        ana_err: Any,
+        scale: Any,
+        near: tuple[Any, ...],
+        entries: Entries | None = None,
+    ) -> tuple[tuple[Any, ...], Entries]:
+        """Entries of columns ``start:stop`` that the first step cannot
+        decide are measured again at steps SHORTER_STEP times shorter, up to
+        SHORTER_STEPS times. ``near`` is (value, truncation, rounding,
+        roughness, nonfinite) at the first step, ``entries`` their
+        comparison if already made; the same come back, entries replaced.
+
+        The float32 steps are a few hundredths of max(1, |x|) and the stencil
+        spans three of them, so kinks (abs, sort, cummax), jumps (floor,
+        round, rem) and poles (tan, x**-2) come within its reach at ordinary
+        points. Per entry, a shorter step's estimate replaces the current one
+        where it is smooth and finite and the current one is not, where the
+        two disagree beyond their error estimates (a jump that the longer
+        stencil straddles yet looks smooth over: a staircase sampled near its
+        own period), or where the current one is too close to call and the
+        shorter one is more precise. A disagreement with the analytical side
+        counts as wrong only once the next shorter step confirms the
+        estimate (agrees with it); an entry that no step decides is
+        undecided, marked rough. Entries that agree are never measured
+        again, and only columns with an open entry are.
+
+        In float64 (short steps, and disagreements already given a second
+        opinion) only entries left undecided because f is not smooth or not
+        finite within the stencil are measured again: a jump of round(x, 3)
+        every 0.001.
+        """
+        xp, p = self.xp, self.p
+        fields = near
+        if entries is None:
+            entries = self._entries("entry", ana, fields, scale, ana_err)
+        if not self.shorter_steps:
+            return fields, entries
+        # Open: undecided, wrong but not yet confirmed, or agreeing only
+        # within the wide tolerance of a stencil that a kink reaches. In
+        # float64 only what is undecided for want of smoothness: an entry
+        # that agrees stays agreed, and rounding inside f that the model
+        # misses (a running sum near zero) only grows at shorter steps.
+        if self.wide_steps:
+            open_ = entries.rough_agreeing
+            if entries.exceeding:
+                open_ = open_ | entries.wrong | entries.uncertain
+        elif entries.exceeding:
+            open_ = entries.rough | entries.nonfinite
+        else:
+            return fields, entries
+        # Low precision: a disagreement at the first step stands if a smooth
+        # estimate at the finest step agrees with it, and is undecided if
+        # one disagrees; only where that step is not smooth either does it
+        # go down the steps in between.
+        doubt = xp.zeros_like(open_)
+        first_wrong = entries.wrong
+        if self.wide_steps and entries.exceeding:
+            checked = self._finest(start, ana, ana_err, scale, fields, first_wrong)
+            if checked is not None:
+                confirmed, doubt = checked
+                open_ = open_ & ~confirmed & ~doubt
+        steps = self.steps[start:stop]
+        for _ in range(SHORTER_STEPS):
+            columns = [bool(c) for c in p.adapter.to_numpy(xp.any(open_, axis=1))]
+            if not any(columns):
+                break
+            steps = steps / SHORTER_STEP
+            short = self._remeasure(start, steps, columns, fields)
+            new = self._entries("entry", ana, short, scale, ana_err)
+            agree = _consistent(fields, short, xp)
+            smooth = ~(new.rough | new.rough_agreeing | short[4]) & xp.isfinite(short[0])
+            unsmooth = entries.rough | entries.nonfinite | entries.rough_agreeing
+            sharper = entries.marginal & (new.tolerance < entries.tolerance)
+            take = open_ & smooth & (unsmooth | ~agree | sharper)
+            # Kept as they are: a disagreement that the shorter step, smooth
+            # too, confirms, and an entry too close to call that it cannot
+            # sharpen.
+            settled = ~take & smooth & agree & (entries.wrong | entries.marginal)
+            still = new.rough_agreeing | new.wrong | new.uncertain
+            open_ = (take & still) | (open_ & ~take & ~settled)
+            fields = tuple(xp.where(take, b, a) for a, b in zip(fields, short))
+            entries = self._entries("entry", ana, fields, scale, ana_err)
+        doubt = doubt | (open_ & entries.wrong)
+        if self.wide_steps and entries.exceeding:
+            # Wrong at a shorter step only: the finest step has its say too.
+            checked = self._finest(
+                start, ana, ana_err, scale, fields, entries.wrong & ~first_wrong & ~doubt
+            )
+            if checked is not None:
+                doubt = doubt | checked[1]
+        if bool(xp.any(doubt)):
+            # Unconfirmed at every step: undecided. An infinite roughness
+            # marks them rough here and in the dense cotangent products.
+            value, truncation, rounding, roughness, nonfinite = fields
+            roughness = xp.where(doubt, xp.full_like(roughness, math.inf), roughness)
+            fields = (value, truncation, rounding, roughness, nonfinite)
+            entries = self._entries("entry", ana, fields, scale, ana_err)
+        return fields, entries
+
+    def _finest(
+        self,
+        start: int,
+        ana: Any,
+        ana_err: Any,
+        scale: Any,
+        fields: tuple[Any, ...],
+        among: Any,
+    ) -> tuple[Any, Any] | None:
+        """Low precision: of the entries ``among`` (a mask), those whose
+        estimate a smooth one at a step FINEST_STEP times shorter than the
+        first confirms, and those it contradicts; None when ``among`` is
+        empty. Entries where that step is not smooth are in neither.
+
+        A staircase (round, floor, x mod c) seen from a point near the middle
+        of a stair is odd about it at every scale above the stair's width:
+        no even difference shows the jumps, and every longer step measures
+        the slope of the staircase as a whole, consistently. Only a step
+        shorter than the distance to the jumps sees the flat stair. A wrong
+        derivative of a smooth f agrees there too, within that step's wider
+        rounding; such an estimate is not compared itself (too imprecise to
+        pass anything): a disagreement only makes the entry undecided.
+        """
+        xp, p = self.xp, self.p
+        columns = [bool(c) for c in p.adapter.to_numpy(xp.any(among, axis=1))]
+        if not any(columns):
+            return None
+        steps = self.steps[start : start + len(columns)] / FINEST_STEP
+        finest = self._remeasure(start, steps, columns, fields)
+        compared = self._entries("entry", ana, finest, scale, ana_err)
+        smooth = ~(compared.rough | compared.rough_agreeing | finest[4]) & xp.isfinite(finest[0])
+        agree = _consistent(fields, finest, xp)
+        return among & smooth & agree, among & smooth & ~agree
+
+    def _remeasure(
+        self, start: int, steps: Any, columns: list[bool], fields: tuple[Any, ...]
+    ) -> tuple[Any, ...]:
+        """``fields`` with the flagged ``columns`` (of those from ``start``)
+        measured again at ``steps``; the others as they are."""
+        xp, p = self.xp, self.p
+        pieces: list[tuple[Any, ...]] = []
+        for a, b, flagged in _runs(columns):
+            if not flagged:
+                pieces.append(tuple(f[a:b, ...] for f in fields))
+                continue
+            self.evaluator.expected += self.accuracy * (b - a)
+            dd = partial_derivatives(
+                self.evaluate, p.x0, steps[a:b], start + a, self.f0, xp, self.accuracy
+            )
+            rounding = dd.rounding + self.noise[None, :] / xp.abs(dd.direction)[:, None]
+            pieces.append((dd.value, dd.truncation, rounding, dd.roughness, dd.nonfinite))
+        if len(pieces) == 1:
+            return pieces[0]
+        return tuple(xp.concat(list(parts), axis=0) for parts in zip(*pieces))
 
     def _together_candidates(self) -> list[_Together]:
         """Arguments whose columns may settle together (see
@@ -1218,7 +1456,7 @@ class _Run:
         xp, p = self.xp, self.p
         n, m = p.in_layout.size, p.out_layout.size
         drawn = self._random(1, count * (n + 2 * m))[0, :]  # directions, then cotangents
-        dd = self.derivatives(xp.reshape(drawn[: count * n], (count, n)))
+        dd = self._smooth_derivatives(xp.reshape(drawn[: count * n], (count, n)))
         noise = self.noise
         rnd = dd.rounding + noise[None, :] if self.nondeterministic else dd.rounding
         if direction in ("rev", "both"):
@@ -1816,6 +2054,28 @@ class _Together:
     hi: int
     step: Any
     sole: SoleEntries
+
+
+_DD_FIELDS = ("value", "truncation", "rounding", "roughness", "nonfinite", "direction")
+
+
+def _fields(dd: DirectionalDerivatives) -> tuple[Any, ...]:
+    """(value, truncation, rounding, roughness, nonfinite), as compared."""
+    return (dd.value, dd.truncation, dd.rounding, dd.roughness, dd.nonfinite)
+
+
+def _consistent(a: tuple[Any, ...], b: tuple[Any, ...], xp: Any) -> Any:
+    """Whether two estimates of the same entries (``_fields`` tuples, at
+    different steps) agree within what their error estimates allow: for a
+    smooth f they do; a jump or kink that one stencil reaches and the other
+    does not shows as a disagreement even where neither stencil looks rough."""
+
+    def spread(fields: tuple[Any, ...]) -> Any:
+        _, truncation, rounding, roughness, _ = fields
+        return SAFETY * (truncation + ROUNDING * rounding + roughness)
+
+    # NaN compares False: never consistent.
+    return xp.abs(a[0] - b[0]) <= spread(a) + spread(b)
 
 
 def _complement(spans: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
