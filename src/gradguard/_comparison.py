@@ -387,7 +387,14 @@ class _Run:
             # whichever estimate claims the smaller error. Where f is nearly
             # linear (small truncation) the longer step divides rounding.
             far = partial_derivatives(
-                self.evaluate, p.x0, steps * WIDE_STEP, start, self.f0, xp, self.accuracy
+                self.evaluate,
+                p.x0,
+                steps * WIDE_STEP,
+                start,
+                self.f0,
+                xp,
+                self.accuracy,
+                self.output_eps,
             )
             better = (
                 far.truncation + ROUNDING * far.rounding < dd.truncation + ROUNDING * dd.rounding
@@ -977,6 +984,11 @@ class _Run:
             open_ = entries.rough | entries.nonfinite
         else:
             return fields, entries
+        # Float64: a shorter step may settle an undecided entry as agreeing,
+        # never as wrong. Rounding inside f that the estimates miss (a
+        # staircase (y + c) - c) grows as the step shrinks, and the shorter
+        # steps lack the longer steps' measure of it (see _second_opinion).
+        undecided = xp.zeros_like(open_) if self.wide_steps else open_
         # Low precision: a disagreement at the first step stands if a smooth
         # estimate at the finest step agrees with it, and is undecided if
         # one disagrees; only where that step is not smooth either does it
@@ -1009,7 +1021,7 @@ class _Run:
             open_ = (take & still) | (open_ & ~take & ~settled)
             fields = tuple(xp.where(take, b, a) for a, b in zip(fields, short))
             entries = self._entries("entry", ana, fields, scale, ana_err)
-        doubt = doubt | (open_ & entries.wrong)
+        doubt = doubt | ((open_ | undecided) & entries.wrong)
         if self.wide_steps and entries.exceeding:
             # Wrong at a shorter step only: the finest step has its say too.
             checked = self._finest(
@@ -1073,7 +1085,14 @@ class _Run:
                 continue
             self.evaluator.expected += self.accuracy * (b - a)
             dd = partial_derivatives(
-                self.evaluate, p.x0, steps[a:b], start + a, self.f0, xp, self.accuracy
+                self.evaluate,
+                p.x0,
+                steps[a:b],
+                start + a,
+                self.f0,
+                xp,
+                self.accuracy,
+                self.output_eps,
             )
             rounding = dd.rounding + self.noise[None, :] / xp.abs(dd.direction)[:, None]
             pieces.append((dd.value, dd.truncation, rounding, dd.roughness, dd.nonfinite))
