@@ -989,17 +989,20 @@ class _Run:
         # staircase (y + c) - c) grows as the step shrinks, and the shorter
         # steps lack the longer steps' measure of it (see _second_opinion).
         undecided = xp.zeros_like(open_) if self.wide_steps else open_
+        # What _second_opinion found f's resolution cannot decide stays so
+        # when the entries are compared again below.
+        unresolved = None if self.wide_steps else entries.coarse
         # Low precision: a disagreement at the first step stands if a smooth
         # estimate at the finest step agrees with it, and is undecided if
         # one disagrees; only where that step is not smooth either does it
         # go down the steps in between.
-        doubt = xp.zeros_like(open_)
+        unconfirmed = xp.zeros_like(open_)
         first_wrong = entries.wrong
         if self.wide_steps and entries.exceeding:
             checked = self._finest(start, ana, ana_err, scale, fields, first_wrong)
             if checked is not None:
-                confirmed, doubt = checked
-                open_ = open_ & ~confirmed & ~doubt
+                confirmed, unconfirmed = checked
+                open_ = open_ & ~confirmed & ~unconfirmed
         steps = self.steps[start:stop]
         for _ in range(SHORTER_STEPS):
             columns = [bool(c) for c in p.adapter.to_numpy(xp.any(open_, axis=1))]
@@ -1021,21 +1024,23 @@ class _Run:
             open_ = (take & still) | (open_ & ~take & ~settled)
             fields = tuple(xp.where(take, b, a) for a, b in zip(fields, short))
             entries = self._entries("entry", ana, fields, scale, ana_err)
-        doubt = doubt | ((open_ | undecided) & entries.wrong)
+        unconfirmed = unconfirmed | ((open_ | undecided) & entries.wrong)
         if self.wide_steps and entries.exceeding:
             # Wrong at a shorter step only: the finest step has its say too.
             checked = self._finest(
-                start, ana, ana_err, scale, fields, entries.wrong & ~first_wrong & ~doubt
+                start, ana, ana_err, scale, fields, entries.wrong & ~first_wrong & ~unconfirmed
             )
             if checked is not None:
-                doubt = doubt | checked[1]
-        if bool(xp.any(doubt)):
+                unconfirmed = unconfirmed | checked[1]
+        if bool(xp.any(unconfirmed)):
             # Unconfirmed at every step: undecided. An infinite roughness
             # marks them rough here and in the dense cotangent products.
             value, truncation, rounding, roughness, nonfinite = fields
-            roughness = xp.where(doubt, xp.full_like(roughness, math.inf), roughness)
+            roughness = xp.where(unconfirmed, xp.full_like(roughness, math.inf), roughness)
             fields = (value, truncation, rounding, roughness, nonfinite)
             entries = self._entries("entry", ana, fields, scale, ana_err)
+        if unresolved is not None:
+            entries = doubt(entries, unresolved)
         return fields, entries
 
     def _finest(
