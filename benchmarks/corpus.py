@@ -77,6 +77,10 @@ ALLOWLIST: dict[tuple[str, str], str] = {
     "torch's op_db skips test_fn_grad on them, gradcheck fails sample 1 here",
     ("opinfo", "nn.functional.max_unpool2d"): "as max_unpool1d; gradcheck fails sample 1 here",
     ("opinfo", "nn.functional.max_unpool3d"): "as max_unpool1d; gradcheck fails both samples here",
+    ("opinfo", "logcumsumexp"): "forward mode only: on sample 1 (entries up to 1e4) torch's JVP "
+    "differs from its own reverse-mode Jacobian by 3.2e-6 at an entry of size 1 "
+    "(torch.autograd.functional.jacobian, strategy='forward-mode' against reverse); central "
+    "differences agree with reverse to 1e-11. gradcheck's atol of 1e-5 hides it",
 }
 
 #: The columns of each suite: name -> (dtype, direction).

@@ -710,6 +710,8 @@ class _Run:
             dense_tans = self._round_to(self._random(DENSE_PROBES, n), p.in_layout, p.in_dtypes)
             zeros = xp.zeros((DENSE_PROBES, m), dtype=p.work_dtype, device=self.device)
             fwd_num, fwd_trunc, fwd_round, fwd_rough, fwd_terms = zeros, zeros, zeros, zeros, zeros
+            # Outputs with an undecided entry in some column (see _compare).
+            fwd_undecided = xp.zeros((1, m), dtype=xp.bool, device=self.device)
         if screening:
             # The numerical side's rounding in u . J, |u| . (eps (|f(x+h)| +
             # |f(x-h)|) + noise) as the entry-by-entry path has it (before the
@@ -781,6 +783,7 @@ class _Run:
                     self._row_scale(terms),
                     start,
                     analytical_error=None if dense_err is None else dense_err[:, start:stop],
+                    undecided=_undecided(entries, xp, axis=1),
                 )
             if fwd:
                 c = stop - start
@@ -806,6 +809,8 @@ class _Run:
                     )
                     num, trunc, rnd, rough, bad = fields
                 self._record("entry", entries, start, forward=True)
+                if entries.exceeding:
+                    fwd_undecided = fwd_undecided | _undecided(entries, xp, axis=0)
                 v = dense_tans[:, start:stop]
                 fwd_num = fwd_num + v @ num
                 fwd_trunc = fwd_trunc + xp.abs(v) @ trunc
@@ -827,6 +832,7 @@ class _Run:
                 0,
                 forward=True,
                 analytical_error=None if fwd_wide is None else xp.abs(fwd_ana - fwd_wide),
+                undecided=fwd_undecided,
             )
         if self.keep and n:
             self.jacobians["numerical"] = xp.matrix_transpose(self.num_t)
@@ -1574,12 +1580,18 @@ class _Run:
         forward: bool = False,
         analytical_error: Any = None,
         xp: Any = None,
+        undecided: Any = None,
     ) -> None:
         """Compare and record a batch; ``xp`` is the namespace of its arrays
-        (by default the check's)."""
+        (by default the check's). ``undecided`` (broadcast to the batch)
+        marks products of entries some of which were undecided: a product
+        is no more decisive than its terms (f quantised coarser than its
+        dtype shows in them as in the entries), so it is undecided too."""
         entries = self._entries(
             kind, ana, (num, trunc, rnd, rough, bad), scale, analytical_error, xp=xp
         )
+        if undecided is not None:
+            entries = doubt(entries, undecided)
         self._record(kind, entries, start, rows=rows, forward=forward, xp=xp)
 
     def _entries(
@@ -2120,6 +2132,16 @@ def _extend(ranges: list[tuple[int, int]], first: int, last: int) -> None:
         ranges[-1] = (ranges[-1][0], last)
     else:
         ranges.append((first, last))
+
+
+def _undecided(entries: Entries, xp: Any, axis: int) -> Any:
+    """Whether any entry is undecided along ``axis`` of a (columns, outputs)
+    batch: per column (axis 1) as a (1, columns) row, per output (axis 0)
+    as a (1, outputs) row."""
+    if not entries.exceeding:
+        shape = (1, entries.uncertain.shape[1 - axis])
+        return xp.zeros(shape, dtype=xp.bool, device=_device(entries.uncertain))
+    return xp.any(entries.uncertain, axis=axis)[None, :]
 
 
 def _runs(flags: list[bool]) -> list[tuple[int, int, bool]]:
