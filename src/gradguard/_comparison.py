@@ -783,7 +783,7 @@ class _Run:
                     self._row_scale(terms),
                     start,
                     analytical_error=None if dense_err is None else dense_err[:, start:stop],
-                    undecided=_undecided(entries, xp, axis=1),
+                    undecided=None if self.wide_steps else _undecided(entries, xp, axis=1),
                 )
             if fwd:
                 c = stop - start
@@ -809,7 +809,7 @@ class _Run:
                     )
                     num, trunc, rnd, rough, bad = fields
                 self._record("entry", entries, start, forward=True)
-                if entries.exceeding:
+                if entries.exceeding and not self.wide_steps:
                     fwd_undecided = fwd_undecided | _undecided(entries, xp, axis=0)
                 v = dense_tans[:, start:stop]
                 fwd_num = fwd_num + v @ num
@@ -1586,7 +1586,9 @@ class _Run:
         (by default the check's). ``undecided`` (broadcast to the batch)
         marks products of entries some of which were undecided: a product
         is no more decisive than its terms (f quantised coarser than its
-        dtype shows in them as in the entries), so it is undecided too."""
+        dtype shows in them as in the entries), so it is undecided too. Not
+        in low precision, where _shorter_steps marks what it leaves
+        unconfirmed as rough, and products of such entries are rough too."""
         entries = self._entries(
             kind, ana, (num, trunc, rnd, rough, bad), scale, analytical_error, xp=xp
         )
