@@ -750,21 +750,12 @@ class _Run:
                 ana_err = None
                 if jac_err_t is not None:
                     ana_err = xp.astype(jac_err_t[start:stop, :], p.work_dtype, copy=False)
-                fields = (num, trunc, rnd, rough, bad)
-                if self.complex_step:
-                    entries = self._entries("entry", ana, fields, scale, ana_err)
-                else:
-                    compared = None
-                    if not self.wide_steps:
-                        fields, compared = self._second_opinion(
-                            start, stop, ana, ana_err, scale, fields
-                        )
-                    fields, entries = self._shorter_steps(
-                        start, stop, ana, ana_err, scale, fields, compared
-                    )
-                    num, trunc, rnd, rough, bad = fields
-                    if self.keep:
-                        self.num_t[start:stop, :] = num
+                fields, entries = self._judge_entries(
+                    start, stop, ana, ana_err, scale, (num, trunc, rnd, rough, bad)
+                )
+                num, trunc, rnd, rough, bad = fields
+                if self.keep:  # the re-measures may have replaced entries
+                    self.num_t[start:stop, :] = num
                 self._record("entry", entries, start, rows=True)
                 # Random dense cotangents: u^T J for the columns of this chunk.
                 weights = xp.abs(dense_cots)  # (probes, m)
@@ -794,20 +785,15 @@ class _Run:
                 columns_err = None
                 if wide is not None:
                     columns_err = xp.abs(columns - wide) / xp.abs(tscales[:, None])
-                fields = (num, trunc, rnd, rough, bad)
-                jvp_columns = columns / tscales[:, None]
-                if self.complex_step:
-                    entries = self._entries("entry", jvp_columns, fields, scale, columns_err)
-                else:
-                    compared = None
-                    if not self.wide_steps:
-                        fields, compared = self._second_opinion(
-                            start, stop, jvp_columns, columns_err, scale, fields
-                        )
-                    fields, entries = self._shorter_steps(
-                        start, stop, jvp_columns, columns_err, scale, fields, compared
-                    )
-                    num, trunc, rnd, rough, bad = fields
+                fields, entries = self._judge_entries(
+                    start,
+                    stop,
+                    columns / tscales[:, None],
+                    columns_err,
+                    scale,
+                    (num, trunc, rnd, rough, bad),
+                )
+                num, trunc, rnd, rough, bad = fields
                 self._record("entry", entries, start, forward=True)
                 if entries.exceeding and not self.wide_steps:
                     fwd_undecided = fwd_undecided | _undecided(entries, xp, axis=0)
@@ -838,6 +824,28 @@ class _Run:
             self.jacobians["numerical"] = xp.matrix_transpose(self.num_t)
             if rev:
                 self.jacobians["analytical"] = xp.matrix_transpose(jac_t)
+
+    def _judge_entries(
+        self,
+        start: int,
+        stop: int,
+        ana: Any,
+        ana_err: Any,
+        scale: Any,
+        fields: tuple[Any, ...],
+    ) -> tuple[tuple[Any, ...], Entries]:
+        """Compare the entries of columns ``start:stop`` (either mode), with
+        the re-measures that settle what the check's step cannot: in float64
+        longer steps first (:meth:`_second_opinion`), then shorter ones
+        (:meth:`_shorter_steps`). ``fields`` is (value, truncation,
+        rounding, roughness, nonfinite); the same come back, entries
+        replaced. Complex step is exact to rounding: compared as it is."""
+        if self.complex_step:
+            return fields, self._entries("entry", ana, fields, scale, ana_err)
+        compared = None
+        if not self.wide_steps:
+            fields, compared = self._second_opinion(start, stop, ana, ana_err, scale, fields)
+        return self._shorter_steps(start, stop, ana, ana_err, scale, fields, compared)
 
     def _second_opinion(
         self,
