@@ -201,7 +201,7 @@ def _summary(outcomes: list[Any], color: bool) -> None:
     if color:
         from rich.console import Console
 
-        from ._render import STYLES, _table
+        from .report.render import STYLES, _table
 
         table = _table("summary")
         for name in header:
@@ -310,7 +310,8 @@ def _check(options: argparse.Namespace) -> int:
 
 def _plot(report: Any, path: str, f: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
     from ._errors import GradguardError
-    from ._plot import add_plot_data, plot_report
+    from .engine.step_curve import add_plot_data
+    from .report.plot import plot_report
 
     try:
         import matplotlib  # noqa: F401
@@ -427,7 +428,7 @@ def _user_error(exc: BaseException, path: Path, what: str) -> str:
 
 
 def _color(flag: bool | None) -> bool:
-    from ._report import _is_terminal
+    from .report.format import is_terminal
 
     if flag is not None:
         if flag:
@@ -436,7 +437,7 @@ def _color(flag: bool | None) -> bool:
             except ImportError:
                 return False
         return flag
-    if not _is_terminal(sys.stdout):
+    if not is_terminal(sys.stdout):
         return False
     try:
         import rich  # noqa: F401
