@@ -52,6 +52,7 @@ from ..core.verdict import (
 )
 from ..report.report import ArgumentSummary, Mismatch, Report
 from .evaluation import Evaluator
+from .locate import locate
 from .problem import (
     WrongGradientShape,
     _describe,
@@ -1494,7 +1495,8 @@ class _Run:
         xp, p = self.xp, self.p
         n, m = p.in_layout.size, p.out_layout.size
         drawn = self._random(1, count * (n + 2 * m))[0, :]  # directions, then cotangents
-        dd = self._smooth_derivatives(xp.reshape(drawn[: count * n], (count, n)))
+        directions = xp.reshape(drawn[: count * n], (count, n))
+        dd = self._smooth_derivatives(directions)
         noise = self.noise
         rnd = dd.rounding + noise[None, :] if self.nondeterministic else dd.rounding
         if direction in ("rev", "both"):
@@ -1548,6 +1550,8 @@ class _Run:
                 # cotangent?): a passing one skips looking at the VJP rows.
                 self._watch_vjps(grads)
                 self.zero_arguments = self._zero_arguments(grads)
+            # Where the probes disagree, name the entries behind it.
+            locate(self, directions, xp.reshape(u, (2 * count, m)), grads, wide, dd)
         if direction in ("fwd", "both"):
             tangents = self._round_to(dd.direction, p.in_layout, p.in_dtypes)
             ana, wide = self.jvp(tangents)  # (k, m)
@@ -1961,7 +1965,8 @@ class _Run:
                 self.xp,
             )
         notes = list(p.notes)
-        if mode == "probe" and verdict == "fail":
+        located = any(w.kind in ("entry", "cotangent") for w in self.worst)
+        if mode == "probe" and verdict == "fail" and not located:
             notes.append("probe mode cannot locate entries; rerun with mode='full' to see which")
         return Report(
             verdict=verdict,

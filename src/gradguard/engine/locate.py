@@ -1,0 +1,419 @@
+"""Locate the wrong entries behind a disagreeing probe: adaptive group testing.
+
+A reverse probe compares ``u . J . v``. Restricted to a group S of input
+coordinates (``v_S``: v with the entries outside S set to zero) its
+analytical side is ``(u^T J) . v_S``, the probe's own VJP masked: free for
+every group. Its numerical side is one directional difference along
+``v_S`` (``accuracy`` evaluations of f, batched), whose own error estimate
+makes the group's tolerance. A wrong entry shows in every group that holds
+it at its full size while the tolerance shrinks with the group, so it is
+not lost in a larger group's noise; and a group of right entries is judged
+by its own precision, so a right model is not called wrong.
+
+Groups that disagree are split, argument by argument first, then into
+halves of their entries, until single entries remain: about 2 log2(n)
+differences for one wrong entry among n, O(k log n) for k. At most PATHS
+groups are followed per level: an error spread over many entries (a factor
+on a whole tensor) has its worst few named and is said to be spread.
+
+A located input entry i is then traced to an output the other way round:
+the column ``J[:, i]`` is already measured (the single entry's difference),
+and the analytical side of ``u_T . J[:, i]`` for a group T of outputs is
+the VJP of u masked to T: one VJP per group, no evaluation of f.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import array_api_compat.numpy as host_xp
+import numpy as np
+
+from ..core.differences import DirectionalDerivatives, directional_derivatives
+from ..core.verdict import ARRAY_FIELDS, Entries, Tally
+
+if TYPE_CHECKING:
+    from .run import _Run
+
+__all__ = ["PATHS", "locate"]
+
+#: Disagreeing groups followed per level, and entries named at most.
+PATHS = 3
+
+#: One range of flat coordinates, [lo, hi).
+Group = tuple[int, int]
+
+
+@dataclass
+class _Leaf:
+    """A single input entry that disagrees, with its measured column."""
+
+    index: int
+    #: The random cotangent (0 or 1 of the probe) it disagrees most under.
+    cotangent: int
+    #: The input-side comparison, per cotangent: (1, 2) entries, per unit.
+    entries: Entries
+    #: J[:, index] times the displacement, and its error estimates, (m,) each.
+    column: tuple[Any, ...]
+    #: The displacement along the entry (the column's unit).
+    step: float
+
+
+@dataclass
+class _Costs:
+    differences: int = 0
+    vjps: int = 0
+
+
+def locate(run: _Run, directions: Any, cotangents: Any, grads: Any, wide: Any, dd: Any) -> None:
+    """After the reverse probes of ``run`` are compared: when some disagree
+    (wrong, or marginal), name the input entries behind it, and an output
+    each, as Jacobian entries in the run's books. ``directions`` (count, n)
+    are the probes' random directions, ``cotangents`` (2 count, m) their
+    cotangents as the rule received them, ``grads`` / ``wide`` their VJPs
+    (``wide``: at the wider dtypes, or None), ``dd`` the probes' differences."""
+    if not (run.tally.wrong or run.uncertain_kinds.get("marginal")):
+        return
+    p = run.p
+    row = _worst_probe(run, directions.shape[0], cotangents, grads, wide, dd)
+    pair = slice(2 * row, 2 * row + 2)
+    probe = _Probe(
+        run, directions[row, :], cotangents[pair, :], grads[pair, :], _rows(wide, pair), _Costs()
+    )
+    groups = [(s.offset, s.offset + s.width) for s in p.in_layout.slots if s.width]
+    leaves, spread = _bisect(probe.measure_inputs, groups)
+    traced = [(leaf, _trace_output(probe, leaf)) for leaf in leaves]
+    _book(run, traced)
+    named = sum(int(leaf.entries.wrong.any() or leaf.entries.uncertain.any()) for leaf in leaves)
+    p.notes.append(
+        f"probe {row} split to locate its disagreement: {named} input entr"
+        f"{'y' if named == 1 else 'ies'} named among {p.in_layout.size} "
+        f"({probe.costs.differences} restricted probes, {probe.costs.vjps} VJPs)"
+    )
+    if spread > PATHS:
+        p.notes.append(
+            f"up to {spread} groups of entries disagreed at one level of the split: the error "
+            f"is spread over many entries; the {PATHS} worst were followed"
+        )
+
+
+def _rows(a: Any, rows: slice) -> Any:
+    return None if a is None else a[rows, :]
+
+
+def _worst_probe(run: _Run, count: int, cots: Any, grads: Any, wide: Any, dd: Any) -> int:
+    """The probe whose comparison disagrees most (from what is measured)."""
+    if count == 1:
+        return 0
+    ratios = []
+    for row in range(count):
+        pair = slice(2 * row, 2 * row + 2)
+        probe = _Probe(run, None, cots[pair, :], grads[pair, :], _rows(wide, pair), _Costs())
+        entries = probe.compare_inputs(_row_of(dd, row), 0, run.p.in_layout.size)
+        ratios.append(float(np.max(entries.error / np.maximum(entries.tolerance, 1e-300))))
+    return int(np.argmax(ratios))
+
+
+def _row_of(dd: Any, row: int) -> Any:
+    """Row ``row`` of DirectionalDerivatives, kept two-dimensional."""
+    fields = ("value", "truncation", "rounding", "roughness", "nonfinite", "direction")
+    return DirectionalDerivatives(*(getattr(dd, f)[row : row + 1, ...] for f in fields))
+
+
+def _disagrees(entries: Entries) -> Any:
+    """Per row, whether some cotangent's comparison is wrong or marginal
+    (beyond the tolerance, within what the precision cannot decide)."""
+    if not entries.exceeding:
+        return np.zeros(entries.error.shape[0], dtype=bool)
+    return np.any(entries.wrong | entries.marginal, axis=1)
+
+
+def _ratios(entries: Entries) -> Any:
+    """Per row, the largest error / tolerance."""
+    tolerance = np.where(entries.tolerance > 0, entries.tolerance, np.inf)
+    ratio = np.where(entries.error > 0, entries.error / tolerance, 0.0)
+    return np.max(np.nan_to_num(ratio, nan=np.inf), axis=1)
+
+
+Measure = Callable[[list[Group]], tuple[Any, Any, list[Any]]]
+
+
+def _bisect(measure: Measure, groups: list[Group]) -> tuple[list[Any], int]:
+    """Adaptive group testing: measure ``groups``; split those that
+    disagree (the PATHS worst) into halves; stop at single coordinates.
+    ``measure`` returns per group whether it disagrees, its ratio, and what
+    a single coordinate's group leaves (its leaf). Returns the leaves that
+    disagree, and the most groups that disagreed at one level."""
+    leaves: list[Any] = []
+    spread = 0
+    while groups:
+        disagree, ratio, payload = measure(groups)
+        order = [j for j in np.argsort(-ratio, kind="stable") if disagree[j]]
+        spread = max(spread, len(order))
+        following: list[Group] = []
+        for j in order[: PATHS - len(leaves)]:
+            lo, hi = groups[j]
+            if hi - lo == 1:
+                leaves.append(payload[j])
+                continue
+            middle = (lo + hi) // 2
+            following += [(lo, middle), (middle, hi)]
+        groups = following if len(leaves) < PATHS else []
+    return leaves, spread
+
+
+class _Probe:
+    """One probe (direction v, two cotangents u and their VJPs), restricted
+    to groups of inputs or outputs and compared."""
+
+    def __init__(self, run: _Run, v: Any, u: Any, g: Any, wide: Any, costs: _Costs):
+        self.run, self.v, self.u, self.g, self.wide, self.costs = run, v, u, g, wide, costs
+
+    def measure_inputs(self, groups: list[Group]) -> tuple[Any, Any, list[Any]]:
+        """Restricted probes over input ``groups``: one difference each."""
+        disagree, ratio, leaves = [], [], []
+        for lo, hi in groups:
+            dd = self._difference(lo, hi)
+            entries = self.compare_inputs(dd, lo, hi)
+            disagree.append(_disagrees(entries))
+            ratio.append(_ratios(entries))
+            leaves.append(self._leaf(dd, entries, lo) if hi - lo == 1 else None)
+        return np.concatenate(disagree), np.concatenate(ratio), leaves
+
+    def _difference(self, lo: int, hi: int) -> DirectionalDerivatives:
+        """f's derivative along v restricted to [lo, hi), with its error
+        estimates; ``direction`` holds the displacements of [lo, hi) only.
+        Central differences move only those coordinates, so the stencil is
+        taken in them alone and the rest of x filled in at evaluation: at
+        10^6 inputs that is most of the cost of a difference."""
+        run, xp, p = self.run, self.run.xp, self.run.p
+        self.costs.differences += 1
+        if run.complex_step or run.wide_steps:
+            # Shorter steps or complex steps: the run's own path, in full.
+            directions = xp.zeros((1, p.in_layout.size), dtype=self.v.dtype, device=run.device)
+            directions[0, lo:hi] = self.v[lo:hi]
+            dd = run._smooth_derivatives(directions)
+            return replace(dd, direction=dd.direction[:, lo:hi])
+
+        def evaluate(points: Any) -> Any:
+            full = xp.tile(p.x0[None, :], (points.shape[0], 1))
+            full[:, lo:hi] = points
+            return run.evaluate(full)
+
+        displacement = (self.v[lo:hi] * run.steps[lo:hi])[None, :]
+        return directional_derivatives(
+            evaluate, p.x0[lo:hi], displacement, run.f0, xp, run.accuracy, run.output_eps
+        )
+
+    def compare_inputs(self, dd: Any, lo: int, hi: int) -> Entries:
+        """(k, 2) comparisons of u_c . J . d_r for the k directions d_r of
+        ``dd`` (displacements of the coordinates [lo, hi))."""
+        run, xp = self.run, self.run.xp
+        d, u, g = dd.direction, self.u, self.g[:, lo:hi]
+        u_t, size_t = xp.matrix_transpose(u), xp.matrix_transpose(xp.abs(u))
+        rnd = dd.rounding + run.noise[None, :] if run.nondeterministic else dd.rounding
+        columns = [
+            d @ xp.matrix_transpose(g),  # the analytical side, its terms summed
+            (d * d) @ xp.matrix_transpose(g * g),
+            dd.value @ u_t,
+            (dd.value * dd.value) @ (u_t * u_t),
+            (dd.truncation * dd.truncation) @ (u_t * u_t),
+            rnd @ size_t,
+            dd.roughness @ size_t,
+            xp.astype(dd.nonfinite, u.dtype) @ size_t,
+        ]
+        if self.wide is not None:
+            columns.append(xp.abs(d @ xp.matrix_transpose(g - self.wide[:, lo:hi])))
+        host = run.p.adapter.to_numpy(xp.stack(columns))
+        ana, ana_sq, num, num_sq, trunc_sq, rounding, roughness, nonfinite = host[:8]
+        # As the probe itself: truncation errors add like a 2-norm, and the
+        # scale is the 2-norm of the terms on either side.
+        return run._entries(
+            "probe",
+            ana,
+            (num, trunc_sq**0.5, rounding, roughness, nonfinite > 0),
+            ana_sq**0.5 + num_sq**0.5,
+            host[8] if self.wide is not None else None,
+            xp=host_xp,
+        )
+
+    def _leaf(self, dd: Any, entries: Entries, index: int) -> _Leaf:
+        """A single entry's group: its column J[:, index] (times its step)."""
+        run = self.run
+        rnd = dd.rounding + run.noise[None, :] if run.nondeterministic else dd.rounding
+        fields = (dd.value, dd.truncation, rnd, dd.roughness, dd.nonfinite)
+        column = tuple(run.p.adapter.to_numpy(a[0, :]) for a in fields)
+        step = float(run.p.adapter.to_numpy(dd.direction[0, 0]))
+        # The cotangent under which it disagrees most.
+        cotangent = int(np.argmax(_ratios(entries.map(lambda a: a.T))))
+        return _Leaf(index, cotangent, entries, column, step)
+
+    def measure_outputs(self, leaf: _Leaf, groups: list[Group]) -> tuple[Any, Any, list[Any]]:
+        """``u_T . J[:, i]`` for output ``groups`` T: one VJP each (u masked
+        to T), against the measured column."""
+        run, xp = self.run, self.run.xp
+        m = run.p.out_layout.size
+        u = run.p.adapter.to_numpy(self.u[leaf.cotangent, :])
+        masks = np.zeros((len(groups), m))
+        for j, (lo, hi) in enumerate(groups):
+            masks[j, lo:hi] = 1.0
+        cots = masks * u[None, :]
+        disagree, ratio, leaves = [], [], []
+        rows_per_vjp = max(1, run.rows_per_vjp)
+        for first in range(0, len(groups), rows_per_vjp):
+            block = cots[first : first + rows_per_vjp]
+            rows, wide = run.vjp(xp.asarray(block, dtype=self.u.dtype, device=run.device))
+            self.costs.vjps += block.shape[0]
+            ana = run.p.adapter.to_numpy(rows[:, leaf.index]) * leaf.step
+            error = None
+            if wide is not None:
+                error = np.abs(run.p.adapter.to_numpy(wide[:, leaf.index]) * leaf.step - ana)
+            entries = _compare_column(run, ana, block, leaf.column, error)
+            disagree.append(_disagrees(entries))
+            ratio.append(_ratios(entries))
+            leaves += [None] * block.shape[0]
+        return np.concatenate(disagree), np.concatenate(ratio), leaves
+
+
+def _compare_column(run: _Run, ana: Any, cots: Any, column: tuple[Any, ...], error: Any) -> Any:
+    """(k, 1) comparisons of VJP(c_r)_i with c_r . J[:, i] for masked
+    cotangents c_r (host arrays)."""
+    value, trunc, rnd, rough, bad = column
+    size = np.abs(cots)
+    weighted = cots * value[None, :]
+    num = np.sum(weighted, axis=1)
+    scale = np.abs(ana) + np.sqrt(np.sum(weighted * weighted, axis=1))
+    return run._entries(
+        "probe",
+        ana[:, None],
+        (
+            num[:, None],
+            np.sqrt(np.sum((cots * trunc[None, :]) ** 2, axis=1))[:, None],
+            (size @ rnd)[:, None],
+            (size @ rough)[:, None],
+            (size @ bad.astype(size.dtype))[:, None] > 0,
+        ),
+        scale[:, None],
+        None if error is None else error[:, None],
+        xp=host_xp,
+    )
+
+
+def _trace_output(probe: _Probe, leaf: _Leaf) -> int | None:
+    """An output ``o`` at which the located input entry's derivative
+    disagrees, by splitting the probe's cotangent; None where none does
+    (the entry is then named with its cotangent)."""
+    slots = probe.run.p.out_layout.slots
+    groups = [(s.offset, s.offset + s.width) for s in slots if s.width]
+    outputs, _ = _bisect(lambda g: _single_output(probe, leaf, g), groups)
+    return outputs[0] if outputs else None
+
+
+def _single_output(probe: _Probe, leaf: _Leaf, groups: list[Group]) -> tuple[Any, Any, list[Any]]:
+    """measure_outputs, following one path only (the worst group) and
+    naming a single output's group by its index."""
+    disagree, ratio, _ = probe.measure_outputs(leaf, groups)
+    best = int(np.argmax(np.where(disagree, ratio, -np.inf))) if disagree.any() else -1
+    keep = np.zeros_like(disagree)
+    if best >= 0:
+        keep[best] = True
+    return keep, ratio, [lo for lo, _ in groups]
+
+
+def _book(run: _Run, traced: list[tuple[_Leaf, int | None]]) -> None:
+    """Put the located entries in the run's tallies and worst list: a
+    Jacobian entry d out[o] / d in[i] where an output was traced, else the
+    input entry under its random cotangent."""
+    entries_at = [(leaf, o) for leaf, o in traced if o is not None]
+    cotangent_at = [leaf for leaf, o in traced if o is None]
+    if entries_at:
+        entries = _jacobian_entries(run, entries_at)
+        inputs = [leaf.index for leaf, _ in entries_at]
+        outputs = [o for _, o in entries_at]
+        _merge(run, entries, inputs)
+        run._keep_worst("entry", entries, 0, xp=host_xp, located=(inputs, outputs))
+    if cotangent_at:
+        entries = _per_unit(cotangent_at)
+        inputs = [leaf.index for leaf in cotangent_at]
+        _merge(run, entries, inputs)
+        cots = [leaf.cotangent for leaf in cotangent_at]
+        run._keep_worst("cotangent", entries, 0, xp=host_xp, located=(cots, inputs))
+
+
+def _jacobian_entries(run: _Run, at: list[tuple[_Leaf, int]]) -> Entries:
+    """(1, L) comparisons of J[o, i] from the rule (a one-hot VJP) with the
+    measured column, per unit of the coordinate."""
+    xp, p = run.xp, run.p
+    one_hot = np.zeros((len(at), p.out_layout.size))
+    for j, (_, o) in enumerate(at):
+        one_hot[j, o] = 1.0
+    rows, wide = run.vjp(xp.asarray(one_hot, dtype=p.x0.dtype, device=run.device))
+    rows_host = p.adapter.to_numpy(rows)
+    wide_host = None if wide is None else p.adapter.to_numpy(wide)
+    values: list[tuple[float, ...]] = []
+    for j, (leaf, o) in enumerate(at):
+        value, trunc, rnd, rough, bad = leaf.column
+        unit = abs(leaf.step)
+        ana = float(rows_host[j, leaf.index])
+        error = 0.0 if wide_host is None else abs(float(wide_host[j, leaf.index]) - ana)
+        # The column's largest entry: the scale of the terms behind it.
+        scale = float(np.max(np.abs(value))) / unit
+        numerical = (value[o] / leaf.step, trunc[o] / unit, rnd[o] / unit, rough[o] / unit)
+        values.append((ana, *numerical, float(bad[o]), scale, error))
+    ana, num, trunc, rnd, rough, bad, scale, error = np.asarray(values).T[:, None, :]
+    return run._entries(
+        "entry",
+        ana,
+        (num, trunc, rnd, rough, bad > 0),
+        scale,
+        None if wide_host is None else error,
+        xp=host_xp,
+    )
+
+
+def _per_unit(leaves: list[_Leaf]) -> Entries:
+    """The leaves' own comparisons under their cotangent, per unit of the
+    coordinate: (1, L)."""
+    parts = []
+    for leaf in leaves:
+        one = leaf.entries.map(lambda a, c=leaf.cotangent: a[:, c : c + 1])
+        step = leaf.step
+        parts.append(
+            replace(
+                one,
+                analytical=one.analytical / step,
+                numerical=one.numerical / step,
+                error=one.error / abs(step),
+                tolerance=one.tolerance / abs(step),
+            )
+        )
+    return _concatenate(parts)
+
+
+def _concatenate(parts: list[Entries]) -> Entries:
+    """Entries side by side (along the second axis)."""
+    arrays: dict[str, Any] = {}
+    for name in ARRAY_FIELDS:
+        present = [getattr(e, name) for e in parts]
+        if all(a is None for a in present):
+            arrays[name] = None
+            continue
+        filled = [
+            np.zeros(e.error.shape, dtype=bool) if a is None else a for e, a in zip(parts, present)
+        ]
+        arrays[name] = np.concatenate(filled, axis=1)
+    return Entries(**arrays, exceeding=any(e.exceeding for e in parts))
+
+
+def _merge(run: _Run, entries: Entries, inputs: list[int]) -> None:
+    """Count located entries like a full check's: in the totals, the
+    reverse direction, the entries and their argument."""
+    tally = Tally.of(entries, host_xp)
+    for total in (run.tally, run.entry_tally, run.directions.setdefault("rev", Tally())):
+        total.merge(tally)
+    run._count_flags(entries, host_xp)
+    for j, index in enumerate(inputs):
+        slot, _, _ = run.p.in_layout.owner(index)
+        run.by_argument[slot].merge(Tally.of(entries.map(lambda a, j=j: a[:, j : j + 1]), host_xp))
