@@ -157,11 +157,14 @@ def _argument_findings(wrong_args: list[tuple[str, Tally]]) -> list[str]:
 
 def _probe_findings(e: Evidence, t: Tally) -> list[str]:
     """What random probes show: a few projections u . J . v of the Jacobian,
-    summed over every argument. A factor is named only where it explains the
-    error itself in every projection (a single wrong entry makes the error
-    a random multiple of each projection: it fits a factor only by chance,
-    and with the error's own precision hardly ever); otherwise the error is
-    somewhere, and full mode locates it."""
+    summed over every argument, and the entries that splitting a
+    disagreeing probe located (``e.entries``). A factor is named only where
+    it explains the error itself in every value compared, of which at least
+    PROBE_VALUES are independent (a single wrong entry makes the error a
+    random multiple of each projection: it fits a factor only by chance,
+    and with the error's own precision hardly ever; but the two cotangents
+    of a probe of a scalar f are one projection scaled, so they fit any
+    error). Otherwise the error is somewhere, or at the entries located."""
     found = []
     if e.cotangent_ignored:
         found.append(_IGNORED)
@@ -173,27 +176,85 @@ def _probe_findings(e: Evidence, t: Tally) -> list[str]:
         )
     if found:
         return found
-    compared = f"the {t.checked} random projections compared"
-    locate = "rerun with mode='full' to locate it"
-    if t.checked >= PROBE_VALUES:
-        factor = _constant_factor(t, explains_error=True)
+    located = e.entries if e.entries is not None and e.entries.checked else None
+    probes = _less(t, located) if located is not None else t
+    compared = f"the {probes.checked} random projections compared"
+    independent = _independent_projections(e, probes.checked) + (located.checked if located else 0)
+    if independent >= PROBE_VALUES:
+        factor = _probe_factor(probes, located)
         if factor is not None:
+            with_entries = ""
+            if located is not None:
+                count = located.checked
+                with_entries = f" and at the {count} entr{'y' if count == 1 else 'ies'} located"
             return [
-                f"{_factor_text(factor, '')} in each of {compared} (probe mode; "
-                "mode='full' checks every entry)"
+                f"{_factor_text(factor, '')} in each of {compared}{with_entries} (probe "
+                "mode; mode='full' checks every entry)"
             ]
-        loose = _constant_factor(t)
-        if loose is not None:
-            return [
-                f"the analytical derivative is wrong somewhere (relative error "
-                f"{t.relative_error:.3g}): {compared} are about {loose:.4g} times the "
-                "numerical ones, as a constant factor or a few wrong entries would make "
-                f"them; {locate}"
-            ]
+    if located is not None and located.wrong:
+        return [_located_text(e, probes, located)]
+    locate = "rerun with mode='full' to locate it"
+    loose = _constant_factor(probes) if independent >= PROBE_VALUES else None
+    if loose is not None:
+        return [
+            f"the analytical derivative is wrong somewhere (relative error "
+            f"{probes.relative_error:.3g}): {compared} are about {loose:.4g} times the "
+            "numerical ones, as a constant factor or a few wrong entries would make "
+            f"them; {locate}"
+        ]
     return [
         f"the analytical derivative is wrong somewhere (relative error "
-        f"{t.relative_error:.3g} in {compared}; probes cannot locate it): {locate}"
+        f"{probes.relative_error:.3g} in {compared}; probes cannot locate it): {locate}"
     ]
+
+
+def _located_text(e: Evidence, probes: Tally, located: Tally) -> str:
+    """The entries that splitting the probe located, by argument."""
+    names = [name for name, tally in e.arguments if tally.wrong]
+    count = located.wrong
+    where = f", in {', '.join(names)}" if names else ""
+    return (
+        f"the analytical derivative is wrong somewhere (relative error "
+        f"{probes.relative_error:.3g} in the {probes.checked} random projections compared): "
+        f"splitting the probe located {count} wrong entr{'y' if count == 1 else 'ies'}{where} "
+        "(see the worst entries); other entries were not compared one by one: "
+        "mode='full' checks every entry"
+    )
+
+
+def _probe_factor(probes: Tally, located: Tally | None) -> float | None:
+    """A factor that explains the error of the projections and, where
+    entries were located, theirs too, the same: the entries' values are far
+    larger than a projection's error, so one fit over both would hide the
+    projections' misfit."""
+    factor = _constant_factor(probes, explains_error=True)
+    if factor is None or located is None:
+        return factor
+    own = _constant_factor(located, explains_error=True)
+    if own is None or abs(own - factor) > FIT * abs(factor):
+        return None
+    return factor
+
+
+def _less(t: Tally, part: Tally) -> Tally:
+    """The totals of ``t`` without those of ``part`` (counted in it)."""
+    fields = ("checked", "wrong", "uncertain", "nonfinite", "diff_sq", "num_sq", "ana_sq")
+    rest = Tally(**{name: getattr(t, name) - getattr(part, name) for name in fields})
+    rest.cross = t.cross - part.cross
+    rest.active = max(0, t.active - part.active)
+    return rest
+
+
+def _independent_projections(e: Evidence, checked: int) -> int:
+    """How many of the ``checked`` probe values are projections of the
+    Jacobian on different directions: a reverse probe's two cotangents of
+    a single output are the same projection scaled."""
+    outputs = sum(e.out_widths) if e.out_widths else 2
+    if outputs >= 2:
+        return checked
+    forward = e.directions.get("fwd")
+    forward_checked = forward.checked if forward is not None else 0
+    return forward_checked + (checked - forward_checked) // 2
 
 
 def _factor_text(factor: float, name: str) -> str:
