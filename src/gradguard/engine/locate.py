@@ -42,6 +42,11 @@ __all__ = ["PATHS", "locate"]
 #: Disagreeing groups followed per level, and entries named at most.
 PATHS = 3
 
+#: Bytes of perturbed points that one batch of restricted probes takes: at
+#: 64 MB each new batch costs page faults (tiling 10^6 float64 entries 8 times
+#: took 26 ms against 2.6 ms for 4 times).
+BATCH_BYTES = 1 << 25
+
 #: One range of flat coordinates, [lo, hi).
 Group = tuple[int, int]
 
@@ -164,6 +169,21 @@ def _bisect(measure: Measure, groups: list[Group]) -> tuple[list[Any], int]:
     return leaves, spread
 
 
+def _batches(groups: list[Group], row_bytes: int) -> list[tuple[int, int, list[Group]]]:
+    """Runs of adjacent groups (the halves of a group lie side by side),
+    each with the span [lo, hi) it covers, within BATCH_BYTES of points
+    (``row_bytes`` a group)."""
+    batches: list[tuple[int, int, list[Group]]] = []
+    for first, stop in groups:
+        if batches:
+            lo, hi, batch = batches[-1]
+            if first == hi and (len(batch) + 1) * row_bytes <= BATCH_BYTES:
+                batches[-1] = (lo, stop, [*batch, (first, stop)])
+                continue
+        batches.append((first, stop, [(first, stop)]))
+    return batches
+
+
 class _Probe:
     """One probe (direction v, two cotangents u and their VJPs), restricted
     to groups of inputs or outputs and compared."""
@@ -172,40 +192,55 @@ class _Probe:
         self.run, self.v, self.u, self.g, self.wide, self.costs = run, v, u, g, wide, costs
 
     def measure_inputs(self, groups: list[Group]) -> tuple[Any, Any, list[Any]]:
-        """Restricted probes over input ``groups``: one difference each."""
+        """Restricted probes over input ``groups``: one difference each,
+        adjacent groups (two halves of a group) in one batch."""
         disagree, ratio, leaves = [], [], []
-        for lo, hi in groups:
-            dd = self._difference(lo, hi)
+        run = self.run
+        # Each group's points are whole points of f: accuracy of them.
+        row_bytes = 8 * run.accuracy * run.p.in_layout.size
+        for lo, hi, batch in _batches(groups, row_bytes):
+            dd, lo, hi = self._differences(lo, hi, batch)
             entries = self.compare_inputs(dd, lo, hi)
             disagree.append(_disagrees(entries))
             ratio.append(_ratios(entries))
-            leaves.append(self._leaf(dd, entries, lo) if hi - lo == 1 else None)
+            for j, (first, stop) in enumerate(batch):
+                single = stop - first == 1
+                leaves.append(self._leaf(dd, entries, j, first, first - lo) if single else None)
         return np.concatenate(disagree), np.concatenate(ratio), leaves
 
-    def _difference(self, lo: int, hi: int) -> DirectionalDerivatives:
-        """f's derivative along v restricted to [lo, hi), with its error
-        estimates; ``direction`` holds the displacements of [lo, hi) only.
-        Central differences move only those coordinates, so the stencil is
-        taken in them alone and the rest of x filled in at evaluation: at
-        10^6 inputs that is most of the cost of a difference."""
+    def _differences(
+        self, lo: int, hi: int, groups: list[Group]
+    ) -> tuple[DirectionalDerivatives, int, int]:
+        """f's derivatives along v restricted to each of ``groups``, which
+        lie in [lo, hi), with their error estimates, and the coordinates
+        that ``direction`` holds the displacements of: [lo, hi) itself, or
+        all of them in low precision or with complex steps. Central differences move only those
+        coordinates, so the stencil is taken in them alone and the rest of x
+        filled in at evaluation: at 10^6 inputs that is most of the cost."""
         run, xp, p = self.run, self.run.xp, self.run.p
-        self.costs.differences += 1
+        self.costs.differences += len(groups)
         if run.complex_step or run.wide_steps:
             # Shorter steps or complex steps: the run's own path, in full.
-            directions = xp.zeros((1, p.in_layout.size), dtype=self.v.dtype, device=run.device)
-            directions[0, lo:hi] = self.v[lo:hi]
-            dd = run._smooth_derivatives(directions)
-            return replace(dd, direction=dd.direction[:, lo:hi])
+            width = p.in_layout.size
+            lo, hi = 0, width
+        else:
+            width = hi - lo
+        directions = xp.zeros((len(groups), width), dtype=self.v.dtype, device=run.device)
+        for j, (first, stop) in enumerate(groups):
+            directions[j, first - lo : stop - lo] = self.v[first:stop]
+        if width == p.in_layout.size:
+            return run._smooth_derivatives(directions), lo, hi
 
         def evaluate(points: Any) -> Any:
             full = xp.tile(p.x0[None, :], (points.shape[0], 1))
             full[:, lo:hi] = points
             return run.evaluate(full)
 
-        displacement = (self.v[lo:hi] * run.steps[lo:hi])[None, :]
-        return directional_derivatives(
-            evaluate, p.x0[lo:hi], displacement, run.f0, xp, run.accuracy, run.output_eps
+        displacements = directions * run.steps[None, lo:hi]
+        dd = directional_derivatives(
+            evaluate, p.x0[lo:hi], displacements, run.f0, xp, run.accuracy, run.output_eps
         )
+        return dd, lo, hi
 
     def compare_inputs(self, dd: Any, lo: int, hi: int) -> Entries:
         """(k, 2) comparisons of u_c . J . d_r for the k directions d_r of
@@ -239,16 +274,18 @@ class _Probe:
             xp=host_xp,
         )
 
-    def _leaf(self, dd: Any, entries: Entries, index: int) -> _Leaf:
-        """A single entry's group: its column J[:, index] (times its step)."""
+    def _leaf(self, dd: Any, entries: Entries, row: int, index: int, at: int) -> _Leaf:
+        """A single entry's group (row ``row`` of ``dd``, the entry at
+        ``at`` in its directions): its column J[:, index], times its step."""
         run = self.run
         rnd = dd.rounding + run.noise[None, :] if run.nondeterministic else dd.rounding
         fields = (dd.value, dd.truncation, rnd, dd.roughness, dd.nonfinite)
-        column = tuple(run.p.adapter.to_numpy(a[0, :]) for a in fields)
-        step = float(run.p.adapter.to_numpy(dd.direction[0, 0]))
+        column = tuple(run.p.adapter.to_numpy(a[row, :]) for a in fields)
+        step = float(run.p.adapter.to_numpy(dd.direction[row, at]))
+        own = entries.map(lambda a: a[row : row + 1, :])
         # The cotangent under which it disagrees most.
-        cotangent = int(np.argmax(_ratios(entries.map(lambda a: a.T))))
-        return _Leaf(index, cotangent, entries, column, step)
+        cotangent = int(np.argmax(_ratios(own.map(lambda a: a.T))))
+        return _Leaf(index, cotangent, own, column, step)
 
     def measure_outputs(self, leaf: _Leaf, groups: list[Group]) -> tuple[Any, Any, list[Any]]:
         """``u_T . J[:, i]`` for output ``groups`` T: one VJP each (u masked
