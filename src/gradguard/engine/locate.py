@@ -73,13 +73,19 @@ class _Costs:
 
 
 def locate(run: _Run, directions: Any, cotangents: Any, grads: Any, wide: Any, dd: Any) -> None:
-    """After the reverse probes of ``run`` are compared: when some disagree
-    (wrong, or marginal), name the input entries behind it, and an output
-    each, as Jacobian entries in the run's books. ``directions`` (count, n)
-    are the probes' random directions, ``cotangents`` (2 count, m) their
-    cotangents as the rule received them, ``grads`` / ``wide`` their VJPs
-    (``wide``: at the wider dtypes, or None), ``dd`` the probes' differences."""
-    if not (run.tally.wrong or run.uncertain_kinds.get("marginal")):
+    """After the reverse probes of ``run`` are compared: when some are
+    wrong, name the input entries behind it, and an output each, as
+    Jacobian entries in the run's books. (Not when they are only marginal:
+    the split then could only turn a check that cannot decide into a
+    failure, where rounding inside f that no estimate sees shows larger in
+    a smaller group; within the split, marginal groups are followed, so
+    that a wrong entry is not lost where its group's precision is coarse.)
+
+    ``directions`` (count, n) are the probes' random directions,
+    ``cotangents`` (2 count, m) their cotangents as the rule received them,
+    ``grads`` / ``wide`` their VJPs (``wide``: at the wider dtypes, or
+    None), ``dd`` the probes' differences."""
+    if not run.tally.wrong:
         return
     p = run.p
     row = _worst_probe(run, directions.shape[0], cotangents, grads, wide, dd)
@@ -91,7 +97,7 @@ def locate(run: _Run, directions: Any, cotangents: Any, grads: Any, wide: Any, d
     leaves, spread = _bisect(probe.measure_inputs, groups)
     traced = [(leaf, _trace_output(probe, leaf)) for leaf in leaves]
     _book(run, traced)
-    named = sum(int(leaf.entries.wrong.any() or leaf.entries.uncertain.any()) for leaf in leaves)
+    named = len(leaves)
     p.notes.append(
         f"probe {row} split to locate its disagreement: {named} input entr"
         f"{'y' if named == 1 else 'ies'} named among {p.in_layout.size} "
@@ -117,7 +123,7 @@ def _worst_probe(run: _Run, count: int, cots: Any, grads: Any, wide: Any, dd: An
         pair = slice(2 * row, 2 * row + 2)
         probe = _Probe(run, None, cots[pair, :], grads[pair, :], _rows(wide, pair), _Costs())
         entries = probe.compare_inputs(_row_of(dd, row), 0, run.p.in_layout.size)
-        ratios.append(float(np.max(entries.error / np.maximum(entries.tolerance, 1e-300))))
+        ratios.append(float(np.max(_ratios(entries))))
     return int(np.argmax(ratios))
 
 
