@@ -111,6 +111,9 @@ def test_torch_right_model_passes_and_one_wrong_entry_is_named(seed):
     assert {name for _, name, _ in located(report)} == {"p['w1']"}, str(report)
     assert "located 1 wrong entry, in p['w1']" in " ".join(report.diagnosis)
     assert "constant factor" not in " ".join(report.diagnosis)
+    # Restricted to each parameter tensor, the probe showed where.
+    split = "the probe disagrees in p['w1'] and shows no error in the other 5"
+    assert any(split in note for note in report.notes), report.notes
 
 
 def test_the_split_costs_a_few_differences_per_halving():

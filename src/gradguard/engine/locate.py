@@ -93,8 +93,9 @@ def locate(run: _Run, directions: Any, cotangents: Any, grads: Any, wide: Any, d
     probe = _Probe(
         run, directions[row, :], cotangents[pair, :], grads[pair, :], _rows(wide, pair), _Costs()
     )
-    groups = [(s.offset, s.offset + s.width) for s in p.in_layout.slots if s.width]
-    leaves, spread = _bisect(probe.measure_inputs, groups)
+    slots = [(name, s) for name, s in zip(p.in_names, p.in_layout.slots) if s.width]
+    groups = [(s.offset, s.offset + s.width) for _, s in slots]
+    leaves, spread, first = _bisect(probe.measure_inputs, groups)
     traced = [(leaf, _trace_output(probe, leaf)) for leaf in leaves]
     _book(run, traced)
     named = len(leaves)
@@ -103,11 +104,26 @@ def locate(run: _Run, directions: Any, cotangents: Any, grads: Any, wide: Any, d
         f"{'y' if named == 1 else 'ies'} named among {p.in_layout.size} "
         f"({probe.costs.differences} restricted probes, {probe.costs.vjps} VJPs)"
     )
+    if len(slots) > 1:
+        p.notes.append(_by_argument([name for name, _ in slots], first))
     if spread > PATHS:
         p.notes.append(
             f"up to {spread} groups of entries disagreed at one level of the split: the error "
             f"is spread over many entries; the {PATHS} worst were followed"
         )
+
+
+def _by_argument(names: list[str], disagree: Any) -> str:
+    """What the probe restricted to each argument showed."""
+    wrong = [name for name, flag in zip(names, disagree) if flag]
+    right = [name for name, flag in zip(names, disagree) if not flag]
+    if not wrong:
+        return "restricted to each argument in turn, the probe shows no error in any"
+    text = f"restricted to each argument in turn, the probe disagrees in {', '.join(wrong)}"
+    if right:
+        shown = ", ".join(right[:4]) + (f" and {len(right) - 4} more" if len(right) > 4 else "")
+        text += f" and shows no error in the other {len(right)} ({shown})"
+    return text
 
 
 def _rows(a: Any, rows: slice) -> Any:
@@ -151,16 +167,19 @@ def _ratios(entries: Entries) -> Any:
 Measure = Callable[[list[Group]], tuple[Any, Any, list[Any]]]
 
 
-def _bisect(measure: Measure, groups: list[Group]) -> tuple[list[Any], int]:
+def _bisect(measure: Measure, groups: list[Group]) -> tuple[list[Any], int, Any]:
     """Adaptive group testing: measure ``groups``; split those that
     disagree (the PATHS worst) into halves; stop at single coordinates.
     ``measure`` returns per group whether it disagrees, its ratio, and what
     a single coordinate's group leaves (its leaf). Returns the leaves that
-    disagree, and the most groups that disagreed at one level."""
+    disagree, the most groups that disagreed at one level, and which of
+    the first ``groups`` disagreed."""
     leaves: list[Any] = []
     spread = 0
+    first = None
     while groups:
         disagree, ratio, payload = measure(groups)
+        first = disagree if first is None else first
         order = [j for j in np.argsort(-ratio, kind="stable") if disagree[j]]
         spread = max(spread, len(order))
         following: list[Group] = []
@@ -172,7 +191,7 @@ def _bisect(measure: Measure, groups: list[Group]) -> tuple[list[Any], int]:
             middle = (lo + hi) // 2
             following += [(lo, middle), (middle, hi)]
         groups = following if len(leaves) < PATHS else []
-    return leaves, spread
+    return leaves, spread, first
 
 
 def _batches(groups: list[Group], row_bytes: int) -> list[tuple[int, int, list[Group]]]:
@@ -350,7 +369,7 @@ def _trace_output(probe: _Probe, leaf: _Leaf) -> int | None:
     (the entry is then named with its cotangent)."""
     slots = probe.run.p.out_layout.slots
     groups = [(s.offset, s.offset + s.width) for s in slots if s.width]
-    outputs, _ = _bisect(lambda g: _single_output(probe, leaf, g), groups)
+    outputs, _, _ = _bisect(lambda g: _single_output(probe, leaf, g), groups)
     return outputs[0] if outputs else None
 
 
