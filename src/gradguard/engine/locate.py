@@ -6,9 +6,11 @@ analytical side is ``(u^T J) . v_S``, the probe's own VJP masked: free for
 every group. Its numerical side is one directional difference along
 ``v_S`` (``accuracy`` evaluations of f, batched), whose own error estimate
 makes the group's tolerance. A wrong entry shows in every group that holds
-it at its full size while the tolerance shrinks with the group, so it is
-not lost in a larger group's noise; and a group of right entries is judged
-by its own precision, so a right model is not called wrong.
+it at its full size while the tolerance does not grow as the group shrinks
+(its truncation falls with the entries moved; its rounding stays that of
+f's values), so it is not lost in a larger group's noise; and a group of
+right entries is judged by its own precision, so a right model is not
+called wrong. The split starts only from a probe that is wrong.
 
 Groups that disagree are split, argument by argument first, then into
 halves of their entries, until single entries remain: about 2 log2(n)
