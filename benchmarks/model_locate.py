@@ -18,7 +18,8 @@ in the backward rule. ``gradguard.check`` with default options must say
 the same model with the right rule must ``pass``. Each check is timed as
 wall time and as CPU time of this process (one thread: OMP_NUM_THREADS=1,
 torch.set_num_threads(1), XLA single-threaded); the machine is shared, so
-the load average is printed with them.
+the load average is printed with them. One model before the seeds warms
+up imports and compilation and is not counted.
 
 Peers, on the same models: torch.autograd.gradcheck(fast_mode=True) (one
 random projection of the weight Jacobian, in float64; it cannot say where)
