@@ -355,3 +355,52 @@ def test_two_cotangents_of_one_output_are_one_projection():
 
     assert "constant factor" not in " ".join(diagnose(evidence(1), xp))
     assert "is 1.01 times" in " ".join(diagnose(evidence(5), xp))
+
+
+# -- forward mode ------------------------------------------------------------------
+
+
+def test_a_wrong_forward_rule_is_located_with_its_output():
+    torch = pytest.importorskip("torch")
+
+    class Layer(torch.autograd.Function):
+        @staticmethod
+        def forward(x, w):
+            return torch.tanh(x @ w)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(*inputs, output)
+            ctx.save_for_forward(*inputs, output)
+
+        @staticmethod
+        def backward(ctx, g):
+            x, w, y = ctx.saved_tensors
+            g = g * (1 - y**2)
+            return g @ w.T, x.T @ g
+
+        @staticmethod
+        def jvp(ctx, tx, tw):
+            x, w, y = ctx.saved_tensors
+            tw = tw.clone()
+            tw[7, 3] = tw[7, 3] * 1.01
+            return (tx @ w + x @ tw) * (1 - y**2)
+
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.standard_normal((4, 60)))
+    w = torch.tensor(rng.standard_normal((60, 50)) / 8)
+
+    def f(x, w):
+        return Layer.apply(x, w)
+
+    for direction in ("fwd", "both"):
+        report = gradguard.check(f, x, w, direction=direction, mode="probe")
+        assert report.verdict == "fail", str(report)
+        entries = [m for m in report.worst if m.kind == "entry" and m.status == "wrong"]
+        assert [(m.argument, m.index) for m in entries] == [("w", (7, 3))], str(report)
+        # w[7, 3] reaches output column 3 only: the output named is in it.
+        assert entries[0].output_index[1] == 3
+        assert entries[0].analytical / entries[0].numerical == pytest.approx(1.01, rel=1e-6)
+        assert "located 1 wrong entry, in w" in " ".join(report.diagnosis)
+    right = gradguard.check(lambda x, w: torch.tanh(x @ w), x, w, direction="both", mode="probe")
+    assert right.verdict == "pass", str(right)

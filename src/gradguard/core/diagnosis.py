@@ -253,7 +253,8 @@ def _independent_projections(e: Evidence, checked: int) -> int:
     if outputs >= 2:
         return checked
     forward = e.directions.get("fwd")
-    forward_checked = forward.checked if forward is not None else 0
+    # (Its tally holds the entries located from forward probes too.)
+    forward_checked = min(forward.checked, checked) if forward is not None else 0
     return forward_checked + (checked - forward_checked) // 2
 
 

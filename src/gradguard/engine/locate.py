@@ -471,11 +471,11 @@ def _concatenate(parts: list[Entries]) -> Entries:
     return Entries(**arrays, exceeding=any(e.exceeding for e in parts))
 
 
-def _merge(run: _Run, entries: Entries, inputs: list[int]) -> None:
+def _merge(run: _Run, entries: Entries, inputs: list[int], direction: str = "rev") -> None:
     """Count located entries like a full check's: in the totals, the
-    reverse direction, the entries and their argument."""
+    direction's, the entries' and their argument's."""
     tally = Tally.of(entries, host_xp)
-    for total in (run.tally, run.entry_tally, run.directions.setdefault("rev", Tally())):
+    for total in (run.tally, run.entry_tally, run.directions.setdefault(direction, Tally())):
         total.merge(tally)
     run._count_flags(entries, host_xp)
     for j, index in enumerate(inputs):

@@ -53,6 +53,7 @@ from ..core.verdict import (
 from ..report.report import ArgumentSummary, Mismatch, Report
 from .evaluation import Evaluator
 from .locate import locate
+from .locate_forward import locate_forward
 from .problem import (
     WrongGradientShape,
     _describe,
@@ -1575,6 +1576,7 @@ class _Run:
                 analytical_error=None if wide is None else host[7],
                 xp=host_xp,
             )
+            locate_forward(self, directions, dd)
 
     # -- comparison and bookkeeping -----------------------------------------
     def _compare(
