@@ -6,11 +6,15 @@
     expected one.
 
 ``gradguard check FILE.py:FUNC --shape 3,4 [--shape ...]``
-    Check FUNC at random inputs of the given shapes (one ``--shape`` per
-    positional argument; ``--shape ''`` for a scalar). The framework is the
-    one FILE imports (or ``--framework``). NumPy has no autodiff: define
-    ``FUNC_grad(*args)`` (the gradient of a scalar FUNC) or
-    ``FUNC_vjp(cotangent, *args)`` next to FUNC in the same file.
+    Check FUNC (or ``Class.apply``) at random inputs of the given shapes (one
+    ``--shape`` per positional argument; ``--shape ''`` for a scalar; uniform
+    in ``--range LOW,HIGH``), at the arrays of ``--inputs FILE.npy|.npz``, or
+    at what ``FUNC_inputs()`` in FILE returns; ``--kwarg NAME=VALUE`` passes
+    keyword arguments. The framework is the one FILE imports (or
+    ``--framework``). NumPy has no autodiff: define ``FUNC_grad(*args)`` (the
+    gradient of a scalar FUNC) or ``FUNC_vjp(cotangent, *args)`` next to FUNC
+    in the same file. Messages name the command's flags, not check()'s
+    keywords (``--direction rev``, not ``direction='rev'``).
 
 Exit status: 0 pass, 1 fail, 2 inconclusive or a usage error.
 """
@@ -18,6 +22,7 @@ Exit status: 0 pass, 1 fail, 2 inconclusive or a usage error.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import sys
 import traceback
@@ -25,15 +30,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
+
+from ._cli_inputs import (
+    Target,
+    UsageError,
+    factory_inputs,
+    keyword_arguments,
+    positional_names,
+    random_inputs,
+    read_inputs,
+    required_count,
+    resolve,
+    shape,
+    value_range,
+    wrt_positions,
+)
+from ._cli_words import in_flag_words
+
 __all__ = ["main"]
 
 EXIT = {"pass": 0, "fail": 1, "inconclusive": 2}
 USAGE_ERROR = 2
 DTYPES = ("float64", "float32", "float16", "complex128", "complex64")
-
-
-class UsageError(Exception):
-    """A mistake in the command line or in what it points to: a message, no traceback."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,37 +103,143 @@ def _parser() -> argparse.ArgumentParser:
         help="only this framework (repeatable; default: every installed one)",
     )
     demo.add_argument("--quiet", action="store_true", help="only the summary table")
-    demo.add_argument("--color", action=argparse.BooleanOptionalAction, default=None)
+    demo.add_argument(
+        "--color",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rich tables (default: on a terminal, when rich is installed and NO_COLOR unset)",
+    )
 
     check = commands.add_parser(
         "check",
-        help="check FUNC in FILE.py at random inputs",
-        description="Check the derivatives of FUNC (defined in FILE.py) at random inputs of the "
-        "given shapes. For NumPy, define FUNC_grad(*args) (gradient of a scalar FUNC) or "
-        "FUNC_vjp(cotangent, *args) in the same file.",
+        help="check FUNC in FILE.py at random inputs or inputs you give",
+        description="Check the derivatives of FUNC (defined in FILE.py; Class.apply for a "
+        "torch.autograd.Function) against finite differences. The inputs: --inputs files, "
+        "else random ones of the --shape given (in --range), else the tuple that "
+        "FUNC_inputs() (or FUNC_inputs(rng)) in FILE.py returns. For NumPy, define "
+        "FUNC_grad(*args) (gradient of a scalar FUNC) or FUNC_vjp(cotangent, *args) next to "
+        "FUNC.",
         epilog="Exit status: 0 pass, 1 fail, 2 inconclusive or a usage error.",
     )
-    check.add_argument("target", metavar="FILE.py:FUNC", help="the function to check")
     check.add_argument(
+        "target", metavar="FILE.py:FUNC", help="the function to check (or FILE.py:Class.apply)"
+    )
+    given = check.add_argument_group("inputs (the point the derivatives are checked at)")
+    given.add_argument(
         "--shape",
         action="append",
         default=[],
         metavar="3,4",
-        help="shape of the next positional argument (repeat for each; '' for a scalar)",
+        help="random input of this shape for the next positional argument (repeat for each; "
+        "'' for a scalar)",
     )
-    check.add_argument("--dtype", default="float64", choices=DTYPES)
-    check.add_argument(
+    given.add_argument(
+        "--range",
+        action="append",
+        default=[],
+        metavar="LOW,HIGH",
+        dest="value_range",
+        help="draw the random inputs uniformly in [LOW, HIGH) instead of from a standard "
+        "normal (once for all, or once per --shape), e.g. 0.5,2 for a log",
+    )
+    given.add_argument(
+        "--inputs",
+        action="append",
+        default=[],
+        metavar="FILE.npy|FILE.npz",
+        help="inputs from a file: a .npy is the next positional argument, a .npz holds "
+        "several (named like FUNC's parameters, or unnamed in order); repeatable",
+    )
+    given.add_argument(
+        "--kwarg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="keyword argument for FUNC, held fixed (a Python literal: 2, 0.5, 'mean', "
+        "(1, 2); else the text); repeatable",
+    )
+    given.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="dtype of the inputs (default: float64 for random inputs, the file's own for "
+        "--inputs and FUNC_inputs)",
+    )
+    given.add_argument(
         "--framework",
         choices=("numpy", "torch", "jax", "tensorflow"),
         help="framework of the inputs (default: the one FILE.py imports)",
     )
-    check.add_argument("--mode", default="auto", choices=("auto", "full", "probe"))
-    check.add_argument("--direction", default="rev", choices=("rev", "fwd", "both"))
-    check.add_argument("--order", default=1, type=int, choices=(1, 2))
-    check.add_argument("--seed", default=0, type=_non_negative, help="inputs and probes (0)")
-    check.add_argument("--json", metavar="OUT.json", help="write the report as JSON ('-': stdout)")
-    check.add_argument("--plot", metavar="OUT.png", help="draw the report (needs matplotlib)")
-    check.add_argument("--color", action=argparse.BooleanOptionalAction, default=None)
+    how = check.add_argument_group("the check")
+    how.add_argument(
+        "--wrt",
+        metavar="0,1|NAME,...",
+        help="differentiate only these positional arguments, by position or parameter name "
+        "(default: every floating-point one)",
+    )
+    how.add_argument(
+        "--mode",
+        default="auto",
+        choices=("auto", "full", "probe"),
+        help="full: every Jacobian entry; probe: a few random projections u.J.v (large "
+        "inputs); auto (default): full up to 2048 inputs",
+    )
+    how.add_argument(
+        "--direction",
+        default="rev",
+        choices=("rev", "fwd", "both"),
+        help="rev (default): vector-Jacobian products (backward rules); fwd: Jacobian-vector "
+        "products (forward rules, jvp); both",
+    )
+    how.add_argument(
+        "--order",
+        default=1,
+        type=int,
+        choices=(1, 2),
+        help="1 (default), or 2 to check the derivative of the derivative",
+    )
+    how.add_argument(
+        "--probes",
+        type=_positive,
+        metavar="N",
+        help="random probes in probe mode (default 1; 8 in low precision)",
+    )
+    how.add_argument(
+        "--eps",
+        type=_positive_float,
+        metavar="H",
+        help="one fixed absolute step for every entry (default: a step per entry, "
+        "eps**(1/3) * max(1, |x|))",
+    )
+    how.add_argument(
+        "--rtol",
+        type=_non_negative_float,
+        metavar="R",
+        help="relative tolerance added to each entry's estimated one (default 0)",
+    )
+    how.add_argument(
+        "--atol",
+        type=_non_negative_float,
+        metavar="A",
+        help="absolute tolerance added to each entry's estimated one (default 0)",
+    )
+    how.add_argument(
+        "--seed", default=0, type=_non_negative, help="seeds the inputs and probes (default 0)"
+    )
+    out = check.add_argument_group("output")
+    out.add_argument(
+        "--json", metavar="OUT.json", help="also write the report as JSON ('-': only to stdout)"
+    )
+    out.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help="also draw the report (PNG, SVG or PDF by suffix; needs matplotlib)",
+    )
+    out.add_argument(
+        "--color",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a rich table (default: on a terminal, when rich is installed and NO_COLOR unset)",
+    )
     return parser
 
 
@@ -133,6 +258,32 @@ def _non_negative(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return value
 
 
@@ -235,149 +386,220 @@ def _short(text: str, width: int = 80) -> str:
 
 
 def _check(options: argparse.Namespace) -> int:
-    import numpy as np
+    from ._check import check
 
-    from ._errors import GradguardError
-
-    path, name = _split_target(options.target)
-    shapes = [_shape(s) for s in options.shape]
-    if not shapes:
-        raise UsageError("--shape: give the shape of each positional argument, e.g. --shape 3,4")
-    module = _load(path)
-    f = getattr(module, name, None)
-    if f is None:
-        defined = sorted(
-            k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
-        )
-        raise UsageError(
-            f"{path} defines no {name!r}"
-            + (f" (it defines {', '.join(defined)})" if defined else "")
-        )
-    if not callable(f):
-        raise UsageError(f"{path}:{name} is a {type(f).__name__}, not a function")
-    rule = {
-        key: getattr(module, f"{name}_{key}")
-        for key in ("grad", "vjp")
-        if callable(getattr(module, f"{name}_{key}", None))
-    }
-    _arity(f, path, name, len(shapes))
-    if len(rule) == 2:
-        raise UsageError(f"{path} defines both {name}_grad and {name}_vjp; keep one")
-    fw_name = options.framework or _framework_of(module, path, rule)
-    from ._frameworks import framework
-
-    try:
-        fw = framework(fw_name)
-    except GradguardError as exc:
-        raise UsageError(str(exc)) from None
-    if fw_name == "numpy" and not rule:
+    path, name = resolve(options.target)
+    target = Target(path, name, _load(path))
+    rule = _rule(target)
+    kwargs = keyword_arguments(options.kwarg)
+    fw = _framework(options.framework or _framework_of(target.module, path, rule))
+    if fw.name == "numpy" and not rule:
         raise UsageError(
             f"NumPy has no autodiff: define {name}_grad(*args) (the gradient of a scalar "
             f"{name}) or {name}_vjp(cotangent, *args) in {path}"
         )
-    rng = np.random.default_rng(options.seed)
-    host = [_random(rng, shape, options.dtype) for shape in shapes]
-    with fw.float64() if options.dtype in ("float64", "complex128") else _null():
-        args = tuple(fw._asarray(a) for a in host)
-        check_options: dict[str, Any] = {
-            "mode": options.mode,
-            "direction": options.direction,
-            "order": options.order,
-            "seed": options.seed,
-            **rule,
-        }
-        from ._check import check
-
-        try:
-            report = check(f, *args, **check_options)
-        except GradguardError as exc:
-            raise UsageError(str(exc)) from None
-        except Exception as exc:
-            raise UsageError(_user_error(exc, path, f"{name} raised")) from None
+    names = _names(target.function, kwargs)
+    with fw.float64():
+        inputs = _inputs(options, target, names)
+    _arity(target, kwargs, len(inputs))
+    wrt = wrt_positions(options.wrt, names, len(inputs)) if options.wrt else None
+    hosts = [_as_dtype(fw, a, options.dtype) for a in inputs]
+    wide = any(str(getattr(a, "dtype", "")) in ("float64", "complex128") for a in hosts)
+    f = functools.partial(target.function, **kwargs) if kwargs else target.function
+    check_options: dict[str, Any] = {
+        "wrt": wrt,
+        "mode": options.mode,
+        "direction": options.direction,
+        "order": options.order,
+        "seed": options.seed,
+        "probes": options.probes,
+        "eps": options.eps,
+        "rtol": options.rtol,
+        "atol": options.atol,
+        **{key: _for_wrt(_with_kwargs(value, kwargs), wrt) for key, value in rule.items()},
+    }
+    plot_problem = None
+    with fw.float64() if wide else _null():
+        args = tuple(fw._asarray(a) if isinstance(a, np.ndarray) else a for a in hosts)
+        report = _run(target, lambda: check(f, *args, **check_options))
         if options.plot:
-            report = _plot(report, options.plot, f, args, check_options)
+            report, plot_problem = _plot(report, options.plot, target, f, args, check_options)
+    # The file first: a reader that leaves early (`| head`) must not cost it.
+    if options.json and options.json != "-":
+        _write_json(report, options.json)
     if options.json == "-":
         print(report.to_json())
     else:
         report.show(color=_color(options.color))
-        if options.json:
-            try:
-                Path(options.json).write_text(report.to_json() + "\n", encoding="utf-8")
-            except OSError as exc:
-                raise UsageError(f"--json: cannot write {options.json}: {exc.strerror}") from None
+    if plot_problem:
+        sys.stdout.flush()
+        print(f"gradguard: {plot_problem}", file=sys.stderr)
     return EXIT[report.verdict]
 
 
-def _plot(report: Any, path: str, f: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+def _rule(target: Target) -> dict[str, Any]:
+    """The NumPy rule the file defines next to FUNC: FUNC_grad or FUNC_vjp."""
+    rule = {key: target.beside(key) for key in ("grad", "vjp")}
+    found = {key: value for key, value in rule.items() if value is not None}
+    if len(found) == 2:
+        raise UsageError(
+            f"{target.path} defines both {target.name}_grad and {target.name}_vjp; keep one"
+        )
+    return found
+
+
+def _framework(name: str) -> Any:
     from ._errors import GradguardError
-    from ._plot import add_plot_data, plot_report
+    from ._frameworks import framework
+
+    try:
+        return framework(name)
+    except GradguardError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _names(f: Any, kwargs: dict[str, Any]) -> list[str] | None:
+    """FUNC's positional parameters, less those given by --kwarg."""
+    names = positional_names(f)
+    return None if names is None else [n for n in names if n not in kwargs]
+
+
+def _inputs(options: argparse.Namespace, target: Target, names: list[str] | None) -> list[Any]:
+    """The positional arguments: --inputs files, else random --shape, else FUNC_inputs()."""
+    if options.inputs:
+        for flag, given in (("--shape", options.shape), ("--range", options.value_range)):
+            if given:
+                raise UsageError(f"{flag} makes random inputs and --inputs reads them; keep one")
+        return read_inputs(options.inputs, names)
+    if options.shape:
+        shapes = [shape(text) for text in options.shape]
+        ranges = [value_range(text) for text in options.value_range]
+        return random_inputs(shapes, ranges, options.dtype or "float64", options.seed)
+    factory = target.beside("inputs")
+    if factory is None:
+        raise UsageError(
+            "give the inputs: --shape 3,4 per positional argument (random ones), "
+            f"--inputs FILE.npy / FILE.npz, or define {target.name}_inputs() in {target.path}"
+        )
+    if options.value_range:
+        raise UsageError(
+            f"--range applies to random inputs (--shape); {target.name}_inputs makes its own"
+        )
+    label = f"{target.name}_inputs"
+    return _run(target, lambda: factory_inputs(factory, label, options.seed), f"{label} raised")
+
+
+def _as_dtype(fw: Any, value: Any, dtype: str | None) -> Any:
+    """NumPy inputs in --dtype (floating ones; indices stay integers); framework
+    arrays as they are unless --dtype asks otherwise."""
+    if isinstance(value, (np.ndarray, np.generic, float, int, complex)):
+        host = np.asarray(value)
+    elif dtype is None:
+        return value
+    else:
+        host = fw.to_numpy(value)
+    if dtype is not None and host.dtype.kind in "fc":
+        host = host.astype(dtype)
+    return host
+
+
+def _with_kwargs(rule: Any, kwargs: dict[str, Any]) -> Any:
+    """FUNC_grad / FUNC_vjp get the --kwarg values their signature takes."""
+    import inspect
+
+    try:
+        params = inspect.signature(rule).parameters
+    except (TypeError, ValueError):
+        return rule
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    taken = {k: v for k, v in kwargs.items() if takes_any or k in params}
+    return functools.partial(rule, **taken) if taken else rule
+
+
+def _for_wrt(rule: Any, wrt: tuple[int, ...] | None) -> Any:
+    """FUNC_grad / FUNC_vjp return one gradient per positional argument; with
+    --wrt, check() wants those of the chosen arguments only."""
+    if wrt is None:
+        return rule
+
+    def chosen(*args: Any) -> Any:
+        result = rule(*args)
+        if isinstance(result, (tuple, list)) and len(result) > len(wrt):
+            picked = [result[p] for p in wrt if p < len(result)]
+            return picked[0] if len(picked) == 1 else tuple(picked)
+        return result
+
+    return chosen
+
+
+def _run(target: Target, action: Any, what: str | None = None) -> Any:
+    """Run the check (or the user's factory); its errors as usage errors in flag words."""
+    from ._errors import GradguardError
+
+    try:
+        return action()
+    except GradguardError as exc:
+        raise UsageError(in_flag_words(str(exc), target.name, str(target.path))) from None
+    except UsageError:
+        raise
+    except Exception as exc:
+        message = _user_error(exc, target.path, what or f"{target.name} raised")
+        raise UsageError(message) from None
+
+
+def _write_json(report: Any, path: str) -> None:
+    try:
+        Path(path).write_text(report.to_json() + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--json: cannot write {path}: {exc.strerror}") from None
+
+
+def _plot(
+    report: Any,
+    path: str,
+    target: Target,
+    f: Any,
+    args: tuple[Any, ...],
+    options: dict[str, Any],
+) -> tuple[Any, str | None]:
+    """The report with its picture drawn into ``path``, or with what kept it from
+    being drawn (the report is printed either way)."""
+    from ._errors import GradguardError
 
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise UsageError(
-            "--plot: matplotlib is not installed; pip install 'gradguard[plot]'"
-        ) from None
-    rule = {k: options[k] for k in ("grad", "vjp") if k in options}
-    report = add_plot_data(report, f, *args, seed=options["seed"], **rule)
+        return report, (
+            f"--plot: matplotlib is not installed, {path} not written "
+            "(pip install 'gradguard[plot]'); the report above is complete"
+        )
+    from ._plot import add_plot_data, plot_report
+
+    keys = ("grad", "vjp", "wrt", "seed")
+    report = _run(
+        target,
+        lambda: add_plot_data(report, f, *args, **{k: options[k] for k in keys if k in options}),
+    )
     try:
         plot_report(report, path)
     except (OSError, GradguardError, ValueError) as exc:
-        raise UsageError(f"--plot: cannot write {path}: {exc}") from None
-    return report
+        return report, f"--plot: cannot write {path}: {exc}"
+    return report, None
 
 
-def _arity(f: Any, path: Path, name: str, count: int) -> None:
-    """One --shape per positional argument: say so before f fails on it."""
-    import inspect
-
-    try:
-        params = list(inspect.signature(f).parameters.values())
-    except (TypeError, ValueError):
+def _arity(target: Target, kwargs: dict[str, Any], count: int) -> None:
+    """One input per positional argument: say so before FUNC fails on it."""
+    names = _names(target.function, kwargs)
+    required = required_count(target.function)
+    if names is None or required is None:
         return
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    required = [p for p in positional if p.default is p.empty]
-    variadic = any(p.kind == p.VAR_POSITIONAL for p in params)
-    if count < len(required) or (count > len(positional) and not variadic):
-        names = ", ".join(p.name for p in positional)
+    required -= sum(1 for k in kwargs if k in (positional_names(target.function) or []))
+    if count < required or count > len(names):
         raise UsageError(
-            f"{path}:{name} takes {len(required)} positional argument(s) ({names}); "
-            f"got {count} --shape; give one --shape per argument"
+            f"{target.path}:{target.name} takes {required} positional argument(s) "
+            f"({', '.join(names)}); got {count} input(s); give one --shape (or one array "
+            "in --inputs) per argument"
         )
-
-
-def _split_target(target: str) -> tuple[Path, str]:
-    file, sep, name = target.rpartition(":")
-    if not sep or not file or not name:
-        raise UsageError(f"expected FILE.py:FUNC, got {target!r}")
-    if not name.isidentifier():
-        raise UsageError(f"{name!r} is not a Python function name")
-    path = Path(file)
-    if not path.is_file():
-        raise UsageError(f"{file}: no such file")
-    return path, name
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    text = text.strip().strip("()[]")
-    if not text:
-        return ()
-    try:
-        shape = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise UsageError(f"--shape: expected integers separated by commas, got {text!r}") from None
-    if any(s < 0 for s in shape):
-        raise UsageError(f"--shape: sizes must be non-negative, got {text!r}")
-    return shape
-
-
-def _random(rng: Any, shape: tuple[int, ...], dtype: str) -> Any:
-    import numpy as np
-
-    values = rng.standard_normal(shape)
-    if dtype.startswith("complex"):
-        values = values + 1j * rng.standard_normal(shape)
-    return np.asarray(values, dtype=dtype)
 
 
 def _load(path: Path) -> Any:
