@@ -47,12 +47,14 @@ def minimal(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
-    session.install(*CONSTRAINTS, "ruff")
+    """ruff check, ruff format --check, and the import contracts (pyproject.toml)."""
+    # import-linter reads the package's imports, so the package is installed too.
+    session.install(*CONSTRAINTS, "ruff", "import-linter", "-e", ".")
     # benchmarks/ may not exist yet; ruff fails on a missing path.
     paths = [p for p in LINTED if Path(p).exists()]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
+    session.run("lint-imports")
 
 
 @nox.session

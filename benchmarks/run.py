@@ -163,7 +163,7 @@ def _torch_case(tool: str, function: str, n: int) -> Callable[[], str]:
     f = torch_elementwise if function == "elementwise" else torch_scalar
     x = torch.from_numpy(_x(n))
     if tool in ("gradguard-torch-full", "gradguard-torch-full-columns"):
-        from gradguard import _comparison
+        from gradguard.engine import run as _comparison
 
         together = tool == "gradguard-torch-full"
 

@@ -113,7 +113,7 @@ def test_torch_output_on_another_device_than_the_input(to):
 def test_torch_cuda_report_plot_with_a_cuda_tensor_held_by_f(tmp_path, dtype):
     """The V curve rebuilds the inputs at every step: on their own device,
     where f's weight lives."""
-    from gradguard._plot import add_plot_data
+    from gradguard.engine.step_curve import add_plot_data
 
     torch = _torch_cuda()
     W = torch.randn(6, 5, dtype=getattr(torch, dtype), device="cuda")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import gradguard
-from gradguard import _evaluation
+from gradguard.engine import evaluation as _evaluation
 
 # -- functions at module level: picklable by reference ------------------------
 

@@ -40,7 +40,7 @@ def test_failing_check_draws_both_panels(tmp_path):
 
 
 def test_plot_data_v_curve_and_map(tmp_path):
-    from gradguard._plot import add_plot_data
+    from gradguard.engine.step_curve import add_plot_data
 
     good = add_plot_data(gradguard.check(f, X, grad=grad), f, X, grad=grad)
     steps, errors, tolerances = (np.array(c) for c in zip(*good.step_curve))
@@ -63,7 +63,7 @@ def test_plot_data_v_curve_and_map(tmp_path):
 
 
 def test_plot_data_round_trips_through_json(tmp_path):
-    from gradguard._plot import add_plot_data
+    from gradguard.engine.step_curve import add_plot_data
 
     report = add_plot_data(gradguard.check(f, X, grad=grad), f, X, grad=grad)
     again = Report.from_json(report.to_json())
@@ -101,7 +101,7 @@ def test_torch_probe_check_draws_the_v_curve_only(tmp_path):
     x = torch.asarray(X, dtype=torch.float32)
     w = torch.asarray(np.ones((4, 2)), dtype=torch.float32)
     report = gradguard.check(g, x, w, mode="probe")
-    from gradguard._plot import add_plot_data
+    from gradguard.engine.step_curve import add_plot_data
 
     with_data = add_plot_data(report, g, x, w)
     assert with_data.step_curve and not with_data.error_map
@@ -119,7 +119,7 @@ def test_several_arguments_and_outputs(tmp_path):
 
     w = np.ones((4, 2))
     report = gradguard.check(layer, X, w, vjp=vjp)
-    from gradguard._plot import add_plot_data
+    from gradguard.engine.step_curve import add_plot_data
 
     with_data = add_plot_data(report, layer, X, w, vjp=vjp)
     assert np.array(with_data.error_map).shape == (6, 20)

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 import gradguard
-from gradguard import _comparison, _evaluation
-from gradguard._evaluation import _Progress
+from gradguard.engine import evaluation as _evaluation
+from gradguard.engine import run as _comparison
+from gradguard.engine.evaluation import _Progress
 
 
 class Clock:

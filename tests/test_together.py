@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import gradguard
-from gradguard import _comparison
+from gradguard.engine import run as _comparison
 from reports import assert_fail_at, wrong
 from test_screen import N, _derivative, _sin_times_x, _x
 

@@ -17,12 +17,12 @@ from ._errors import MutationError as MutationError
 from ._errors import PrecisionError as PrecisionError
 from ._errors import PrecisionWarning as PrecisionWarning
 from ._errors import UnsupportedError as UnsupportedError
-from ._report import ArgumentSummary as ArgumentSummary
-from ._report import Mismatch as Mismatch
-from ._report import Report as Report
 from ._seed import check_gradient as check_gradient
 from ._seed import numerical_gradient as numerical_gradient
 from ._seed import relative_error as relative_error
+from .report.report import ArgumentSummary as ArgumentSummary
+from .report.report import Mismatch as Mismatch
+from .report.report import Report as Report
 
 __version__ = "0.1.0"
 

@@ -21,15 +21,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
-from ._comparison import _Run
 from ._errors import (
     ArgumentError,
     ArgumentTypeError,
     GradientError,
 )
 from ._numpy_errors import quiet_arithmetic
-from ._problem import WrongGradientShape, _describe, _Problem
-from ._report import ArgumentSummary, Report
+from .engine.problem import WrongGradientShape, _describe, _Problem
+from .engine.run import _Run
+from .report.report import ArgumentSummary, Report
 
 __all__ = ["assert_gradients", "check"]
 

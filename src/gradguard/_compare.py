@@ -15,12 +15,11 @@ the first.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -28,159 +27,16 @@ from . import _tree
 from ._check import check
 from ._errors import ArgumentError, ArgumentTypeError
 from ._frameworks import NAMES, Framework, framework
-from ._report import Report, _encode, _index, _is_terminal
+from .engine.host_vjp import as_float64, host_vjp
+from .report.comparison import Comparison, Disagreement
+from .report.format import format_index
+from .report.report import Report
 
 __all__ = ["Comparison", "Disagreement", "compare"]
 
 #: Default relative tolerance between implementations, in float64: far above
 #: the rounding differences of a different summation order, far below a bug.
 RTOL = 1e-8
-
-
-@dataclass(frozen=True)
-class Disagreement:
-    """One entry where ``framework`` differs from the others."""
-
-    framework: str
-    quantity: str  # "value" or "gradient"
-    where: str
-    value: float  # this framework's
-    expected: float  # the others' (their median, or the first framework's)
-    difference: float
-    tolerance: float
-
-
-@dataclass
-class Comparison:
-    """What :func:`gradguard.compare` found.
-
-    ``verdict`` is ``"pass"``, ``"fail"`` or ``"inconclusive"`` (an
-    implementation's own check could not decide); ``checks`` holds each
-    framework's :class:`~gradguard.Report`; ``value_errors`` and
-    ``gradient_errors`` the largest ``|difference| / tolerance`` of each
-    framework against the others (at most 1 agrees); ``disagreements`` the
-    worst entries that do not agree.
-    """
-
-    verdict: str
-    frameworks: tuple[str, ...]
-    reference: str
-    checks: dict[str, Report]
-    value_errors: dict[str, float]
-    gradient_errors: dict[str, float]
-    disagreements: tuple[Disagreement, ...] = ()
-    notes: tuple[str, ...] = ()
-    seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict == "pass"
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(_encode(self.to_dict()), indent=indent, default=str)
-
-    def headline(self) -> str:
-        if self.verdict == "pass":
-            return f"{', '.join(self.frameworks)} agree on values and gradients"
-        if self.verdict == "inconclusive":
-            return "no disagreement, but finite differences cannot decide for " + ", ".join(
-                n for n, r in self.checks.items() if r.verdict == "inconclusive"
-            )
-        who = sorted(
-            {d.framework for d in self.disagreements}
-            | {n for n, r in self.checks.items() if r.verdict == "fail"},
-            key=self.frameworks.index,
-        )
-        return f"{', '.join(who)} disagree{'s' if len(who) == 1 else ''}"
-
-    def rows(self) -> list[tuple[str, str, str, str, str]]:
-        """Per framework: name, value and gradient agreement, own check."""
-
-        def agreement(ratio: float) -> str:
-            return "agrees" if ratio <= 1 else f"differs ({_times(ratio)} tolerance)"
-
-        rows = []
-        for name in self.frameworks:
-            report = self.checks[name]
-            if name == self.reference:
-                value = gradient = "reference"
-            else:
-                value = agreement(self.value_errors[name])
-                gradient = agreement(self.gradient_errors[name])
-            rows.append((name, value, gradient, report.verdict, f"{report.relative_error:.3g}"))
-        return rows
-
-    def __str__(self) -> str:
-        lines = [f"gradguard compare {self.verdict.upper()}: {self.headline()}"]
-        rows = [("framework", "value", "gradient", "vs finite differences", "")]
-        rows += [(n, v, g, c, f"(relative error {e})") for n, v, g, c, e in self.rows()]
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        for r in rows:
-            lines.append(
-                f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "
-                f"{r[3]} {r[4]}".rstrip()
-            )
-        if self.disagreements:
-            lines.append("  disagreements:")
-            width = max(len(d.where) for d in self.disagreements)
-            who = max(len(d.framework) for d in self.disagreements)
-            lines.append(
-                f"    {'who':<{who}}  {'what':<8}  {'where':<{width}}  {'theirs':>13} "
-                f"{'the others':>13} {'|difference|':>12} {'tolerance':>10}"
-            )
-            for d in self.disagreements:
-                lines.append(
-                    f"    {d.framework:<{who}}  {d.quantity:<8}  {d.where:<{width}}  "
-                    f"{d.value:>13.6g} {d.expected:>13.6g} {d.difference:>12.3g} "
-                    f"{d.tolerance:>10.3g}"
-                )
-        for name in self.frameworks:
-            report = self.checks[name]
-            if report.verdict != "pass":
-                lines.append(f"  {name}'s own check:")
-                lines += ["    " + line for line in str(report).splitlines()]
-        for text in self.notes:
-            lines.append(f"  note: {text}")
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return f"<Comparison {self.verdict}: {self.headline()}>"
-
-    def show(self, file: IO[str] | None = None, color: bool | None = None) -> None:
-        """Print: rich tables on a terminal, plain text elsewhere."""
-        import sys
-
-        file = sys.stdout if file is None else file
-        if color is None:
-            color = _is_terminal(file)
-        if color:
-            try:
-                from rich.console import Console
-            except ImportError:
-                pass
-            else:
-                from ._render import rich_comparison
-
-                console = Console(file=file, highlight=False)
-                console.print(rich_comparison(self))
-                for name in self.frameworks:
-                    if self.checks[name].verdict != "pass":
-                        console.print(f"[bold]{name}'s own check:[/bold]")
-                        console.print(self.checks[name].__rich__())
-                return
-        print(str(self), file=file)
-
-    def __rich__(self) -> Any:
-        from ._render import rich_comparison
-
-        return rich_comparison(self)
 
 
 def compare(
@@ -236,7 +92,7 @@ def compare(
 
     # Gradients are matched by position; named after the first implementation's
     # parameters (others may call theirs differently).
-    from ._problem import _argument_names
+    from .engine.problem import _argument_names
 
     arg_names = _argument_names(entries[0][1][0], len(args))
     runs = {
@@ -366,9 +222,9 @@ def _run(
         report = check(f, *converted, **rule, **options)
         outputs = f(*converted)
         out_leaves, out_paths, out_tree = _tree.flatten(outputs, "out")
-        values = {p: _float64(fw.to_numpy(o)) for o, p in zip(out_leaves, out_paths)}
+        values = {p: as_float64(fw.to_numpy(o)) for o, p in zip(out_leaves, out_paths)}
         cotangents = _cotangents(values, seed)
-        grads = _vjp(fw, f, rule, converted, selected, out_tree, cotangents, arg_names)
+        grads = host_vjp(fw, f, rule, converted, selected, out_tree, cotangents, arg_names)
     return _Result(report, values, grads)
 
 
@@ -377,11 +233,6 @@ def _convert(arg: Any, fw: Framework) -> Any:
     return _tree.unflatten(
         treedef, [fw.asarray(x) if isinstance(x, np.ndarray) else x for x in leaves]
     )
-
-
-def _float64(array: Any) -> np.ndarray:
-    a = np.asarray(array)
-    return a.astype(np.complex128 if a.dtype.kind == "c" else np.float64)
 
 
 def _cotangents(values: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
@@ -394,7 +245,7 @@ def _cotangents(values: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarra
 
 
 def _selected(wrt: Any, count: int) -> set[int]:
-    from ._problem import _wrt_positions
+    from .engine.problem import _wrt_positions
 
     return _wrt_positions(wrt, count)
 
@@ -416,93 +267,6 @@ def _known_options(options: Mapping[str, Any]) -> None:
             raise ArgumentTypeError(
                 f"{name}: not an option of compare; options: rtol, atol, {', '.join(known)}"
             )
-
-
-def _vjp(
-    fw: Framework,
-    f: Callable[..., Any],
-    rule: dict[str, Any],
-    args: tuple[Any, ...],
-    selected: set[int],
-    out_tree: Any,
-    cotangents: dict[str, np.ndarray],
-    names: list[str] | None = None,
-) -> dict[str, np.ndarray]:
-    """This framework's VJP of f at args with the shared cotangents, as
-    NumPy arrays keyed by argument path (``x``, ``params['w']``, ...), the
-    arguments named ``names`` (default: f's parameter names)."""
-    from ._problem import _argument_names
-
-    names = names if names is not None else _argument_names(f, len(args))
-    leaves, paths, positions, treedef = _tree.flatten_arguments(args, names)
-    diff = [
-        i
-        for i, leaf in enumerate(leaves)
-        if positions[i] in selected
-        and not isinstance(leaf, (int, float, complex))
-        and fw.to_numpy(leaf).dtype.kind in "fc"
-    ]
-    cots = list(cotangents.values())
-    if rule:
-        grads = _rule_vjp(fw, f, rule, args, out_tree, cots, len(diff))
-    else:
-        grads = _autodiff_vjp(fw, leaves, diff, treedef, f, cots)
-    return {paths[i]: _float64(fw.to_numpy(g)) for i, g in zip(diff, grads)}
-
-
-def _rule_vjp(
-    fw: Framework,
-    f: Callable[..., Any],
-    rule: dict[str, Any],
-    args: tuple[Any, ...],
-    out_tree: Any,
-    cots: list[np.ndarray],
-    count: int,
-) -> list[Any]:
-    if "grad" in rule:
-        result = rule["grad"](*args)
-    else:
-        like = [fw.asarray(c) for c in cots]
-        result = rule["vjp"](_tree.unflatten(out_tree, like), *args)
-    leaves = _tree.leaves(result)
-    if len(leaves) != count:
-        raise ArgumentError(
-            f"functions[{fw.name!r}]: its rule returned {len(leaves)} gradient(s) for "
-            f"{count} differentiated array(s)"
-        )
-    return leaves
-
-
-def _autodiff_vjp(
-    fw: Framework,
-    leaves: list[Any],
-    diff: list[int],
-    treedef: Any,
-    f: Callable[..., Any],
-    cots: list[np.ndarray],
-) -> list[Any]:
-    from ._problem import _LeafCall
-    from .adapters import adapter_of
-
-    adapter = adapter_of([leaves[i] for i in diff], "args")
-    primals = [leaves[i] for i in diff]
-    fn = _LeafCall(f, treedef, list(leaves), diff, adapter)
-    outputs = fn(*primals)
-    # The cotangents are made on the host: each goes to its output's device.
-    batched = [
-        adapter.from_core(_cast(fw, fw.asarray(c[None, ...]), o.dtype), like=o)
-        for c, o in zip(cots, outputs)
-    ]
-    grads = adapter.vjp(fn, primals, batched)
-    return [g[0] for g in grads]
-
-
-def _cast(fw: Framework, array: Any, dtype: Any) -> Any:
-    if fw.name == "torch":
-        return array.to(dtype)
-    if fw.name == "tensorflow":
-        return fw.module.cast(array, dtype)
-    return array.astype(dtype)
 
 
 # -- agreement ----------------------------------------------------------------
@@ -562,7 +326,7 @@ def _median(stack: np.ndarray) -> np.ndarray:
 
 
 def _where(quantity: str, path: str, index: tuple[int, ...]) -> str:
-    return f"{path}{_index(index)}"
+    return f"{path}{format_index(index)}"
 
 
 def _real(value: Any) -> float:
@@ -571,10 +335,6 @@ def _real(value: Any) -> float:
 
 def _ratio(d: Disagreement) -> float:
     return d.difference / d.tolerance if d.tolerance > 0 else math.inf
-
-
-def _times(ratio: float) -> str:
-    return "inf x" if math.isinf(ratio) else f"{ratio:.3g} x"
 
 
 def _shapes(paths: dict[str, np.ndarray]) -> str:

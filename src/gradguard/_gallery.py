@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._frameworks import framework, installed
-from ._report import Report
+from .report.report import Report
 
 __all__ = ["CASES", "Case", "Outcome", "run"]
 

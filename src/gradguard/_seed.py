@@ -24,12 +24,12 @@ from ._errors import (
     PrecisionError,
     PrecisionWarning,
 )
-from ._evaluation import Evaluator
 from .adapters import Adapter, adapter_for
 from .core import norms
 from .core.differences import apply_stencil, represented_displacement
 from .core.stencils import CENTRAL
 from .core.steps import default_steps
+from .engine.evaluation import Evaluator
 
 __all__ = ["check_gradient", "numerical_gradient", "relative_error"]
 

@@ -352,7 +352,7 @@ def _summary(outcomes: list[Any], color: bool) -> None:
     if color:
         from rich.console import Console
 
-        from ._render import STYLES, _table
+        from .report.render import STYLES, _table
 
         table = _table("summary")
         for name in header:
@@ -573,7 +573,8 @@ def _plot(
             f"--plot: matplotlib is not installed, {path} not written "
             "(pip install 'gradguard[plot]'); the report above is complete"
         )
-    from ._plot import add_plot_data, plot_report
+    from .engine.step_curve import add_plot_data
+    from .report.plot import plot_report
 
     keys = ("grad", "vjp", "wrt", "seed")
     report = _run(
@@ -649,7 +650,7 @@ def _user_error(exc: BaseException, path: Path, what: str) -> str:
 
 
 def _color(flag: bool | None) -> bool:
-    from ._report import _is_terminal
+    from .report.format import is_terminal
 
     if flag is not None:
         if flag:
@@ -658,7 +659,7 @@ def _color(flag: bool | None) -> bool:
             except ImportError:
                 return False
         return flag
-    if not _is_terminal(sys.stdout):
+    if not is_terminal(sys.stdout):
         return False
     try:
         import rich  # noqa: F401

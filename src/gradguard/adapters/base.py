@@ -19,13 +19,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .._errors import UnsupportedError
 
-__all__ = ["Adapter", "GraphFacts", "LeafFunction"]
+__all__ = ["Adapter", "GraphFacts", "LeafCall", "LeafFunction"]
 
 LeafFunction = Callable[..., list[Any]]
+
+
+@runtime_checkable
+class LeafCall(Protocol):
+    """The engine's ``fn``: ``f`` called with its argument leaves, those at
+    ``diff`` replaced by ``fn``'s positional arrays. An adapter may cache
+    compiled code on what it shows (the JAX adapter does); anything else it
+    treats as an opaque :data:`LeafFunction`. The engine implements it
+    (``engine.problem._LeafCall``); adapters never import the engine."""
+
+    f: Callable[..., Any]
+    treedef: Any
+    leaves: list[Any]
+    diff: list[int]
+
+    def __call__(self, *diff_leaves: Any) -> list[Any]: ...
+
+    def replacing(self, leaves: list[Any], diff: list[int]) -> LeafCall:
+        """The same call with other fixed ``leaves`` and differentiated positions."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ vmapped over whole batches.
 
 Compiled functions outlive a check
 ----------------------------------
-A check builds a new wrapper of ``f`` (``_LeafCall``) every time, so
+A check builds a new wrapper of ``f`` (a :class:`~.base.LeafCall`) every time, so
 jitting the wrapper itself would compile anew on every check: about 0.1 s,
 where the check's own work at small sizes is milliseconds. The jitted
 evaluation, VJP and JVP are therefore kept in a small module-level cache,
@@ -30,7 +30,6 @@ uncached way, as before.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import weakref
 from collections import OrderedDict
@@ -43,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._errors import UnsupportedError
-from .base import Adapter, LeafFunction
+from .base import Adapter, LeafCall, LeafFunction
 
 #: Compiled functions kept across checks. An entry holds ``f`` and the
 #: constants it reads alive (and the compiled code, which refers to them),
@@ -247,9 +246,7 @@ def _split(fn: Any) -> tuple[LeafFunction, list[Any], tuple[Hashable, ...]] | No
     arrays), those arrays, and the part of the cache key that ``fn`` decides;
     None when ``fn`` cannot be cached (not a check's wrapper of ``f``, or an
     argument leaf that is neither a JAX array nor an immutable scalar)."""
-    from .._problem import _LeafCall
-
-    if type(fn) is not _LeafCall:
+    if not isinstance(fn, LeafCall):
         return None
     diff = list(fn.diff)
     template: list[Any] = list(fn.leaves)
@@ -269,7 +266,7 @@ def _split(fn: Any) -> tuple[LeafFunction, list[Any], tuple[Hashable, ...]] | No
         hash(fn.treedef)
     except TypeError:
         return None
-    call = dataclasses.replace(fn, leaves=template, diff=diff + arrays)
+    call = fn.replacing(template, diff + arrays)
     # repr too: 1, 1.0 and True are equal dict keys, and equal treedefs.
     key = (id(fn.f), fn.treedef, repr(fn.treedef), tuple(diff), tuple(arrays), tuple(static))
     return call, [fn.leaves[i] for i in arrays], key

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._compare import Comparison
-    from ._report import Report
+    from .comparison import Comparison
+    from .report import Report
 
 __all__ = ["rich_comparison", "rich_report"]
 
@@ -50,7 +50,7 @@ def rich_report(report: Report) -> Any:
     from rich.console import Group
     from rich.text import Text
 
-    from ._report import _ratio
+    from .format import format_ratio
 
     parts: list[Any] = []
     head = Text.assemble(badge(report.verdict), " ", (HEADLINES[report.verdict], "bold"))
@@ -96,7 +96,7 @@ def rich_report(report: Report) -> Any:
                 f"{m.analytical:.6g}",
                 f"{m.numerical:.6g}",
                 f"{m.error:.3g}",
-                _ratio(m.ratio),
+                format_ratio(m.ratio),
             )
         parts.append(table)
     if len(report.arguments) > 1 and report.verdict != "pass":

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
+from .format import format_index, format_ratio, is_terminal
+
 __all__ = ["ArgumentSummary", "Mismatch", "Report"]
 
 VERDICTS = ("pass", "fail", "inconclusive")
@@ -43,10 +45,10 @@ class Mismatch:
     def where(self) -> str:
         if self.kind == "probe":
             return self.argument
-        arg = f"{self.argument}{_index(self.index)}"
+        arg = f"{self.argument}{format_index(self.index)}"
         if self.part:
             arg += f" ({self.part})"
-        out = f"{self.output}{_index(self.output_index)}"
+        out = f"{self.output}{format_index(self.output_index)}"
         if self.kind == "cotangent":
             return f"{arg} (random cotangent {out})"
         return f"d {out} / d {arg}"
@@ -161,7 +163,7 @@ class Report:
         installed and ``NO_COLOR`` is unset), plain text elsewhere."""
         file = sys.stdout if file is None else file
         if color is None:
-            color = _is_terminal(file)
+            color = is_terminal(file)
         if color:
             try:
                 from rich.console import Console
@@ -173,7 +175,7 @@ class Report:
         print(str(self), file=file)
 
     def __rich__(self) -> Any:
-        from ._render import rich_report
+        from .render import rich_report
 
         return rich_report(self)
 
@@ -186,14 +188,12 @@ class Report:
         same options, e.g. ``grad=``) when they are passed; otherwise its
         worst entries. Needs matplotlib (``pip install gradguard[plot]``).
         """
-        from ._plot import plot_report
+        from . import plot
 
         report = self
-        if f is not None:
-            from ._plot import add_plot_data
-
-            report = add_plot_data(self, f, *args, **options)
-        return plot_report(report, path)
+        if f is not None and plot.measure_step_curve is not None:
+            report = plot.measure_step_curve(self, f, *args, **options)
+        return plot.plot_report(report, path)
 
     def __str__(self) -> str:
         head = {
@@ -226,7 +226,7 @@ class Report:
             for m in bad:
                 lines.append(
                     f"    {m.where():<{width}}  {m.analytical:>13.6g} {m.numerical:>13.6g} "
-                    f"{m.error:>10.3g} {m.tolerance:>10.3g} {_ratio(m.ratio):>9}  {m.status}"
+                    f"{m.error:>10.3g} {m.tolerance:>10.3g} {format_ratio(m.ratio):>9}  {m.status}"
                 )
         if len(self.arguments) > 1 and self.verdict != "pass":
             lines.append("  by argument:")
@@ -238,26 +238,6 @@ class Report:
         for text in self.notes:
             lines.append(f"  note: {text}")
         return "\n".join(lines)
-
-
-def _index(index: tuple[int, ...]) -> str:
-    return "[" + ", ".join(str(i) for i in index) + "]" if index else ""
-
-
-def _ratio(ratio: float) -> str:
-    if math.isinf(ratio):
-        return "inf"
-    return f"{ratio:.3g}" if ratio < 1e4 else f"{ratio:.1e}"
-
-
-def _is_terminal(file: IO[str]) -> bool:
-    if os.environ.get("NO_COLOR"):
-        return False
-    isatty = getattr(file, "isatty", None)
-    try:
-        return bool(isatty and isatty())
-    except ValueError:  # closed file
-        return False
 
 
 # -- JSON --------------------------------------------------------------------

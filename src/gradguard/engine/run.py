@@ -19,27 +19,14 @@ import array_api_compat.numpy as host_xp
 import numpy as np
 from array_api_compat import array_namespace
 
-from ._errors import (
+from .._errors import (
     ArgumentError,
     PrecisionError,
     UnsupportedError,
 )
-from ._evaluation import Evaluator
-from ._numpy_errors import callers_settings
-from ._problem import (
-    WrongGradientShape,
-    _describe,
-    _device,
-    _note,
-    _Problem,
-    _real_dtype,
-    _rng,
-    _to_xp,
-    _wide_dtype,
-)
-from ._report import ArgumentSummary, Mismatch, Report
-from .core import diagnosis as core_diagnosis
-from .core.differences import (
+from .._numpy_errors import callers_settings
+from ..core import diagnosis as core_diagnosis
+from ..core.differences import (
     COMPLEX_STEP,
     DirectionalDerivatives,
     complex_step_derivatives,
@@ -47,11 +34,11 @@ from .core.differences import (
     directional_derivatives,
     partial_derivatives,
 )
-from .core.layout import FlatLayout
-from .core.norms import all_finite, row_norms
-from .core.sparsity import SoleEntries
-from .core.steps import default_steps
-from .core.verdict import (
+from ..core.layout import FlatLayout
+from ..core.norms import all_finite, row_norms
+from ..core.sparsity import SoleEntries
+from ..core.steps import default_steps
+from ..core.verdict import (
     ANALYTICAL,
     BAND,
     ROUGH,
@@ -62,6 +49,19 @@ from .core.verdict import (
     compare,
     count_multiple,
     doubt,
+)
+from ..report.report import ArgumentSummary, Mismatch, Report
+from .evaluation import Evaluator
+from .problem import (
+    WrongGradientShape,
+    _describe,
+    _device,
+    _note,
+    _Problem,
+    _real_dtype,
+    _rng,
+    _to_xp,
+    _wide_dtype,
 )
 
 #: Random dense cotangents (tangents) compared besides the one-hot rows.

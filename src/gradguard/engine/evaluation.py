@@ -45,9 +45,9 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TextIO
 
-from ._errors import ArgumentError, ArgumentTypeError
-from ._numpy_errors import callers_settings
-from .adapters.base import Adapter, LeafFunction
+from .._errors import ArgumentError, ArgumentTypeError
+from .._numpy_errors import callers_settings
+from ..adapters.base import Adapter, LeafFunction
 
 __all__ = ["Evaluator", "Pending"]
 

@@ -14,20 +14,20 @@ import math
 import numbers
 import types
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from . import _tree
-from ._errors import (
+from .. import _tree
+from .._errors import (
     ArgumentError,
     ArgumentTypeError,
     MutationError,
     UnsupportedError,
 )
-from .adapters import Adapter, adapter_for, adapter_of
-from .adapters.base import GraphFacts
-from .core.layout import FlatLayout
-from .core.norms import all_finite
+from ..adapters import Adapter, adapter_for, adapter_of
+from ..adapters.base import GraphFacts
+from ..core.layout import FlatLayout
+from ..core.norms import all_finite
 
 #: Unchecked arrays named in a note, at most.
 UNCHECKED_SHOWN = 8
@@ -292,6 +292,9 @@ class _LeafCall:
         # torch.func.vmap names its function on every call, by repr() when it
         # has no name: that would print the arguments, every chunk.
         return str(getattr(self.f, "__name__", type(self.f).__name__))
+
+    def replacing(self, leaves: list[Any], diff: list[int]) -> _LeafCall:
+        return replace(self, leaves=leaves, diff=diff)
 
     def call(self, diff_leaves: Sequence[Any]) -> tuple[list[Any], list[str]]:
         """f's output leaves and their paths (for the setup's call)."""
