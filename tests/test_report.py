@@ -167,3 +167,46 @@ def test_import_gradguard_imports_no_renderer_or_plotter():
         "if m in sys.modules]; sys.exit(str(bad) if bad else 0)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- what the report calls things (issue 20) ------------------------------------
+
+
+def test_a_torch_function_s_inputs_are_named_after_forward_s_parameters():
+    torch = pytest.importorskip("torch")
+
+    class Affine(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, weight, bias):
+            return weight * 3 + bias
+
+        @staticmethod
+        def backward(ctx, g):
+            return 2 * g, g  # weight's derivative is wrong: 3
+
+    class Modern(torch.autograd.Function):  # forward without ctx: setup_context
+        @staticmethod
+        def forward(weight, bias):
+            return weight * 3 + bias
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+        @staticmethod
+        def backward(ctx, g):
+            return 3 * g, g
+
+    x = torch.linspace(-1.0, 1.0, 3, dtype=torch.float64)
+    report = gradguard.check(Affine.apply, x, x.clone())
+    assert [a.name for a in report.arguments] == ["weight", "bias"]
+    assert report.verdict == "fail" and "args[" not in str(report)
+    assert {m.argument for m in report.worst if m.status == "wrong"} == {"weight"}
+    modern = gradguard.check(Modern.apply, x, x.clone())
+    assert [a.name for a in modern.arguments] == ["weight", "bias"] and modern.passed
+
+
+def test_the_exceptions_carry_their_public_name():
+    for name in gradguard._errors.__all__:
+        cls = getattr(gradguard, name)
+        assert cls.__module__ == "gradguard" and getattr(gradguard, cls.__name__) is cls

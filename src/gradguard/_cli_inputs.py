@@ -102,27 +102,17 @@ def _lookup(module: Any, path: Path, name: str) -> tuple[Any, Any]:
 def positional_names(f: Any) -> list[str] | None:
     """f's positional parameter names, or None when f takes ``*args`` (or has no
     signature). A torch Function's ``apply`` has the names of its ``forward``."""
-    forward = _forward_of(f)
-    try:
-        params = list(inspect.signature(forward or f).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    if forward is not None and params and not _has_setup_context(f.__self__):
-        params = params[1:]  # forward(ctx, ...)
-    if any(p.kind == p.VAR_POSITIONAL for p in params):
+    params = _parameters(f)
+    if params is None or any(p.kind == p.VAR_POSITIONAL for p in params):
         return None
     return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def required_count(f: Any) -> int | None:
     """How many positional arguments f needs at least (None: unknown)."""
-    forward = _forward_of(f)
-    try:
-        params = list(inspect.signature(forward or f).parameters.values())
-    except (TypeError, ValueError):
+    params = _parameters(f)
+    if params is None:
         return None
-    if forward is not None and params and not _has_setup_context(f.__self__):
-        params = params[1:]
     return sum(
         1
         for p in params
@@ -130,21 +120,13 @@ def required_count(f: Any) -> int | None:
     )
 
 
-def _forward_of(f: Any) -> Any:
-    owner = getattr(f, "__self__", None)
-    if isinstance(owner, type) and getattr(f, "__name__", "") == "apply":
-        forward = getattr(owner, "forward", None)
-        return forward if callable(forward) else None
-    return None
+def _parameters(f: Any) -> list[inspect.Parameter] | None:
+    from .engine.names import named_like_forward
 
-
-def _has_setup_context(owner: type) -> bool:
-    """A Function written with ``setup_context`` has a ``forward`` without ctx."""
-    return any(
-        "setup_context" in vars(c)
-        for c in owner.__mro__
-        if not (c.__module__ or "").startswith("torch")
-    )
+    try:
+        return list(inspect.signature(named_like_forward(f)).parameters.values())
+    except (TypeError, ValueError):
+        return None
 
 
 # -- options ------------------------------------------------------------------
