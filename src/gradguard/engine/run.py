@@ -50,7 +50,7 @@ from ..core.verdict import (
     count_multiple,
     doubt,
 )
-from ..report.report import ArgumentSummary, Mismatch, Report
+from ..report.report import ArgumentSummary, Mismatch, Report, Verdict
 from .evaluation import Evaluator
 from .problem import (
     WrongGradientShape,
@@ -1918,7 +1918,7 @@ class _Run:
             else:
                 p.notes.append(noise_text)
         if self.noisy:
-            verdict = "inconclusive"
+            verdict: Verdict = "inconclusive"
         else:
             verdict = "fail" if t.wrong else "inconclusive" if t.uncertain else "pass"
         arguments = tuple(

@@ -8,13 +8,15 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from .format import format_index, format_ratio, is_terminal
 
-__all__ = ["ArgumentSummary", "Mismatch", "Report"]
+__all__ = ["ArgumentSummary", "Mismatch", "Report", "Verdict"]
 
-VERDICTS = ("pass", "fail", "inconclusive")
+#: What a check answers; type checkers see a typo (``== "passed"``) as an error.
+Verdict = Literal["pass", "fail", "inconclusive"]
+VERDICTS: tuple[Verdict, ...] = ("pass", "fail", "inconclusive")
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class Report:
     (wrong or uncertain first).
     """
 
-    verdict: str
+    verdict: Verdict
     relative_error: float
     framework: str
     mode: str
