@@ -113,6 +113,9 @@ class Report:
     #: every Jacobian entry, one row per (flattened) output entry, one column
     #: per (flattened) input entry.
     error_map: tuple[tuple[float, ...], ...] = ()
+    #: ``(output, input)`` cells of ``error_map`` the check left undecided (a
+    #: kink, noise, a tolerance too wide): pictures do not call them wrong.
+    undecided_entries: tuple[tuple[int, int], ...] = ()
 
     @property
     def passed(self) -> bool:
