@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from .format import format_index, format_ratio, is_terminal
+from .rows import folded_note, shown_rows, shown_value
 
 __all__ = ["ArgumentSummary", "Mismatch", "Report", "Verdict"]
 
@@ -220,7 +221,7 @@ class Report:
             lines.append(f"  diagnosis: {text}")
         for text in self.reasons:
             lines.append(f"  why undecided: {text}")
-        bad = [m for m in self.worst if m.status != "ok"]
+        bad, folded = shown_rows(self.worst)
         if bad:
             lines.append("  worst entries:")
             width = max(len(m.where()) for m in bad)
@@ -229,10 +230,14 @@ class Report:
                 f"{'|error|':>10} {'tolerance':>10} {'error/tol':>9}  status"
             )
             for m in bad:
+                analytical = shown_value(m.analytical, m.numerical, m.tolerance)
+                numerical = shown_value(m.numerical, m.analytical, m.tolerance)
                 lines.append(
-                    f"    {m.where():<{width}}  {m.analytical:>13.6g} {m.numerical:>13.6g} "
+                    f"    {m.where():<{width}}  {analytical:>13} {numerical:>13} "
                     f"{m.error:>10.3g} {m.tolerance:>10.3g} {format_ratio(m.ratio):>9}  {m.status}"
                 )
+            if folded:
+                lines.append(f"    {folded_note(folded, self.num_outputs == 1)}")
         if len(self.arguments) > 1 and self.verdict != "pass":
             lines.append("  by argument:")
             for a in self.arguments:
