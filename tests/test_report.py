@@ -255,7 +255,7 @@ def test_a_zero_derivative_reads_as_zero_not_as_rounding_noise():
     assert shown_value(3e-12, 4e-12, 1e-11) == "3e-12"
     assert shown_value(3e-12, 0.1, 1e-11) == "~0"
     assert shown_value(3e-12, 0.1, 1e-13) == "3e-12"  # outside the tolerance: a value
-    assert shown_value(0.0, 0.1, 1e-11) == "0"
+    assert shown_value(0.0, 0.1, 1e-11) == "0" == shown_value(-0.0, 0.1, 1e-11)
 
 
 def test_the_rich_table_has_the_plain_text_columns():

@@ -55,7 +55,9 @@ def folded_note(folded: int, scalar_output: bool) -> str:
 def shown_value(value: float, other: float, tolerance: float) -> str:
     """``value`` as the table prints it: ``~0`` where it is rounding next to
     zero (within the tolerance, and negligible beside the other side)."""
-    if value != 0 and abs(value) <= tolerance and abs(value) <= NEGLIGIBLE * abs(other):
+    if value == 0:
+        return "0"  # -0.0 too: a sign on zero says nothing here
+    if abs(value) <= tolerance and abs(value) <= NEGLIGIBLE * abs(other):
         return "~0"
     return f"{value:.6g}"
 
