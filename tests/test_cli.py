@@ -502,3 +502,10 @@ def test_json_is_written_when_stdout_is_closed_early(workdir):
     assert "Traceback" not in done.stderr
     data = json.loads((workdir / "out.json").read_text(encoding="utf-8"))
     assert data["verdict"] == "fail"
+
+
+def test_a_kwarg_takes_its_parameter_out_of_the_positional_ones(logs, capsys):
+    status, _, err = cli(
+        capsys, "check", "logs.py:pair", "--shape", "3", "--shape", "3", "--kwarg", "b=1.0"
+    )
+    assert status == 2 and "takes 1 positional argument(s) (w); got 2 input(s)" in err

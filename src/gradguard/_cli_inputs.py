@@ -16,7 +16,7 @@ from __future__ import annotations
 import ast
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,15 +108,18 @@ def positional_names(f: Any) -> list[str] | None:
     return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
-def required_count(f: Any) -> int | None:
-    """How many positional arguments f needs at least (None: unknown)."""
+def required_count(f: Any, given: Collection[str] = ()) -> int | None:
+    """How many positional arguments f needs at least, besides the ``given``
+    keyword arguments (None: unknown)."""
     params = _parameters(f)
     if params is None:
         return None
     return sum(
         1
         for p in params
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        and p.default is p.empty
+        and p.name not in given
     )
 
 

@@ -591,10 +591,9 @@ def _plot(
 def _arity(target: Target, kwargs: dict[str, Any], count: int) -> None:
     """One input per positional argument: say so before FUNC fails on it."""
     names = _names(target.function, kwargs)
-    required = required_count(target.function)
+    required = required_count(target.function, kwargs)
     if names is None or required is None:
         return
-    required -= sum(1 for k in kwargs if k in (positional_names(target.function) or []))
     if count < required or count > len(names):
         raise UsageError(
             f"{target.path}:{target.name} takes {required} positional argument(s) "
