@@ -436,7 +436,7 @@ def test_help_names_the_new_options(capsys):
     text = capsys.readouterr().out
     for flag in ("--wrt", "--eps", "--rtol", "--atol", "--probes", "--inputs", "--range"):
         assert flag in text
-    for word in ("Jacobian-vector", "derivative of the derivative", "dtype of the inputs"):
+    for word in ("forward rules", "derivative of the derivative", "dtype of the inputs"):
         assert word in " ".join(text.split())
 
 

@@ -223,7 +223,11 @@ def _parser() -> argparse.ArgumentParser:
         help="absolute tolerance added to each entry's estimated one (default 0)",
     )
     how.add_argument(
-        "--seed", default=0, type=_non_negative, help="seeds the inputs and probes (default 0)"
+        "--seed",
+        default=0,
+        type=_non_negative,
+        metavar="N",
+        help="seeds the inputs and probes (default 0)",
     )
     out = check.add_argument_group("output")
     out.add_argument(
