@@ -509,3 +509,44 @@ def test_a_kwarg_takes_its_parameter_out_of_the_positional_ones(logs, capsys):
         capsys, "check", "logs.py:pair", "--shape", "3", "--shape", "3", "--kwarg", "b=1.0"
     )
     assert status == 2 and "takes 1 positional argument(s) (w); got 2 input(s)" in err
+
+
+@pytest.mark.parametrize(
+    ("message", "expected", "absent"),
+    [
+        (
+            "direction: grad= and vjp= rules are reverse mode; use direction='rev'",
+            "--direction: loss_grad and loss_vjp rules are reverse mode; use --direction rev",
+            "direction=",
+        ),
+        (
+            "f: returned NaN or inf in out at the point itself; finite differences need f "
+            "finite at x: check at another x",
+            "loss: returned NaN or inf in out at the point itself; finite differences need "
+            "loss finite at x: check at another point: --range LOW,HIGH",
+            "another x",
+        ),
+        (
+            "grad: f has 3 real outputs; grad= needs a real scalar f, use vjp=fn "
+            "(fn(cotangent, *args)) instead",
+            "loss_grad: loss has 3 real outputs; loss_grad needs a real scalar loss, use "
+            "loss_vjp(cotangent, *args) instead",
+            "=",
+        ),
+        ("order: order=2 needs autodiff, not grad=/vjp=", "--order: --order 2", "order="),
+        ("wrt: index 3 is out of range", "--wrt: index 3", "wrt:"),
+        (
+            "f: output out is list; f must return arrays",
+            "loss: output out is list; loss must",
+            "f ",
+        ),
+    ],
+)
+def test_check_messages_in_flag_words(message, expected, absent):
+    from gradguard._cli_words import in_flag_words
+
+    text = in_flag_words(message, "loss", "model.py")
+    import re
+
+    assert text.startswith(expected), text
+    assert absent not in re.sub(r"--\w+", "", text), text  # outside the flags themselves

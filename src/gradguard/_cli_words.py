@@ -40,7 +40,10 @@ def in_flag_words(message: str, function: str, file: str) -> str:
         (r"^grad: ", f"{grad}: "),
         (r"^vjp: ", f"{vjp}: "),
         (r"^f: ", f"{function}: "),
-        (r"(?<![\w.=-])f(?= (returned|has|uses|modifies|finite|accepts|refuses)\b|[),])", function),
+        (
+            r"(?<![\w.=-])f(?= (returned|has|uses|modifies|must|is|finite|accepts|refuses)\b|[),])",
+            function,
+        ),
         (
             r"check at another x",
             "check at another point: --range LOW,HIGH (e.g. --range 0.5,2 for a log), "
