@@ -252,7 +252,7 @@ def _layout(report: Report, logs: np.ndarray) -> tuple[np.ndarray, str, str, lis
     args = report.arguments
     if logs.shape[0] == 1 and len(args) == 1 and len(args[0].shape) == 2:
         name = args[0].name
-        return logs.reshape(args[0].shape), f"{name}[row, column]: column", f"{name}: row", None
+        return logs.reshape(args[0].shape), f"{name}: column", f"{name}: row", None
     columns = []
     for a in args:
         shape = tuple(a.shape)
