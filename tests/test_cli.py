@@ -486,22 +486,23 @@ def test_plot_without_matplotlib_still_prints_the_report(workdir):
     assert not (workdir / "out.png").exists()
 
 
-def test_json_is_written_when_stdout_is_closed_early(workdir):
+@pytest.mark.parametrize(("name", "verdict", "status"), [("wrong", "fail", 1), ("loss", "pass", 0)])
+def test_json_is_written_when_stdout_is_closed_early(workdir, name, verdict, status):
     import os
 
     read, write = os.pipe()
     os.close(read)  # the reader is gone before the first line (`| head -0`)
     try:
         done = subprocess.run(
-            [*COMMAND, "check", "fns.py:wrong", "--shape", "3,2", "--shape", "5,3",
+            [*COMMAND, "check", f"fns.py:{name}", "--shape", "3,2", "--shape", "5,3",
              "--json", "out.json"],
             cwd=workdir, stdout=write, stderr=subprocess.PIPE, text=True, timeout=120,
         )  # fmt: skip
     finally:
         os.close(write)
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr and done.returncode == status  # the verdict's
     data = json.loads((workdir / "out.json").read_text(encoding="utf-8"))
-    assert data["verdict"] == "fail"
+    assert data["verdict"] == verdict
 
 
 def test_a_kwarg_takes_its_parameter_out_of_the_positional_ones(logs, capsys):

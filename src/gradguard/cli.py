@@ -72,10 +72,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("gradguard: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `gradguard ... | head`: the reader left, nothing to say
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
         return 1
+
+
+def _drop_stdout() -> None:
+    """The reader of stdout left: what is still buffered goes nowhere, quietly."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -431,10 +436,14 @@ def _check(options: argparse.Namespace) -> int:
     # The file first: a reader that leaves early (`| head`) must not cost it.
     if options.json and options.json != "-":
         _write_json(report, options.json)
-    if options.json == "-":
-        print(report.to_json())
-    else:
-        report.show(color=_color(options.color))
+    try:
+        if options.json == "-":
+            print(report.to_json())
+        else:
+            report.show(color=_color(options.color))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: the reader left; the verdict still decides the status
+        _drop_stdout()
     if plot_problem:
         sys.stdout.flush()
         print(f"gradguard: {plot_problem}", file=sys.stderr)
