@@ -66,18 +66,21 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """gradguard beside torch.autograd.gradcheck, jax.test_util.check_grads,
-    tf.test.compute_gradient and scipy.optimize.check_grad (benchmarks/README.md).
-    Not run by default; ``python -m nox -s bench -- --sizes 10,1000`` passes options on."""
+    """Speed and memory beside the frameworks' own gradient checks (not run by default).
+
+    gradguard beside torch.autograd.gradcheck, jax.test_util.check_grads,
+    tf.test.compute_gradient and scipy.optimize.check_grad (benchmarks/README.md);
+    ``python -m nox -s bench -- --sizes 10,1000`` passes options on."""
     session.install(*CONSTRAINTS, "-e", ".[torch,jax,tensorflow]", "scipy")
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 
 @nox.session
 def corpus(session: nox.Session) -> None:
-    """gradguard on the frameworks' own operators (PyTorch OpInfo, JAX lax, TensorFlow)
-    beside gradcheck / check_grads / compute_gradient (benchmarks/README.md). Not run by
-    default (long); ``python -m nox -s corpus -- --suite opinfo --config f64-rev`` passes
-    options on."""
+    """False alarms on the frameworks' own operators (long; not run by default).
+
+    gradguard on PyTorch OpInfo, JAX lax and TensorFlow operators beside gradcheck /
+    check_grads / compute_gradient (benchmarks/README.md);
+    ``python -m nox -s corpus -- --suite opinfo --config f64-rev`` passes options on."""
     session.install(*CONSTRAINTS, "-e", ".[test,torch,jax]", "tensorflow-cpu")
     session.run("python", "benchmarks/corpus.py", *session.posargs)

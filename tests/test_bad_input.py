@@ -63,7 +63,7 @@ def assert_clear(
     assert isinstance(exc, gradguard.GradguardError), (
         f"{type(exc).__module__}.{type(exc).__name__} is not a GradguardError: {exc}"
     )
-    assert type(exc).__module__ == "gradguard._errors", type(exc)
+    assert type(exc).__module__ == "gradguard", type(exc)  # the public name, as shown
     assert isinstance(exc, kind), f"{type(exc).__name__} is not a {kind.__name__}: {exc}"
     assert isinstance(exc, (ValueError, TypeError)), type(exc).__mro__
     message = str(exc)

@@ -355,7 +355,9 @@ def test_assert_gradients(torch):
     failed = info.value.report
     assert failed.verdict == "fail" and not failed.passed
     assert str(info.value) == str(failed)
-    assert "FAIL" in str(info.value) and "only args[1] is wrong" in str(info.value)
+    assert "FAIL" in str(info.value) and "only w is wrong" in str(
+        info.value
+    )  # forward(x, w)'s names
 
     # Options reach the check: wrt=0 only checks the right argument.
     gradguard.assert_gradients(scaled_function(torch, -1.0), x, w, wrt=0, mode="full")

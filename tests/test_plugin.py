@@ -88,13 +88,15 @@ def test_failed_assert_gradients_reads_as_the_report(pytester):
     result.stdout.fnmatch_lines(
         [
             "*gradguard.assert_gradients(f, np.linspace*",
-            "E*GradientError: gradguard FAIL: the gradient disagrees with finite differences",
+            "E*gradguard.GradientError: gradguard FAIL: the gradient disagrees with finite*",
             "E*diagnosis: sign flipped*",
             "E*worst entries:*",
         ]
     )
     # The traceback stops at the test's own line: nothing from inside gradguard.
     assert "_check.py" not in out and "raise GradientError" not in out
+    # The public name, not the private module it is defined in.
+    assert "gradguard._errors" not in out
 
 
 FRAMEWORK_TESTS = """

@@ -167,3 +167,106 @@ def test_import_gradguard_imports_no_renderer_or_plotter():
         "if m in sys.modules]; sys.exit(str(bad) if bad else 0)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- what the report calls things (issue 20) ------------------------------------
+
+
+def test_a_torch_function_s_inputs_are_named_after_forward_s_parameters():
+    torch = pytest.importorskip("torch")
+
+    class Affine(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, weight, bias):
+            return weight * 3 + bias
+
+        @staticmethod
+        def backward(ctx, g):
+            return 2 * g, g  # weight's derivative is wrong: 3
+
+    class Modern(torch.autograd.Function):  # forward without ctx: setup_context
+        @staticmethod
+        def forward(weight, bias):
+            return weight * 3 + bias
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+        @staticmethod
+        def backward(ctx, g):
+            return 3 * g, g
+
+    x = torch.linspace(-1.0, 1.0, 3, dtype=torch.float64)
+    report = gradguard.check(Affine.apply, x, x.clone())
+    assert [a.name for a in report.arguments] == ["weight", "bias"]
+    assert report.verdict == "fail" and "args[" not in str(report)
+    assert {m.argument for m in report.worst if m.status == "wrong"} == {"weight"}
+    modern = gradguard.check(Modern.apply, x, x.clone())
+    assert [a.name for a in modern.arguments] == ["weight", "bias"] and modern.passed
+
+
+def test_the_exceptions_carry_their_public_name():
+    for name in gradguard._errors.__all__:
+        cls = getattr(gradguard, name)
+        assert cls.__module__ == "gradguard" and getattr(gradguard, cls.__name__) is cls
+
+
+def _relu_sum(x):
+    return np.sum(np.maximum(x, 0) * x)
+
+
+def _relu_sum_grad(x):  # 0.1 too much everywhere: where x < 0 the truth is exactly 0
+    return 2 * np.maximum(x, 0) + 0.1
+
+
+RELU_X = np.array([-1.5, -0.5, 0.4, 1.2, -2.0, 0.8])
+
+
+def test_a_scalar_output_shows_each_entry_once_and_says_why():
+    report = gradguard.check(_relu_sum, RELU_X, grad=_relu_sum_grad)
+    assert report.verdict == "fail"
+    from gradguard.report.rows import shown_rows
+
+    bad = [m for m in report.worst if m.status != "ok"]
+    shown, folded = shown_rows(report.worst)
+    assert folded == len(bad) - len(shown) > 0
+    assert {m.kind for m in bad} == {"entry", "cotangent"}
+    text = str(report)
+    table = text.split("worst entries:\n", 1)[1].splitlines()[1 : 1 + len(shown)]
+    wheres = [line.split()[4] for line in table]  # "d out / d x[4]": the entry itself
+    assert len(wheres) == len(set(wheres)) and all(w.startswith("x[") for w in wheres)
+    assert "random cotangent" not in "\n".join(table)
+    assert f"{folded} more at these entries are products with random cotangents" in text
+    assert "the entry times a random u" in text
+
+
+def test_a_zero_derivative_reads_as_zero_not_as_rounding_noise():
+    report = gradguard.check(_relu_sum, RELU_X, grad=_relu_sum_grad)
+    text = str(report)
+    negative = [m for m in report.worst if m.kind == "entry" and RELU_X[m.index] < 0]
+    assert negative and all(abs(m.numerical) < 1e-9 for m in negative)
+    for m in negative:
+        line = next(line for line in text.splitlines() if m.where() in line)
+        assert line.split()[5:7] == ["0.1", "~0"], line
+    # A real value is printed as it is, however small, when the other side is as small.
+    from gradguard.report.rows import shown_value
+
+    assert shown_value(3e-12, 4e-12, 1e-11) == "3e-12"
+    assert shown_value(3e-12, 0.1, 1e-11) == "~0"
+    assert shown_value(3e-12, 0.1, 1e-13) == "3e-12"  # outside the tolerance: a value
+    assert shown_value(0.0, 0.1, 1e-11) == "0" == shown_value(-0.0, 0.1, 1e-11)
+
+
+def test_the_rich_table_has_the_plain_text_columns():
+    pytest.importorskip("rich")
+    report = gradguard.check(_relu_sum, RELU_X, grad=_relu_sum_grad)
+    out = io.StringIO()
+    report.show(out, color=True)
+    rich_text = out.getvalue()
+    header = next(line for line in rich_text.splitlines() if "error/tol" in line)
+    for column in ("status", "where", "analytical", "numerical", "|error|", "tolerance"):
+        assert column in header
+    worst = next(m for m in report.worst if m.status == "wrong" and m.kind == "entry")
+    assert f"{worst.tolerance:.3g}" in rich_text and "~0" in rich_text
+    assert "more at these entries" in " ".join(rich_text.split())

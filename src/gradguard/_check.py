@@ -29,7 +29,7 @@ from ._errors import (
 from ._numpy_errors import quiet_arithmetic
 from .engine.problem import WrongGradientShape, _describe, _Problem
 from .engine.run import _Run
-from .report.report import ArgumentSummary, Report
+from .report.report import ArgumentSummary, Report, Verdict
 
 __all__ = ["assert_gradients", "check"]
 
@@ -199,7 +199,7 @@ def _nothing_to_compare(problem: _Problem) -> str:
 
 def _early_report(
     problem: _Problem,
-    verdict: str,
+    verdict: Verdict,
     mode: str,
     direction: str,
     order: int,

@@ -58,3 +58,19 @@ class GradientError(GradguardError, AssertionError):
 class PrecisionWarning(UserWarning):
     """The requested step was too small for the input's dtype and gradguard
     evaluated in a wider dtype instead."""
+
+
+# Tracebacks and pytest print the class's module: show the public name
+# (gradguard.GradientError), not this private module. Each is exported there.
+for _cls in (
+    GradguardError,
+    ArgumentError,
+    ArgumentTypeError,
+    PrecisionError,
+    MutationError,
+    UnsupportedError,
+    GradientError,
+    PrecisionWarning,
+):
+    _cls.__module__ = "gradguard"
+del _cls

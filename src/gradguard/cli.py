@@ -6,11 +6,15 @@
     expected one.
 
 ``gradguard check FILE.py:FUNC --shape 3,4 [--shape ...]``
-    Check FUNC at random inputs of the given shapes (one ``--shape`` per
-    positional argument; ``--shape ''`` for a scalar). The framework is the
-    one FILE imports (or ``--framework``). NumPy has no autodiff: define
-    ``FUNC_grad(*args)`` (the gradient of a scalar FUNC) or
-    ``FUNC_vjp(cotangent, *args)`` next to FUNC in the same file.
+    Check FUNC (or ``Class.apply``) at random inputs of the given shapes (one
+    ``--shape`` per positional argument; ``--shape ''`` for a scalar; uniform
+    in ``--range LOW,HIGH``), at the arrays of ``--inputs FILE.npy|.npz``, or
+    at what ``FUNC_inputs()`` in FILE returns; ``--kwarg NAME=VALUE`` passes
+    keyword arguments. The framework is the one FILE imports (or
+    ``--framework``). NumPy has no autodiff: define ``FUNC_grad(*args)`` (the
+    gradient of a scalar FUNC) or ``FUNC_vjp(cotangent, *args)`` next to FUNC
+    in the same file. Messages name the command's flags, not check()'s
+    keywords (``--direction rev``, not ``direction='rev'``).
 
 Exit status: 0 pass, 1 fail, 2 inconclusive or a usage error.
 """
@@ -18,22 +22,18 @@ Exit status: 0 pass, 1 fail, 2 inconclusive or a usage error.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
-import traceback
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
+
+from ._cli_check import check_command, drop_stdout
+from ._cli_check import color as color_flag
+from ._cli_inputs import UsageError
 
 __all__ = ["main"]
 
-EXIT = {"pass": 0, "fail": 1, "inconclusive": 2}
 USAGE_ERROR = 2
 DTYPES = ("float64", "float32", "float16", "complex128", "complex64")
-
-
-class UsageError(Exception):
-    """A mistake in the command line or in what it points to: a message, no traceback."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if options.command == "demo":
             return _demo(options)
-        return _check(options)
+        return check_command(options)
     except UsageError as exc:
         print(f"gradguard: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
@@ -53,9 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("gradguard: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `gradguard ... | head`: the reader left, nothing to say
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        drop_stdout()
         return 1
 
 
@@ -84,37 +82,147 @@ def _parser() -> argparse.ArgumentParser:
         help="only this framework (repeatable; default: every installed one)",
     )
     demo.add_argument("--quiet", action="store_true", help="only the summary table")
-    demo.add_argument("--color", action=argparse.BooleanOptionalAction, default=None)
+    demo.add_argument(
+        "--color",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rich tables (default: on a terminal, when rich is installed and NO_COLOR unset)",
+    )
 
     check = commands.add_parser(
         "check",
-        help="check FUNC in FILE.py at random inputs",
-        description="Check the derivatives of FUNC (defined in FILE.py) at random inputs of the "
-        "given shapes. For NumPy, define FUNC_grad(*args) (gradient of a scalar FUNC) or "
-        "FUNC_vjp(cotangent, *args) in the same file.",
+        help="check FUNC in FILE.py at random inputs or inputs you give",
+        description="Check the derivatives of FUNC (defined in FILE.py; Class.apply for a "
+        "torch.autograd.Function) against finite differences. The inputs: --inputs files, "
+        "else random ones of the --shape given (in --range), else the tuple that "
+        "FUNC_inputs() (or FUNC_inputs(rng)) in FILE.py returns. For NumPy, define "
+        "FUNC_grad(*args) (gradient of a scalar FUNC) or FUNC_vjp(cotangent, *args) next to "
+        "FUNC.",
         epilog="Exit status: 0 pass, 1 fail, 2 inconclusive or a usage error.",
     )
-    check.add_argument("target", metavar="FILE.py:FUNC", help="the function to check")
     check.add_argument(
+        "target", metavar="FILE.py:FUNC", help="the function to check (or FILE.py:Class.apply)"
+    )
+    given = check.add_argument_group("inputs (the point the derivatives are checked at)")
+    given.add_argument(
         "--shape",
         action="append",
         default=[],
         metavar="3,4",
-        help="shape of the next positional argument (repeat for each; '' for a scalar)",
+        help="random input of this shape for the next positional argument (repeat for each; "
+        "'' for a scalar)",
     )
-    check.add_argument("--dtype", default="float64", choices=DTYPES)
-    check.add_argument(
+    given.add_argument(
+        "--range",
+        action="append",
+        default=[],
+        metavar="LOW,HIGH",
+        dest="value_range",
+        help="draw the random inputs uniformly in [LOW, HIGH) instead of from a standard "
+        "normal (once for all, or once per --shape), e.g. 0.5,2 for a log",
+    )
+    given.add_argument(
+        "--inputs",
+        action="append",
+        default=[],
+        metavar="FILE.npy|FILE.npz",
+        help="inputs from a file: a .npy is the next positional argument, a .npz holds "
+        "several (named like FUNC's parameters, or unnamed in order); repeatable",
+    )
+    given.add_argument(
+        "--kwarg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="keyword argument for FUNC, held fixed (a Python literal: 2, 0.5, 'mean', "
+        "(1, 2); else the text); repeatable",
+    )
+    given.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="dtype of the inputs (default: float64 for random inputs, the file's own for "
+        "--inputs and FUNC_inputs)",
+    )
+    given.add_argument(
         "--framework",
         choices=("numpy", "torch", "jax", "tensorflow"),
         help="framework of the inputs (default: the one FILE.py imports)",
     )
-    check.add_argument("--mode", default="auto", choices=("auto", "full", "probe"))
-    check.add_argument("--direction", default="rev", choices=("rev", "fwd", "both"))
-    check.add_argument("--order", default=1, type=int, choices=(1, 2))
-    check.add_argument("--seed", default=0, type=_non_negative, help="inputs and probes (0)")
-    check.add_argument("--json", metavar="OUT.json", help="write the report as JSON ('-': stdout)")
-    check.add_argument("--plot", metavar="OUT.png", help="draw the report (needs matplotlib)")
-    check.add_argument("--color", action=argparse.BooleanOptionalAction, default=None)
+    how = check.add_argument_group("the check")
+    how.add_argument(
+        "--wrt",
+        metavar="0,1|NAME,...",
+        help="differentiate only these positional arguments, by position or parameter name "
+        "(default: every floating-point one)",
+    )
+    how.add_argument(
+        "--mode",
+        default="auto",
+        choices=("auto", "full", "probe"),
+        help="full: every Jacobian entry; probe: a few random projections u.J.v (large "
+        "inputs); auto (default): full up to 2048 inputs",
+    )
+    how.add_argument(
+        "--direction",
+        default="rev",
+        choices=("rev", "fwd", "both"),
+        help="rev (default): vector-Jacobian products (backward rules); fwd: Jacobian-vector "
+        "products (forward rules, jvp); both",
+    )
+    how.add_argument(
+        "--order",
+        default=1,
+        type=int,
+        choices=(1, 2),
+        help="1 (default), or 2 to check the derivative of the derivative",
+    )
+    how.add_argument(
+        "--probes",
+        type=_positive,
+        metavar="N",
+        help="random probes in probe mode (default 1; 8 in low precision)",
+    )
+    how.add_argument(
+        "--eps",
+        type=_positive_float,
+        metavar="H",
+        help="one fixed absolute step for every entry (default: a step per entry, "
+        "eps**(1/3) * max(1, |x|))",
+    )
+    how.add_argument(
+        "--rtol",
+        type=_non_negative_float,
+        metavar="R",
+        help="relative tolerance added to each entry's estimated one (default 0)",
+    )
+    how.add_argument(
+        "--atol",
+        type=_non_negative_float,
+        metavar="A",
+        help="absolute tolerance added to each entry's estimated one (default 0)",
+    )
+    how.add_argument(
+        "--seed",
+        default=0,
+        type=_non_negative,
+        metavar="N",
+        help="seeds the inputs and probes (default 0)",
+    )
+    out = check.add_argument_group("output")
+    out.add_argument(
+        "--json", metavar="OUT.json", help="also write the report as JSON ('-': only to stdout)"
+    )
+    out.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help="also draw the report (PNG, SVG or PDF by suffix; needs matplotlib)",
+    )
+    out.add_argument(
+        "--color",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a rich table (default: on a terminal, when rich is installed and NO_COLOR unset)",
+    )
     return parser
 
 
@@ -136,6 +244,32 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 # -- demo -------------------------------------------------------------------------
 
 
@@ -147,7 +281,7 @@ def _demo(options: argparse.Namespace) -> int:
     missing = [f for f in frameworks if f not in installed()]
     if missing:
         raise UsageError(f"--framework: {', '.join(missing)} is not installed here")
-    color = _color(options.color)
+    color = color_flag(options.color)
     out = sys.stdout
     print(
         f"gradguard demo: {len(_gallery.cases(frameworks))} custom derivative rules in "
@@ -229,227 +363,6 @@ def _short(text: str, width: int = 80) -> str:
     for mark in (": ", " ("):
         text = text.split(mark, 1)[0]
     return text if len(text) <= width else text[: width - 3] + "..."
-
-
-# -- check ------------------------------------------------------------------------
-
-
-def _check(options: argparse.Namespace) -> int:
-    import numpy as np
-
-    from ._errors import GradguardError
-
-    path, name = _split_target(options.target)
-    shapes = [_shape(s) for s in options.shape]
-    if not shapes:
-        raise UsageError("--shape: give the shape of each positional argument, e.g. --shape 3,4")
-    module = _load(path)
-    f = getattr(module, name, None)
-    if f is None:
-        defined = sorted(
-            k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
-        )
-        raise UsageError(
-            f"{path} defines no {name!r}"
-            + (f" (it defines {', '.join(defined)})" if defined else "")
-        )
-    if not callable(f):
-        raise UsageError(f"{path}:{name} is a {type(f).__name__}, not a function")
-    rule = {
-        key: getattr(module, f"{name}_{key}")
-        for key in ("grad", "vjp")
-        if callable(getattr(module, f"{name}_{key}", None))
-    }
-    _arity(f, path, name, len(shapes))
-    if len(rule) == 2:
-        raise UsageError(f"{path} defines both {name}_grad and {name}_vjp; keep one")
-    fw_name = options.framework or _framework_of(module, path, rule)
-    from ._frameworks import framework
-
-    try:
-        fw = framework(fw_name)
-    except GradguardError as exc:
-        raise UsageError(str(exc)) from None
-    if fw_name == "numpy" and not rule:
-        raise UsageError(
-            f"NumPy has no autodiff: define {name}_grad(*args) (the gradient of a scalar "
-            f"{name}) or {name}_vjp(cotangent, *args) in {path}"
-        )
-    rng = np.random.default_rng(options.seed)
-    host = [_random(rng, shape, options.dtype) for shape in shapes]
-    with fw.float64() if options.dtype in ("float64", "complex128") else _null():
-        args = tuple(fw._asarray(a) for a in host)
-        check_options: dict[str, Any] = {
-            "mode": options.mode,
-            "direction": options.direction,
-            "order": options.order,
-            "seed": options.seed,
-            **rule,
-        }
-        from ._check import check
-
-        try:
-            report = check(f, *args, **check_options)
-        except GradguardError as exc:
-            raise UsageError(str(exc)) from None
-        except Exception as exc:
-            raise UsageError(_user_error(exc, path, f"{name} raised")) from None
-        if options.plot:
-            report = _plot(report, options.plot, f, args, check_options)
-    if options.json == "-":
-        print(report.to_json())
-    else:
-        report.show(color=_color(options.color))
-        if options.json:
-            try:
-                Path(options.json).write_text(report.to_json() + "\n", encoding="utf-8")
-            except OSError as exc:
-                raise UsageError(f"--json: cannot write {options.json}: {exc.strerror}") from None
-    return EXIT[report.verdict]
-
-
-def _plot(report: Any, path: str, f: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
-    from ._errors import GradguardError
-    from .engine.step_curve import add_plot_data
-    from .report.plot import plot_report
-
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise UsageError(
-            "--plot: matplotlib is not installed; pip install 'gradguard[plot]'"
-        ) from None
-    rule = {k: options[k] for k in ("grad", "vjp") if k in options}
-    report = add_plot_data(report, f, *args, seed=options["seed"], **rule)
-    try:
-        plot_report(report, path)
-    except (OSError, GradguardError, ValueError) as exc:
-        raise UsageError(f"--plot: cannot write {path}: {exc}") from None
-    return report
-
-
-def _arity(f: Any, path: Path, name: str, count: int) -> None:
-    """One --shape per positional argument: say so before f fails on it."""
-    import inspect
-
-    try:
-        params = list(inspect.signature(f).parameters.values())
-    except (TypeError, ValueError):
-        return
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    required = [p for p in positional if p.default is p.empty]
-    variadic = any(p.kind == p.VAR_POSITIONAL for p in params)
-    if count < len(required) or (count > len(positional) and not variadic):
-        names = ", ".join(p.name for p in positional)
-        raise UsageError(
-            f"{path}:{name} takes {len(required)} positional argument(s) ({names}); "
-            f"got {count} --shape; give one --shape per argument"
-        )
-
-
-def _split_target(target: str) -> tuple[Path, str]:
-    file, sep, name = target.rpartition(":")
-    if not sep or not file or not name:
-        raise UsageError(f"expected FILE.py:FUNC, got {target!r}")
-    if not name.isidentifier():
-        raise UsageError(f"{name!r} is not a Python function name")
-    path = Path(file)
-    if not path.is_file():
-        raise UsageError(f"{file}: no such file")
-    return path, name
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    text = text.strip().strip("()[]")
-    if not text:
-        return ()
-    try:
-        shape = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise UsageError(f"--shape: expected integers separated by commas, got {text!r}") from None
-    if any(s < 0 for s in shape):
-        raise UsageError(f"--shape: sizes must be non-negative, got {text!r}")
-    return shape
-
-
-def _random(rng: Any, shape: tuple[int, ...], dtype: str) -> Any:
-    import numpy as np
-
-    values = rng.standard_normal(shape)
-    if dtype.startswith("complex"):
-        values = values + 1j * rng.standard_normal(shape)
-    return np.asarray(values, dtype=dtype)
-
-
-def _load(path: Path) -> Any:
-    name = f"gradguard_target_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"{path}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.resolve().parent))
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as exc:
-        raise UsageError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
-    except Exception as exc:
-        raise UsageError(_user_error(exc, path, "importing it raised")) from None
-    finally:
-        sys.path.remove(str(path.resolve().parent))
-    return module
-
-
-def _framework_of(module: Any, path: Path, rule: dict[str, Any]) -> str:
-    """The framework the file works in, from the modules it imports."""
-    used = set()
-    for value in vars(module).values():
-        top = getattr(value, "__name__", "") if isinstance(value, type(sys)) else ""
-        top = top or (getattr(value, "__module__", "") or "")
-        root = top.split(".", 1)[0]
-        if root in ("torch", "jax", "jaxlib", "tensorflow", "keras"):
-            used.add({"jaxlib": "jax", "keras": "tensorflow"}.get(root, root))
-    if len(used) > 1:
-        raise UsageError(f"{path} uses {' and '.join(sorted(used))}; say which with --framework")
-    if used:
-        return used.pop()
-    return "numpy"
-
-
-def _user_error(exc: BaseException, path: Path, what: str) -> str:
-    """The user's code raised: say where in their file, not in gradguard's insides."""
-    frames = [
-        frame
-        for frame in traceback.extract_tb(exc.__traceback__)
-        if Path(frame.filename).resolve() == path.resolve()
-    ]
-    lines = [f"{path}: {what} {type(exc).__name__}: {exc}"]
-    lines += [line.rstrip() for line in traceback.format_list(frames)]
-    return "\n".join(lines)
-
-
-def _color(flag: bool | None) -> bool:
-    from .report.format import is_terminal
-
-    if flag is not None:
-        if flag:
-            try:
-                import rich
-            except ImportError:
-                return False
-        return flag
-    if not is_terminal(sys.stdout):
-        return False
-    try:
-        import rich  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _null() -> Any:
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,6 +28,7 @@ from ..adapters import Adapter, adapter_for, adapter_of
 from ..adapters.base import GraphFacts
 from ..core.layout import FlatLayout
 from ..core.norms import all_finite
+from .names import named_like_forward
 
 #: Unchecked arrays named in a note, at most.
 UNCHECKED_SHOWN = 8
@@ -583,6 +584,7 @@ def _note_unchecked(
 
 
 def _argument_names(f: Any, count: int) -> list[str]:
+    f = named_like_forward(f)  # Scale.apply(weight, bias): forward's names
     names = [f"args[{p}]" for p in range(count)]
     code = getattr(f, "__code__", None)
     if (

@@ -50,7 +50,8 @@ from ..core.verdict import (
     count_multiple,
     doubt,
 )
-from ..report.report import ArgumentSummary, Mismatch, Report
+from ..report.report import ArgumentSummary, Mismatch, Report, Verdict
+from .entry_map import undecided_cells
 from .evaluation import Evaluator
 from .locate import locate
 from .locate_forward import locate_forward
@@ -239,6 +240,7 @@ class _Run:
         self.eps_store = 0.0  # rounding of the stored analytical Jacobian, if any
         # error / tolerance of every entry (inputs, outputs), kept for small checks.
         self.error_map_t: Any = None
+        self.undecided_cells: list[tuple[int, int]] = []  # of the map: (output, input)
         self.by_argument = [Tally() for _ in p.in_layout.slots]
         self.directions: dict[str, Tally] = {}
         self.worst: list[Mismatch] = []
@@ -1682,6 +1684,7 @@ class _Run:
             ratio = _ratio(entries, xp)
             stop = start + ratio.shape[0]
             self.error_map_t[start:stop, :] = xp.maximum(self.error_map_t[start:stop, :], ratio)
+            self.undecided_cells += undecided_cells(entries, start, self.p.adapter.to_numpy)
 
     def _count_flags(self, entries: Entries, xp: Any) -> None:
         """Count what the report explains: uncertain entries by kind, and
@@ -1924,7 +1927,7 @@ class _Run:
             else:
                 p.notes.append(noise_text)
         if self.noisy:
-            verdict = "inconclusive"
+            verdict: Verdict = "inconclusive"
         else:
             verdict = "fail" if t.wrong else "inconclusive" if t.uncertain else "pass"
         arguments = tuple(
@@ -1993,6 +1996,7 @@ class _Run:
             reasons=tuple(reasons),
             notes=tuple(notes),
             error_map=self._error_map(),
+            undecided_entries=tuple(sorted(set(self.undecided_cells))),
         )
 
     def _error_map(self) -> tuple[tuple[float, ...], ...]:

@@ -83,7 +83,7 @@ class Comparison:
         def agreement(ratio: float) -> str:
             return "agrees" if ratio <= 1 else f"differs ({_times(ratio)} tolerance)"
 
-        rows = []
+        rows: list[tuple[str, str, str, str, str]] = []
         for name in self.frameworks:
             report = self.checks[name]
             if name == self.reference:

@@ -51,6 +51,7 @@ def rich_report(report: Report) -> Any:
     from rich.text import Text
 
     from .format import format_ratio
+    from .rows import folded_note, shown_rows, shown_value
 
     parts: list[Any] = []
     head = Text.assemble(badge(report.verdict), " ", (HEADLINES[report.verdict], "bold"))
@@ -79,26 +80,29 @@ def rich_report(report: Report) -> Any:
         parts.append(Text.assemble(("diagnosis: ", "bold red"), text))
     for text in report.reasons:
         parts.append(Text.assemble(("why undecided: ", "bold yellow"), text))
-    bad = [m for m in report.worst if m.status != "ok"]
+    bad, folded = shown_rows(report.worst)
     if bad:
         table = _table("worst entries")
         table.add_column("status", no_wrap=True)
         table.add_column(
             "where", overflow="fold", min_width=min(40, max(len(m.where()) for m in bad))
         )
-        # The tolerance itself is in str(report); error/tol is what decides.
-        for name in ("analytical", "numerical", "|error|", "error/tol"):
+        # The same columns as str(report): the tolerance is what the error is held to.
+        for name in ("analytical", "numerical", "|error|", "tolerance", "error/tol"):
             table.add_column(name, justify="right", no_wrap=True)
         for m in bad:
             table.add_row(
                 Text(m.status, style=STATUS.get(m.status, "")),
                 m.where(),
-                f"{m.analytical:.6g}",
-                f"{m.numerical:.6g}",
+                shown_value(m.analytical, m.numerical, m.tolerance),
+                shown_value(m.numerical, m.analytical, m.tolerance),
                 f"{m.error:.3g}",
+                f"{m.tolerance:.3g}",
                 format_ratio(m.ratio),
             )
         parts.append(table)
+        if folded:
+            parts.append(Text(folded_note(folded, report.num_outputs == 1), style="dim"))
     if len(report.arguments) > 1 and report.verdict != "pass":
         table = _table("by argument")
         for name in ("argument", "shape", "dtype"):

@@ -8,13 +8,16 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from .format import format_index, format_ratio, is_terminal
+from .rows import folded_note, shown_rows, shown_value
 
-__all__ = ["ArgumentSummary", "Mismatch", "Report"]
+__all__ = ["ArgumentSummary", "Mismatch", "Report", "Verdict"]
 
-VERDICTS = ("pass", "fail", "inconclusive")
+#: What a check answers; type checkers see a typo (``== "passed"``) as an error.
+Verdict = Literal["pass", "fail", "inconclusive"]
+VERDICTS: tuple[Verdict, ...] = ("pass", "fail", "inconclusive")
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,7 @@ class Report:
     (wrong or uncertain first).
     """
 
-    verdict: str
+    verdict: Verdict
     relative_error: float
     framework: str
     mode: str
@@ -111,6 +114,9 @@ class Report:
     #: every Jacobian entry, one row per (flattened) output entry, one column
     #: per (flattened) input entry.
     error_map: tuple[tuple[float, ...], ...] = ()
+    #: ``(output, input)`` cells of ``error_map`` the check left undecided (a
+    #: kink, noise, a tolerance too wide): pictures do not call them wrong.
+    undecided_entries: tuple[tuple[int, int], ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -215,7 +221,7 @@ class Report:
             lines.append(f"  diagnosis: {text}")
         for text in self.reasons:
             lines.append(f"  why undecided: {text}")
-        bad = [m for m in self.worst if m.status != "ok"]
+        bad, folded = shown_rows(self.worst)
         if bad:
             lines.append("  worst entries:")
             width = max(len(m.where()) for m in bad)
@@ -224,10 +230,14 @@ class Report:
                 f"{'|error|':>10} {'tolerance':>10} {'error/tol':>9}  status"
             )
             for m in bad:
+                analytical = shown_value(m.analytical, m.numerical, m.tolerance)
+                numerical = shown_value(m.numerical, m.analytical, m.tolerance)
                 lines.append(
-                    f"    {m.where():<{width}}  {m.analytical:>13.6g} {m.numerical:>13.6g} "
+                    f"    {m.where():<{width}}  {analytical:>13} {numerical:>13} "
                     f"{m.error:>10.3g} {m.tolerance:>10.3g} {format_ratio(m.ratio):>9}  {m.status}"
                 )
+            if folded:
+                lines.append(f"    {folded_note(folded, self.num_outputs == 1)}")
         if len(self.arguments) > 1 and self.verdict != "pass":
             lines.append("  by argument:")
             for a in self.arguments:
