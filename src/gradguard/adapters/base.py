@@ -17,13 +17,14 @@ another convention (JAX takes and returns the conjugate) converts inside.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .._errors import UnsupportedError
 
-__all__ = ["Adapter", "GraphFacts", "LeafCall", "LeafFunction"]
+__all__ = ["Adapter", "GraphFacts", "LeafCall", "LeafFunction", "Parameters", "reachable_objects"]
 
 LeafFunction = Callable[..., list[Any]]
 
@@ -58,6 +59,90 @@ class GraphFacts:
     #: Arrays other than the arguments that the outputs depend on and that
     #: require gradients (a model's parameters), described for people.
     other_leaves: tuple[str, ...] = ()
+
+
+class Substitute(Protocol):
+    """Calls ``f(*args, **kwargs)`` with ``values`` in place of the
+    parameters ``targets`` (see :class:`Parameters`)."""
+
+    def __call__(
+        self,
+        f: Callable[..., Any],
+        targets: Sequence[Any],
+        values: Sequence[Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """Arrays ``f`` reads besides its arguments (a model's weights), and how
+    to call ``f`` with other values in their place: the check
+    differentiates them like arguments without ever writing to them."""
+
+    #: As the framework names them: ``encoder.0.weight``, ``dense/kernel``.
+    names: tuple[str, ...]
+    #: The framework arrays themselves (the caller's: never written to).
+    arrays: tuple[Any, ...]
+    #: Whether each is ``f``'s own (f is the model, a method of it, or takes
+    #: it as an argument): checked by default. The others f reaches through
+    #: a closure or a global: checked when ``wrt=`` asks.
+    own: tuple[bool, ...]
+    #: What ``substitute`` needs to find each (opaque to the engine).
+    targets: tuple[Any, ...]
+    substitute: Substitute
+
+    def narrowed(self, keep: Sequence[int]) -> Parameters:
+        """These parameters alone (by position), in this order."""
+        return Parameters(
+            tuple(self.names[k] for k in keep),
+            tuple(self.arrays[k] for k in keep),
+            tuple(self.own[k] for k in keep),
+            tuple(self.targets[k] for k in keep),
+            self.substitute,
+        )
+
+    def call(
+        self,
+        f: Callable[..., Any],
+        values: Sequence[Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> Any:
+        """``f(*args, **kwargs)`` with ``values`` in place of these parameters."""
+        return self.substitute(f, self.targets, values, args, kwargs)
+
+
+def reachable_objects(
+    f: Any, leaves: Sequence[Any], paths: Sequence[str]
+) -> list[tuple[str, Any, bool]]:
+    """The objects that may hold ``f``'s parameters, as ``(prefix, object,
+    own)``: ``f`` itself, the object it is a method of, what a partial
+    wraps, the argument leaves (own, prefixed by their paths), and the
+    objects its closure and the globals it names hold (not own, prefixed by
+    their names). Each object once, the first way it is reached."""
+    found: list[tuple[str, Any, bool]] = [("", f, True)]
+    if isinstance(f, functools.partial):
+        found.append(("", f.func, True))
+        f = f.func
+    bound = getattr(f, "__self__", None)
+    if bound is not None:
+        found.append(("", bound, True))
+    found += [(f"{path}.", leaf, True) for leaf, path in zip(leaves, paths)]
+    code = getattr(f, "__code__", None)
+    if code is not None:
+        for name, cell in zip(code.co_freevars, getattr(f, "__closure__", None) or ()):
+            try:
+                found.append((f"{name}.", cell.cell_contents, False))
+            except ValueError:  # an empty cell: the variable is not assigned yet
+                continue
+        spaces = getattr(f, "__globals__", {})
+        found += [(f"{name}.", spaces[name], False) for name in code.co_names if name in spaces]
+    unique: dict[int, tuple[str, Any, bool]] = {}
+    for item in found:
+        unique.setdefault(id(item[1]), item)
+    return list(unique.values())
 
 
 class Adapter:
@@ -149,6 +234,13 @@ class Adapter:
         array, holds in the framework's own containers (a registered JAX
         pytree class): f sees them, but they are not checked."""
         return 0
+
+    def parameters(self, f: Any, leaves: Sequence[Any], paths: Sequence[str]) -> Parameters | None:
+        """The parameters ``f`` reads besides its arguments (``leaves``, the
+        arguments' leaves, named by ``paths``): a torch module's, a Keras
+        layer's trainable variables, a JAX pytree's arrays where ``f`` is
+        one; None when there are none."""
+        return None
 
     # -- evaluation -----------------------------------------------------
     def vectorize(self, fn: LeafFunction) -> LeafFunction | None:

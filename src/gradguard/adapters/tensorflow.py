@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from .._errors import UnsupportedError
-from .base import Adapter, GraphFacts, LeafFunction
+from .._errors import ArgumentError, UnsupportedError
+from .base import Adapter, GraphFacts, LeafFunction, Parameters, reachable_objects
 
 #: Rows of cotangents (tangents) from which the derivatives run in one
 #: traced loop (tracing costs some 0.1 s, once per check; an eager row a few
@@ -35,7 +36,7 @@ class TensorflowAdapter(Adapter):
     has_autodiff = True
 
     def owns(self, obj: Any) -> bool:
-        return isinstance(obj, (tf.Tensor, tf.Variable))
+        return isinstance(obj, (tf.Tensor, tf.Variable)) or _is_keras_variable(obj)
 
     def namespace(self, core_array: Any) -> Any:
         import array_api_compat.numpy
@@ -60,6 +61,33 @@ class TensorflowAdapter(Adapter):
         # accumulator, and vectorised by pfor.
         taken = tf.reshape(tf.gather(values, positions, axis=0), tf.shape(base))
         return tf.where(mask, taken, tf.cast(base, values.dtype))
+
+    def parameters(self, f: Any, leaves: Sequence[Any], paths: Sequence[str]) -> Parameters | None:
+        keras = sys.modules.get("keras")
+        if keras is None:
+            return None
+        names: list[str] = []
+        arrays: list[Any] = []
+        own: list[bool] = []
+        seen: set[int] = set()
+        layers = [item for item in reachable_objects(f, leaves, paths) if _is_layer(item[1])]
+        for prefix, layer, is_own in sorted(layers, key=lambda item: not item[2]):
+            if not layer.built:
+                raise ArgumentError(
+                    f"f: the Keras layer {prefix.rstrip('.') or type(layer).__name__} is not "
+                    "built, so it has no weights yet: call it once (layer(x)) or "
+                    "layer.build(input_shape) before checking it"
+                )
+            for variable in layer.trainable_variables:
+                if id(variable) not in seen:
+                    seen.add(id(variable))
+                    names.append(variable.path)
+                    arrays.append(variable)
+                    own.append(is_own)
+        if not names:
+            return None
+        targets = tuple(arrays)
+        return Parameters(tuple(names), tuple(arrays), tuple(own), targets, _stateless_call)
 
     def vectorize(self, fn: LeafFunction) -> LeafFunction:
         def batched(*leaves: Any) -> list[Any]:
@@ -164,6 +192,33 @@ class TensorflowAdapter(Adapter):
             )
 
         return first_derivative
+
+
+def _is_keras_variable(obj: Any) -> bool:
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(obj, keras.Variable)
+
+
+def _is_layer(obj: Any) -> bool:
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(obj, keras.Layer)
+
+
+def _stateless_call(
+    f: Callable[..., Any],
+    targets: Sequence[Any],
+    values: Sequence[Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+) -> Any:
+    """f with ``values`` in place of the Keras variables ``targets``: Keras's
+    own StatelessScope, in which a variable reads as the value mapped to it
+    (differentiably) and assignments stay in the scope, off the caller's
+    variables."""
+    import keras
+
+    with keras.StatelessScope(state_mapping=list(zip(targets, values))):
+        return f(*args, **kwargs)
 
 
 #: Per function of a check (by id, while it lives): its traced VJPs, one per
