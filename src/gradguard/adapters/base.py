@@ -115,13 +115,14 @@ class Parameters:
 
 
 def reachable_objects(
-    f: Any, leaves: Sequence[Any], paths: Sequence[str]
+    f: Any, leaves: Sequence[Any], paths: Sequence[str], kwargs: Mapping[str, Any]
 ) -> list[tuple[str, Any, bool]]:
     """The objects that may hold ``f``'s parameters, as ``(prefix, object,
     own)``: ``f`` itself, the object it is a method of, what a partial
     wraps, the argument leaves (own, prefixed by their paths), and the
-    objects its closure and the globals it names hold (not own, prefixed by
-    their names). Each object once, the first way it is reached."""
+    keyword arguments, the objects f's closure and the globals it names
+    hold (not own: passed through as they are; prefixed by their names).
+    Each object once, the first way it is reached."""
     found: list[tuple[str, Any, bool]] = [("", f, True)]
     if isinstance(f, functools.partial):
         found.append(("", f.func, True))
@@ -130,6 +131,7 @@ def reachable_objects(
     if bound is not None:
         found.append(("", bound, True))
     found += [(f"{path}.", leaf, True) for leaf, path in zip(leaves, paths)]
+    found += [(f"{name}.", value, False) for name, value in kwargs.items()]
     code = getattr(f, "__code__", None)
     if code is not None:
         for name, cell in zip(code.co_freevars, getattr(f, "__closure__", None) or ()):
@@ -235,7 +237,13 @@ class Adapter:
         pytree class): f sees them, but they are not checked."""
         return 0
 
-    def parameters(self, f: Any, leaves: Sequence[Any], paths: Sequence[str]) -> Parameters | None:
+    def parameters(
+        self,
+        f: Any,
+        leaves: Sequence[Any],
+        paths: Sequence[str],
+        kwargs: Mapping[str, Any],
+    ) -> Parameters | None:
         """The parameters ``f`` reads besides its arguments (``leaves``, the
         arguments' leaves, named by ``paths``): a torch module's, a Keras
         layer's trainable variables, a JAX pytree's arrays where ``f`` is

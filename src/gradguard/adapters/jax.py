@@ -136,7 +136,13 @@ class JaxAdapter(Adapter):
             if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)
         )
 
-    def parameters(self, f: Any, leaves: Sequence[Any], paths: Sequence[str]) -> Parameters | None:
+    def parameters(
+        self,
+        f: Any,
+        leaves: Sequence[Any],
+        paths: Sequence[str],
+        kwargs: Mapping[str, Any],
+    ) -> Parameters | None:
         # A model that is a pytree and callable (an equinox Module): its
         # arrays are its parameters. Arguments that are pytrees are
         # flattened with the other arguments (gradguard._tree).

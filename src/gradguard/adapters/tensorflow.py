@@ -62,7 +62,13 @@ class TensorflowAdapter(Adapter):
         taken = tf.reshape(tf.gather(values, positions, axis=0), tf.shape(base))
         return tf.where(mask, taken, tf.cast(base, values.dtype))
 
-    def parameters(self, f: Any, leaves: Sequence[Any], paths: Sequence[str]) -> Parameters | None:
+    def parameters(
+        self,
+        f: Any,
+        leaves: Sequence[Any],
+        paths: Sequence[str],
+        kwargs: Mapping[str, Any],
+    ) -> Parameters | None:
         keras = sys.modules.get("keras")
         if keras is None:
             return None
@@ -70,7 +76,9 @@ class TensorflowAdapter(Adapter):
         arrays: list[Any] = []
         own: list[bool] = []
         seen: set[int] = set()
-        layers = [item for item in reachable_objects(f, leaves, paths) if _is_layer(item[1])]
+        layers = [
+            item for item in reachable_objects(f, leaves, paths, kwargs) if _is_layer(item[1])
+        ]
         for prefix, layer, is_own in sorted(layers, key=lambda item: not item[2]):
             if not layer.built:
                 raise ArgumentError(

@@ -79,14 +79,20 @@ class TorchAdapter(Adapter):
         taken = values.index_select(0, positions).reshape(base.shape)
         return torch.where(mask, taken, base.to(values.dtype))
 
-    def parameters(self, f: Any, leaves: Sequence[Any], paths: Sequence[str]) -> Parameters | None:
+    def parameters(
+        self,
+        f: Any,
+        leaves: Sequence[Any],
+        paths: Sequence[str],
+        kwargs: Mapping[str, Any],
+    ) -> Parameters | None:
         names: list[str] = []
         arrays: list[Any] = []
         own: list[bool] = []
         targets: list[tuple[int, str]] = []
         modules: list[Any] = []
         seen: set[int] = set()
-        for prefix, module, is_own in _modules(f, leaves, paths):
+        for prefix, module, is_own in _modules(f, leaves, paths, kwargs):
             modules.append(module)
             for name, tensor in module.named_parameters():
                 if tensor.requires_grad and id(tensor) not in seen:
@@ -270,15 +276,18 @@ def _parameter_names(fn: Any) -> dict[int, str]:
     f = getattr(fn, "f", fn)
     leaves = getattr(fn, "leaves", [])
     names: dict[int, str] = {}
-    for prefix, module, _ in _modules(f, leaves, [f"args[{i}]" for i in range(len(leaves))]):
+    paths = [f"args[{i}]" for i in range(len(leaves))]
+    for prefix, module, _ in _modules(f, leaves, paths, getattr(fn, "kwargs", {})):
         for name, tensor in module.named_parameters():
             names.setdefault(id(tensor), prefix + name)
     return names
 
 
-def _modules(f: Any, leaves: Sequence[Any], paths: Sequence[str]) -> list[tuple[str, Any, bool]]:
+def _modules(
+    f: Any, leaves: Sequence[Any], paths: Sequence[str], kwargs: Mapping[str, Any]
+) -> list[tuple[str, Any, bool]]:
     """The nn.Modules f reaches (see reachable_objects), f's own first."""
-    found = [item for item in reachable_objects(f, leaves, paths) if _is_module(item[1])]
+    found = [item for item in reachable_objects(f, leaves, paths, kwargs) if _is_module(item[1])]
     return sorted(found, key=lambda item: not item[2])
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import numbers
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,7 +60,9 @@ class _Arguments:
     reachable: Parameters | None
 
     @classmethod
-    def gather(cls, f: Any, args: tuple[Any, ...], wrt: Any) -> _Arguments:
+    def gather(
+        cls, f: Any, args: tuple[Any, ...], wrt: Any, kwargs: Mapping[str, Any]
+    ) -> _Arguments:
         if not args:
             raise ArgumentError("args: pass the point to check at, e.g. check(f, x)")
         names = _argument_names(_named_by(f), len(args))
@@ -67,7 +70,7 @@ class _Arguments:
         arg_leaves = len(leaves)
         arrays = [i for i, leaf in enumerate(leaves) if adapter_for(leaf) is not None]
         adapter = adapter_of([leaves[i] for i in arrays], "args")
-        reachable = adapter.parameters(f, leaves, paths)
+        reachable = adapter.parameters(f, leaves, paths, kwargs)
         selected, chosen = _select(wrt, names, reachable)
         parameters = reachable.narrowed(chosen) if reachable is not None and chosen else None
         if parameters is not None:

@@ -87,7 +87,8 @@ class _Problem:
         has_aux: bool = False,
     ) -> _Problem:
         user_rule = grad is not None or vjp is not None
-        arguments = _Arguments.gather(f, args, wrt)
+        kwargs = dict(kwargs or {})
+        arguments = _Arguments.gather(f, args, wrt, kwargs)
         a, adapter, xp = arguments, arguments.adapter, arguments.xp
         if user_rule and a.parameters is not None:
             raise ArgumentError(
@@ -98,7 +99,7 @@ class _Problem:
         point = _Point.copied(a, notes)
         leaf_call = _LeafCall(
             f, a.treedef, point.leaves, a.diff, adapter, held=point.held,
-            kwargs=dict(kwargs or {}), has_aux=has_aux, arg_leaves=a.arg_leaves,
+            kwargs=kwargs, has_aux=has_aux, arg_leaves=a.arg_leaves,
             parameters=a.parameters,
         )  # fmt: skip
         fn: Callable[..., list[Any]] = leaf_call
