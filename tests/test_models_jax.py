@@ -216,3 +216,17 @@ def test_has_aux_and_keyword_arguments_pass_through():
     report = gradguard.check(loss, mlp(HALF_WEIGHT), x, kwargs={"power": 2}, has_aux=True)
     assert_fail_at(report, "model.layers[0].weight")
     assert gradguard.check(loss, mlp(), x, kwargs={"power": 2}, has_aux=True).verdict == "pass"
+
+
+def test_wrt_selects_leaves_inside_an_argument_by_path():
+    x = randn(3, 4)
+
+    def loss(model, x):
+        return jnp.sum(model(x) ** 2)
+
+    first = gradguard.check(loss, mlp(HALF_WEIGHT), x, wrt="model.layers[0]")
+    assert names(first) == ["model.layers[0].weight", "model.layers[0].bias"]
+    assert_fail_at(first, "model.layers[0].weight")
+    second = gradguard.check(loss, mlp(HALF_WEIGHT), x, wrt=["model.layers[1]", "x"])
+    assert names(second) == ["model.layers[1].weight", "model.layers[1].bias", "x"]
+    assert second.verdict == "pass"

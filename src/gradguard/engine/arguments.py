@@ -52,7 +52,7 @@ class _Arguments:
     diff: list[int]
     #: The caller's arrays as core arrays, by leaf.
     core_leaves: dict[int, Any]
-    #: The argument positions wrt selects.
+    #: The arguments wrt selects, whole or in part (by position).
     selected: set[int]
     #: The parameters differentiated (None: none).
     parameters: Parameters | None
@@ -71,22 +71,27 @@ class _Arguments:
         arrays = [i for i, leaf in enumerate(leaves) if adapter_for(leaf) is not None]
         adapter = adapter_of([leaves[i] for i in arrays], "args")
         reachable = adapter.parameters(f, leaves, paths, kwargs)
-        selected, chosen = _select(wrt, names, reachable)
+        selection = _select(wrt, names, paths, reachable)
+        chosen = selection.parameters
         parameters = reachable.narrowed(chosen) if reachable is not None and chosen else None
         if parameters is not None:
             arrays += range(len(leaves), len(leaves) + len(parameters.names))
             leaves += parameters.arrays
             paths += parameters.names
             positions += [PARAMETER] * len(parameters.names)
+            selection.leaves.update(range(arg_leaves, len(leaves)))
         core_leaves = {i: adapter.to_core(leaves[i]) for i in arrays}
         xp = adapter.namespace(next(iter(core_leaves.values())))
         floating = ("real floating", "complex floating")
         diff = [
             i
             for i in arrays
-            if (positions[i] in selected or positions[i] == PARAMETER)
+            if (positions[i] in selection.positions or i in selection.leaves)
             and xp.isdtype(core_leaves[i].dtype, floating)
         ]
+        # The arguments a grad=/vjp= rule gives derivatives for.
+        selected = selection.positions | {positions[i] for i in selection.leaves}
+        selected.discard(PARAMETER)
         if not diff:
             raise ArgumentTypeError(
                 "args: no floating-point array to differentiate"
@@ -99,14 +104,25 @@ class _Arguments:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _Selection:
+    """What ``wrt`` selects: whole arguments (by position), leaves inside
+    arguments (by index, named by their path), parameters (by index)."""
+
+    positions: set[int]
+    leaves: set[int]
+    parameters: list[int]
+
+
 def _select(
-    wrt: Any, names: list[str], parameters: Parameters | None
-) -> tuple[set[int], list[int]]:
-    """The argument positions and the parameters (by index) ``wrt`` names."""
+    wrt: Any, names: list[str], paths: list[str], parameters: Parameters | None
+) -> _Selection:
+    """What ``wrt`` names among the arguments (``names``), their leaves
+    (``paths``) and the parameters f reaches."""
     count = len(names)
-    own = list(parameters.own) if parameters is not None else []
     if wrt is None:
-        return set(range(count)), [k for k, is_own in enumerate(own) if is_own]
+        own = list(parameters.own) if parameters is not None else []
+        return _Selection(set(range(count)), set(), [k for k, mine in enumerate(own) if mine])
     single = isinstance(wrt, (str, numbers.Integral)) and not isinstance(wrt, bool)
     try:
         items = [wrt] if single else list(wrt)
@@ -115,20 +131,21 @@ def _select(
             "wrt: expected an argument index or name, a parameter name, 'inputs', "
             f"'parameters', 'all', or a list of them; got {wrt!r}"
         ) from None
-    positions: set[int] = set()
+    selection = _Selection(set(), set(), [])
     chosen: set[int] = set()
     for item in items:
         if isinstance(item, str):
-            found_positions, found = _named(item, names, parameters)
-            positions |= found_positions
-            chosen |= found
+            found = _named(item, names, paths, parameters)
+            selection.positions.update(found.positions)
+            selection.leaves.update(found.leaves)
+            chosen.update(found.parameters)
         elif isinstance(item, numbers.Integral) and not isinstance(item, bool):
-            positions.add(_position(int(item), count))
+            selection.positions.add(_position(int(item), count))
         else:
             raise ArgumentTypeError(
                 f"wrt: expected argument indices (integers) or names (strings), got {item!r}"
             )
-    return positions, sorted(chosen)
+    return _Selection(selection.positions, selection.leaves, sorted(chosen))
 
 
 def _position(p: int, count: int) -> int:
@@ -140,13 +157,15 @@ def _position(p: int, count: int) -> int:
     return p % count
 
 
-def _named(name: str, names: list[str], parameters: Parameters | None) -> tuple[set[int], set[int]]:
-    """The argument positions and parameters one name in ``wrt`` selects."""
-    every = set(range(len(parameters.names))) if parameters is not None else set()
-    if name == "all":
-        return set(range(len(names))), every
-    if name == "inputs":
-        return set(range(len(names))), set()
+def _named(
+    name: str, names: list[str], paths: list[str], parameters: Parameters | None
+) -> _Selection:
+    """What one name in ``wrt`` selects: a group, an argument, the leaves of
+    an argument under a path (``"params['dense']"``), parameters by name or
+    under a module's name (``"encoder"``: ``encoder.0.weight``, ...)."""
+    every = list(range(len(parameters.names))) if parameters is not None else []
+    if name in ("all", "inputs"):
+        return _Selection(set(range(len(names))), set(), every if name == "all" else [])
     if name == "parameters":
         if not every:
             raise ArgumentError(
@@ -155,21 +174,24 @@ def _named(name: str, names: list[str], parameters: Parameters | None) -> tuple[
                 "a method of it, takes it as an argument or refers to it); pass the arrays "
                 "as arguments instead"
             )
-        return set(), every
+        return _Selection(set(), set(), every)
     positions = {p for p, argument in enumerate(names) if argument == name}
-    chosen = {
-        k
-        for k, parameter in enumerate(parameters.names if parameters is not None else ())
-        if parameter == name or parameter.startswith((f"{name}.", f"{name}/", f"{name}["))
-    }
-    if not positions and not chosen:
-        known = [*names, *(parameters.names if parameters is not None else ())]
+    leaves = {i for i, path in enumerate(paths) if _under(path, name)}
+    parameter_names = parameters.names if parameters is not None else ()
+    chosen = [k for k, parameter in enumerate(parameter_names) if _under(parameter, name)]
+    if not positions and not leaves and not chosen:
+        known = [*names, *parameter_names]
         shown = ", ".join(known[:NAMES_SHOWN]) + (" ..." if len(known) > NAMES_SHOWN else "")
         raise ArgumentError(
             f"wrt: {name!r} names no argument or parameter of f; the names are: {shown} "
             f"(or one of {', '.join(repr(g) for g in GROUPS)})"
         )
-    return positions, chosen
+    return _Selection(positions, leaves, chosen)
+
+
+def _under(path: str, name: str) -> bool:
+    """Is ``path`` the thing ``name`` names, or inside it?"""
+    return path == name or path.startswith((f"{name}.", f"{name}/", f"{name}["))
 
 
 def _note_unchecked(
