@@ -183,8 +183,8 @@ def _named(
         known = [*names, *parameter_names]
         shown = ", ".join(known[:NAMES_SHOWN]) + (" ..." if len(known) > NAMES_SHOWN else "")
         raise ArgumentError(
-            f"wrt: {name!r} names no argument or parameter of f; the names are: {shown} "
-            f"(or one of {', '.join(repr(g) for g in GROUPS)})"
+            f"wrt: {name!r} names no argument or parameter of f; use one of its names "
+            f"({shown}), a group ({', '.join(repr(g) for g in GROUPS)}) or an index"
         )
     return _Selection(positions, leaves, chosen)
 
