@@ -144,3 +144,27 @@ def test_has_aux_and_keyword_arguments_pass_through():
 def test_an_unbuilt_layer_is_refused_with_the_fix():
     with pytest.raises(ArgumentError, match=r"not built.*layer\(x\)"):
         gradguard.check(CustomLinear(3), randn(4, 5))
+
+
+def test_variables_read_from_a_closure_are_checked_when_asked():
+    kernel = tf.Variable(np.random.default_rng(4).standard_normal((5, 3)), name="kernel")
+    before = kernel.numpy().copy()
+
+    @tf.custom_gradient
+    def halved(x, w):
+        def grad(g):
+            return g @ tf.transpose(w), 0.5 * (tf.transpose(x) @ g)
+
+        return x @ w, grad
+
+    def f(x):
+        return tf.tanh(halved(x, tf.convert_to_tensor(kernel)))
+
+    x = randn(4, 5)
+    default = gradguard.check(f, x)
+    assert default.verdict == "pass" and names(default) == ["x"]
+    assert "kernel:0 (5, 3) float64" in " ".join(default.notes)
+    asked = gradguard.check(f, x, wrt="all")
+    assert names(asked) == ["x", "kernel"]
+    assert_fail_at(asked, "kernel")
+    np.testing.assert_array_equal(kernel.numpy(), before)

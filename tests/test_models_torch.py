@@ -228,3 +228,30 @@ def test_tied_weights_are_checked_once():
 
     report = gradguard.check(Tied(), point(shape=(2, 4)))
     assert names(report) == ["x", "embed.weight"] and report.verdict == "pass", str(report)
+
+
+GLOBAL_WEIGHT = torch.tensor(np.random.default_rng(5).standard_normal((4, 5)), requires_grad=True)
+
+
+def uses_the_global_weight(x):
+    return torch.tanh(LinearFunction.apply(x, GLOBAL_WEIGHT, torch.zeros(4, dtype=x.dtype), 0.5))
+
+
+def test_tensors_read_from_a_closure_or_a_global_are_checked_when_asked():
+    x = point()
+    weight = torch.tensor(np.random.default_rng(6).standard_normal((4, 5)), requires_grad=True)
+    bias = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+
+    def layer(x):
+        return LinearFunction.apply(x, weight, bias, 0.5)
+
+    default = gradguard.check(layer, x)
+    assert default.verdict == "pass" and names(default) == ["x"]
+    assert "weight (4, 5) float64" in " ".join(default.notes)
+    asked = gradguard.check(layer, x, wrt="all")
+    assert sorted(names(asked)) == ["bias", "weight", "x"]
+    assert_fail_at(asked, "weight")
+    assert gradguard.check(layer, x, wrt="bias").verdict == "pass"
+    assert weight.grad is None and bias.grad is None
+    assert_fail_at(gradguard.check(uses_the_global_weight, x, wrt="GLOBAL_WEIGHT"), "GLOBAL_WEIGHT")
+    assert GLOBAL_WEIGHT.requires_grad and globals()["GLOBAL_WEIGHT"] is GLOBAL_WEIGHT

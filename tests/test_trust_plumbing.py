@@ -20,6 +20,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import types
 import warnings
 
 import numpy as np
@@ -530,9 +531,15 @@ def test_torch_module_parameters_left_out_by_wrt_are_named_as_not_checked():
         note = note_with(report, "not checked", "require gradients", "wrt='all'")
         for name in ("lin.weight (3, 5) float64", "lin.bias (3,) float64", "w (3, 2) float64"):
             assert name in note, note
-    # A tensor that requires grad outside any module: by shape and dtype.
+    # A tensor that requires grad outside any module, read by name: by its
+    # name (checked with wrt="all": tests/test_models_torch.py).
     scale = torch.tensor(randn(3), requires_grad=True)
     report = gradguard.check(lambda x: x * scale, torch.tensor(randn(3)))
+    note = note_with(report, "not checked")
+    assert "scale (3,) float64" in note and "wrt='all'" in note
+    # One gradguard cannot reach (an attribute of an object): by shape and dtype.
+    holder = types.SimpleNamespace(scale=scale)
+    report = gradguard.check(lambda x: x * holder.scale, torch.tensor(randn(3)))
     note = note_with(report, "not checked")
     assert "a tensor (3,) float64" in note and "pass them as arguments" in note
     plain = gradguard.check(torch.sin, x)

@@ -17,14 +17,26 @@ another convention (JAX takes and returns the conjugate) converts inside.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .._errors import UnsupportedError
 
-__all__ = ["Adapter", "GraphFacts", "LeafCall", "LeafFunction", "Parameters", "reachable_objects"]
+__all__ = [
+    "Adapter",
+    "FreeVariable",
+    "GraphFacts",
+    "LeafCall",
+    "LeafFunction",
+    "Parameters",
+    "free_arrays",
+    "reachable_objects",
+    "swapped",
+]
 
 LeafFunction = Callable[..., list[Any]]
 
@@ -145,6 +157,67 @@ def reachable_objects(
     for item in found:
         unique.setdefault(id(item[1]), item)
     return list(unique.values())
+
+
+@dataclass(frozen=True)
+class FreeVariable:
+    """A variable f reads by name when it runs, not through its arguments:
+    a cell of its closure, or a name among its globals. The check swaps
+    another value in while f runs (see :func:`swapped`)."""
+
+    space: Any  # the cell, or the globals dict
+    name: str
+
+    def get(self) -> Any:
+        if isinstance(self.space, dict):
+            return self.space[self.name]
+        return self.space.cell_contents
+
+    def set(self, value: Any) -> None:
+        if isinstance(self.space, dict):
+            self.space[self.name] = value
+        else:
+            self.space.cell_contents = value
+
+
+def free_arrays(f: Any, wanted: Callable[[Any], bool]) -> list[tuple[str, Any, FreeVariable]]:
+    """The arrays f reads from its closure or its globals for which
+    ``wanted`` holds (a tensor requiring grad), with their names."""
+    f = f.func if isinstance(f, functools.partial) else f
+    code = getattr(f, "__code__", None)
+    if code is None:
+        return []
+    found: list[tuple[str, Any, FreeVariable]] = []
+    for name, cell in zip(code.co_freevars, getattr(f, "__closure__", None) or ()):
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if wanted(value):
+            found.append((name, value, FreeVariable(cell, name)))
+    spaces = getattr(f, "__globals__", {})
+    for name in code.co_names:
+        if name in spaces and wanted(spaces[name]):
+            found.append((name, spaces[name], FreeVariable(spaces, name)))
+    return found
+
+
+_SWAP = threading.RLock()
+
+
+@contextlib.contextmanager
+def swapped(variables: Sequence[FreeVariable], values: Sequence[Any]) -> Iterator[None]:
+    """``values`` in the variables while the block runs, the old ones back
+    after it, whatever happens. One block at a time (threads take turns)."""
+    with _SWAP:
+        old = [v.get() for v in variables]
+        try:
+            for variable, value in zip(variables, values):
+                variable.set(value)
+            yield
+        finally:
+            for variable, value in zip(variables, old):
+                variable.set(value)
 
 
 class Adapter:

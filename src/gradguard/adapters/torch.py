@@ -7,13 +7,22 @@ import contextlib
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from .._errors import ArgumentTypeError, UnsupportedError
-from .base import Adapter, GraphFacts, LeafFunction, Parameters, reachable_objects
+from .base import (
+    Adapter,
+    FreeVariable,
+    GraphFacts,
+    LeafFunction,
+    Parameters,
+    free_arrays,
+    reachable_objects,
+    swapped,
+)
 
 _FORWARD_AD = threading.Lock()
 
@@ -89,7 +98,7 @@ class TorchAdapter(Adapter):
         names: list[str] = []
         arrays: list[Any] = []
         own: list[bool] = []
-        targets: list[tuple[int, str]] = []
+        targets: list[tuple[int, str] | FreeVariable] = []
         modules: list[Any] = []
         seen: set[int] = set()
         for prefix, module, is_own in _modules(f, leaves, paths, kwargs):
@@ -101,9 +110,17 @@ class TorchAdapter(Adapter):
                     arrays.append(tensor)
                     own.append(is_own)
                     targets.append((len(modules) - 1, name))
+        # Tensors requiring grad that f reads by name (a closure's, a global).
+        for name, tensor, variable in free_arrays(f, _requires_grad):
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                names.append(name)
+                arrays.append(tensor)
+                own.append(False)
+                targets.append(variable)
         if not names:
             return None
-        substitute = _Reparametrized(tuple(modules), _buffer_copies(modules))
+        substitute = _Reparametrized(tuple(modules))
         return Parameters(tuple(names), tuple(arrays), tuple(own), tuple(targets), substitute)
 
     def vectorize(self, fn: LeafFunction) -> LeafFunction:
@@ -280,6 +297,8 @@ def _parameter_names(fn: Any) -> dict[int, str]:
     for prefix, module, _ in _modules(f, leaves, paths, getattr(fn, "kwargs", {})):
         for name, tensor in module.named_parameters():
             names.setdefault(id(tensor), prefix + name)
+    for name, tensor, _ in free_arrays(f, _requires_grad):
+        names.setdefault(id(tensor), name)
     return names
 
 
@@ -291,14 +310,12 @@ def _modules(
     return sorted(found, key=lambda item: not item[2])
 
 
+def _requires_grad(obj: Any) -> bool:
+    return isinstance(obj, torch.Tensor) and obj.requires_grad
+
+
 def _is_module(obj: Any) -> bool:
     return isinstance(obj, torch.nn.Module)
-
-
-def _buffer_copies(modules: Sequence[Any]) -> tuple[dict[str, Any], ...]:
-    """Copies of each module's buffers, which f then updates in place of
-    the caller's (a BatchNorm's running statistics in training mode)."""
-    return tuple({name: b.detach().clone() for name, b in m.named_buffers()} for m in modules)
 
 
 @dataclass(frozen=True)
@@ -309,25 +326,36 @@ class _Reparametrized:
     while f runs, so calls take turns (threads of an executor)."""
 
     modules: tuple[Any, ...]
-    buffers: tuple[dict[str, Any], ...]
+    #: Copies of each module's buffers, made at the first call, which f
+    #: then updates in place of the caller's (a BatchNorm's running
+    #: statistics in training mode).
+    buffers: list[dict[str, Any]] = field(default_factory=list)
 
     def __call__(
         self,
         f: Callable[..., Any],
-        targets: Sequence[tuple[int, str]],
+        targets: Sequence[tuple[int, str] | FreeVariable],
         values: Sequence[Any],
         args: tuple[Any, ...],
         kwargs: Mapping[str, Any],
     ) -> Any:
         from torch.nn.utils.stateless import _reparametrize_module
 
-        mappings = [dict(buffers) for buffers in self.buffers]
-        for (m, name), value in zip(targets, values):
-            mappings[m][name] = value
+        free = [(t, v) for t, v in zip(targets, values) if isinstance(t, FreeVariable)]
+        held = [(t, v) for t, v in zip(targets, values) if not isinstance(t, FreeVariable)]
         with _SWAP, contextlib.ExitStack() as stack:
+            if not self.buffers:
+                self.buffers.extend(
+                    {name: b.detach().clone() for name, b in m.named_buffers()}
+                    for m in self.modules
+                )
+            mappings = [dict(buffers) for buffers in self.buffers]
+            for (m, name), value in held:
+                mappings[m][name] = value
             for module, mapping in zip(self.modules, mappings):
                 if mapping:
                     stack.enter_context(_reparametrize_module(module, mapping, tie_weights=True))
+            stack.enter_context(swapped([t for t, _ in free], [v for _, v in free]))
             return f(*args, **kwargs)
 
 
