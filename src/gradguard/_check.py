@@ -96,8 +96,11 @@ def check(
       (``"encoder.0.weight"``) or the name of a module holding parameters
       (``"encoder"``: every parameter under it); ``"inputs"`` (every
       argument), ``"parameters"`` (every parameter f reaches: its own, and
-      those of the modules or layers its closure and globals hold, which
-      the default leaves out) or ``"all"``. Default: every argument, and
+      those the default leaves out: of the modules or layers its closure,
+      globals and ``kwargs`` hold, and the tensors requiring grad or
+      trainable variables it reads from its closure or globals, named by
+      their variable names) or ``"all"``; a path inside an argument
+      (``"params['dense']"``) selects the leaves under it. Default: every argument, and
       the parameters of a model that f is, is a method of, or takes as an
       argument. Only floating-point arrays are differentiated; other leaves
       (integers, strings, non-float arrays) are passed through untouched.

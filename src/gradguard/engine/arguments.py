@@ -203,12 +203,6 @@ def _note_unchecked(
     those the autodiff reaches besides the arrays differentiated (a model's
     parameters that wrt= leaves out), and the floating arrays inside
     arguments that are containers gradguard passes through whole."""
-    leaves, paths, arrays, adapter = (
-        arguments.leaves,
-        arguments.paths,
-        arguments.arrays,
-        arguments.adapter,
-    )
     if other_leaves:
         shown = ", ".join(other_leaves[:UNCHECKED_SHOWN])
         more = len(other_leaves) - UNCHECKED_SHOWN
@@ -228,17 +222,18 @@ def _note_unchecked(
             f"({shown}); only derivatives with respect to the arrays wrt= selects are "
             f"checked: {fix}"
         )
-    for i, leaf in enumerate(leaves):
+    arrays = set(arguments.arrays)
+    for i, leaf in enumerate(arguments.leaves):
         if i in arrays or leaf is None:
             continue
         try:
-            hidden = adapter.hidden_arrays(leaf)
+            hidden = arguments.adapter.hidden_arrays(leaf)
         except Exception:
             continue
         if hidden:
             notes.append(
-                f"not checked: {paths[i]} ({type(leaf).__name__}) holds {hidden} floating "
-                "array(s) that f received as they are; gradguard differentiates arrays in "
+                f"not checked: {arguments.paths[i]} ({type(leaf).__name__}) holds {hidden} "
+                "floating array(s) that f received as they are; gradguard differentiates arrays in "
                 "tuples, lists, dicts, namedtuples and the containers JAX knows only: pass "
                 "them in one of those to check them"
             )
