@@ -104,19 +104,9 @@ class _Problem:
         )  # fmt: skip
         fn: Callable[..., list[Any]] = leaf_call
         primals = point.primals
-        outputs0, out_core, out_paths = _first_call(leaf_call, a, point)
-        facts = GraphFacts()
-        if adapter.has_autodiff and order == 1:
-            facts = adapter.graph_facts(fn, primals)
-        kept = _differentiable_outputs(
-            out_core, out_paths, xp, [] if user_rule else list(facts.undifferentiated), notes
+        outputs0, out_core, out_paths = _compared_outputs(
+            leaf_call, a, point, order, user_rule, notes
         )
-        if len(kept) < len(out_core):
-            leaf_call.kept = tuple(kept)
-            outputs0 = [outputs0[j] for j in kept]
-            out_core = [out_core[j] for j in kept]
-            out_paths = [out_paths[j] for j in kept]
-        _note_unchecked(facts.other_leaves, a, notes)
         out_names = [_name("out", p) for p in out_paths]
         _check_outputs(out_core, out_names, xp)
 
@@ -144,18 +134,9 @@ class _Problem:
             float(xp.finfo(_real_dtype(xp, d)).eps) for d in in_dtypes + out_dtypes
         )
 
-        if user_rule:
-            analytical_vjp = _user_vjp(
-                grad, vjp, leaf_call, a.positions, a.selected, xp, out_layout
-            )
-        elif adapter.has_autodiff:
-
-            def analytical_vjp(cotangents: list[Any]) -> list[Any]:
-                return adapter.vjp(fn, primals, cotangents, vectorize=vectorize)
-
-        else:
-            analytical_vjp = _no_autodiff(adapter)
-
+        analytical_vjp = _analytical_vjp(
+            grad, vjp, fn, leaf_call, a, primals, out_layout, vectorize
+        )
         wide_primals = None
         if eval_dtypes != in_dtypes and adapter.has_autodiff and not user_rule:
             wide_primals = eval_like
@@ -244,6 +225,57 @@ def _first_call(
     _check_unchanged(a.core_leaves, point.leaves, a.paths, adapter, a.xp)
     outputs0 = _output_arrays(raw_outputs, out_paths, adapter, point.primals[0])
     return outputs0, [adapter.to_core(o) for o in outputs0], out_paths
+
+
+def _compared_outputs(
+    leaf_call: _LeafCall,
+    a: _Arguments,
+    point: _Point,
+    order: int,
+    user_rule: bool,
+    notes: list[str],
+) -> tuple[list[Any], list[Any], list[str]]:
+    """f's outputs at the point that the check compares (framework and core
+    arrays, paths), noting those left out and the arrays f uses that are
+    not checked; ``leaf_call`` then returns the compared ones alone."""
+    adapter = a.adapter
+    outputs0, out_core, out_paths = _first_call(leaf_call, a, point)
+    facts = GraphFacts()
+    if adapter.has_autodiff and order == 1:
+        facts = adapter.graph_facts(leaf_call, point.primals)
+    kept = _differentiable_outputs(
+        out_core, out_paths, a.xp, [] if user_rule else list(facts.undifferentiated), notes
+    )
+    if len(kept) < len(out_core):
+        leaf_call.kept = tuple(kept)
+        outputs0 = [outputs0[j] for j in kept]
+        out_core = [out_core[j] for j in kept]
+        out_paths = [out_paths[j] for j in kept]
+    _note_unchecked(facts.other_leaves, a, notes)
+    return outputs0, out_core, out_paths
+
+
+def _analytical_vjp(
+    grad: Any,
+    vjp: Any,
+    fn: Callable[..., list[Any]],
+    leaf_call: _LeafCall,
+    a: _Arguments,
+    primals: list[Any],
+    out_layout: FlatLayout,
+    vectorize: bool,
+) -> Callable[[list[Any]], list[Any]]:
+    """The analytical side: the caller's rule, or the framework's VJP of ``fn``."""
+    adapter = a.adapter
+    if grad is not None or vjp is not None:
+        return _user_vjp(grad, vjp, leaf_call, a.positions, a.selected, a.xp, out_layout)
+    if not adapter.has_autodiff:
+        return _no_autodiff(adapter)
+
+    def analytical_vjp(cotangents: list[Any]) -> list[Any]:
+        return adapter.vjp(fn, primals, cotangents, vectorize=vectorize)
+
+    return analytical_vjp
 
 
 def _second_order(
