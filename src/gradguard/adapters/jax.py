@@ -44,7 +44,8 @@ import numpy as np
 
 from .. import _tree
 from .._errors import UnsupportedError
-from .base import Adapter, LeafCall, LeafFunction, Parameters
+from .base import Adapter, LeafCall, LeafFunction
+from .parameters import Parameters
 
 #: Compiled functions kept across checks. An entry holds ``f`` and the
 #: constants it reads alive (and the compiled code, which refers to them),

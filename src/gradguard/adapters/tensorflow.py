@@ -18,16 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from .._errors import ArgumentError, UnsupportedError
-from .base import (
-    Adapter,
-    FreeVariable,
-    GraphFacts,
-    LeafFunction,
-    Parameters,
-    free_arrays,
-    reachable_objects,
-    swapped,
-)
+from .base import Adapter, GraphFacts, LeafFunction
+from .parameters import FreeVariable, Parameters, free_arrays, reachable_objects, swapped
 
 #: Rows of cotangents (tangents) from which the derivatives run in one
 #: traced loop (tracing costs some 0.1 s, once per check; an eager row a few

@@ -13,16 +13,8 @@ from typing import Any
 import torch
 
 from .._errors import ArgumentTypeError, UnsupportedError
-from .base import (
-    Adapter,
-    FreeVariable,
-    GraphFacts,
-    LeafFunction,
-    Parameters,
-    free_arrays,
-    reachable_objects,
-    swapped,
-)
+from .base import Adapter, GraphFacts, LeafFunction
+from .parameters import FreeVariable, Parameters, free_arrays, reachable_objects, swapped
 
 _FORWARD_AD = threading.Lock()
 

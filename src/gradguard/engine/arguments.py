@@ -22,7 +22,7 @@ from typing import Any
 from .. import _tree
 from .._errors import ArgumentError, ArgumentTypeError, MutationError
 from ..adapters import Adapter, adapter_for, adapter_of
-from ..adapters.base import Parameters
+from ..adapters.parameters import Parameters
 
 #: Unchecked arrays named in a note, at most.
 UNCHECKED_SHOWN = 8

@@ -18,7 +18,8 @@ from typing import Any
 from .. import _tree
 from .._errors import ArgumentError, ArgumentTypeError, UnsupportedError
 from ..adapters import Adapter
-from ..adapters.base import GraphFacts, Parameters
+from ..adapters.base import GraphFacts
+from ..adapters.parameters import Parameters
 from ..core.layout import FlatLayout
 from .arguments import _argument_names as _argument_names
 from .arguments import _Arguments, _check_unchanged, _note_unchecked
