@@ -372,12 +372,15 @@ class _LeafCall:
         return [o if adapter.owns(o) else adapter.asarray_like(o, like) for o in outs]
 
     def output_tree(self) -> Any:
-        """f's output (without its aux part) at the leaves as they are."""
-        return self._outputs([self.leaves[i] for i in self.diff])
+        """f's output (without its aux part) at the point's own leaves."""
+        return self._call(self.leaves)
 
     def _outputs(self, diff_leaves: Sequence[Any]) -> Any:
         values = [self._put_back(i, v) for i, v in zip(self.diff, diff_leaves)]
-        full = _replace(self.leaves, self.diff, values)
+        return self._call(_replace(self.leaves, self.diff, values))
+
+    def _call(self, full: list[Any]) -> Any:
+        """f at these leaves (the arguments', then the parameters')."""
         if self.parameters is None:
             out = self.f(*_tree.unflatten(self.treedef, full), **self.kwargs)
         else:
