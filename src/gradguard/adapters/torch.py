@@ -228,7 +228,7 @@ class TorchAdapter(Adapter):
         )
         leaves = _graph_leaves(outputs)
         others = [t for t in leaves if not any(t is x for x in inputs)]
-        names = _parameter_names(fn)
+        names = _parameter_names(fn) if others else {}
         return GraphFacts(undifferentiated, tuple(_tensor_name(t, names) for t in others))
 
     def differentiable_vjp(self, fn: LeafFunction, cotangents: list[Any]) -> LeafFunction:
