@@ -15,8 +15,8 @@ import pytest
 
 import gradguard
 from gradguard.engine import evaluation as _evaluation
-from gradguard.engine import run as _comparison
 from gradguard.engine.evaluation import _Progress
+from gradguard.engine.strategies import together as _together_module
 
 
 class Clock:
@@ -183,7 +183,7 @@ def test_a_screened_check_fills_its_bar(quick, capsys, monkeypatch, together):
     """Past 512 inputs columns settle from two points each, or all together
     from four; the bar counts those, the VJP rows, and reaches 100% when the
     check ends."""
-    monkeypatch.setattr(_comparison, "GROUP_COLUMNS", together)
+    monkeypatch.setattr(_together_module, "GROUP_COLUMNS", together)
     n = 1100
     x = np.linspace(-1.0, 1.0, n)
 
