@@ -14,6 +14,7 @@ compares Jacobian entries column by column judges them through
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,19 @@ SECOND_STEPS = (WIDE_STEP, WIDE_STEP**2)
 FINEST_STEP = 1024.0
 
 
+@dataclass(frozen=True)
+class Block:
+    """Columns ``start:stop`` of the Jacobian under comparison: their
+    analytical side ``(columns, m)`` (either mode's), its rounding against
+    the wider dtypes (or None), and the scale of their entries."""
+
+    start: int
+    stop: int
+    ana: Any
+    ana_err: Any
+    scale: Any
+
+
 class Confirmation:
     """Entries of a chunk of columns, judged with the re-measures that settle them."""
 
@@ -41,36 +55,31 @@ class Confirmation:
         self.xp = numerical.xp
         self.p = numerical.p
 
-    def judge_entries(
-        self, start: int, stop: int, ana: Any, ana_err: Any, scale: Any, fields: Fields
-    ) -> tuple[Fields, Entries]:
-        """Compare the entries of columns ``start:stop`` (either mode), with
+    def judge_entries(self, block: Block, fields: Fields) -> tuple[Fields, Entries]:
+        """Compare the entries of ``block`` (either mode), with
         the re-measures that settle what the check's step cannot: in float64
         longer steps first (:meth:`second_opinion`), then shorter ones
         (:meth:`shorter_steps`). ``fields`` is (value, truncation,
         rounding, roughness, nonfinite); the same come back, entries
         replaced. Complex step is exact to rounding: compared as it is."""
         if self.numerical.complex_step:
-            return fields, self._entries(ana, fields, scale, ana_err)
+            return fields, self._entries(block, fields)
         compared = None
         if not self.numerical.wide_steps:
-            fields, compared = self.second_opinion(start, stop, ana, ana_err, scale, fields)
-        return self.shorter_steps(start, stop, ana, ana_err, scale, fields, compared)
+            fields, compared = self.second_opinion(block, fields)
+        return self.shorter_steps(block, fields, compared)
 
-    def _entries(self, ana: Any, fields: Fields, scale: Any, ana_err: Any) -> Entries:
-        return self.ledger.entries("entry", ana, fields, scale, ana_err)
+    def _entries(self, block: Block, fields: Fields) -> Entries:
+        return self.ledger.entries("entry", block.ana, fields, block.scale, block.ana_err)
 
     # -- float64: longer steps ---------------------------------------------------
-    def second_opinion(
-        self, start: int, stop: int, ana: Any, ana_err: Any, scale: Any, near: Fields
-    ) -> tuple[Fields, Entries]:
-        """Entries of columns ``start:stop`` that disagree at the check's step
+    def second_opinion(self, block: Block, near: Fields) -> tuple[Fields, Entries]:
+        """Entries of ``block`` that disagree at the check's step
         get further estimates, at the steps SECOND_STEPS times longer in turn;
         where one agrees with the analytical value within its own tolerance,
         it stands. ``near`` is (value, truncation, rounding, roughness,
         nonfinite) at the check's step; the same comes back, entries replaced,
-        with the compared entries. ``ana`` is the analytical side (either
-        mode's) of the same entries.
+        with the compared entries.
 
         Rounding inside f that the model (a unit of |f(x)| per evaluation)
         misses, such as an output that is small by cancellation of large
@@ -82,8 +91,9 @@ class Confirmation:
         columns where entries disagree.
         """
         xp, p, num = self.xp, self.p, self.numerical
+        start, ana, ana_err = block.start, block.ana, block.ana_err
         fields = near
-        entries = self._entries(ana, near, scale, ana_err)
+        entries = self._entries(block, near)
         # Entries where f did not move beyond its rounding at the check's
         # step (every point gave f(x), up to an ulp) but moves at a longer
         # one: f is quantised
@@ -109,8 +119,12 @@ class Confirmation:
             num.evaluator.expected += num.accuracy * (hi - lo)
             far = num.stencil(num.steps[start + lo : start + hi] * factor, start + lo)
             wide = num.with_noise(far)
-            second = self._entries(
-                ana[lo:hi, :], wide, scale, None if ana_err is None else ana_err[lo:hi, :]
+            second = self.ledger.entries(
+                "entry",
+                ana[lo:hi, :],
+                wide,
+                block.scale,
+                None if ana_err is None else ana_err[lo:hi, :],
             )
             # Agreement at a longer step stands, and so does doubt (a noisy
             # or rough f there), where the error shrank as noise does (by
@@ -132,7 +146,7 @@ class Confirmation:
                 xp.concat([a[:lo, :], xp.where(take, b, a[lo:hi, :]), a[hi:, :]], axis=0)
                 for a, b in zip(fields, wide)
             )
-            entries = self._entries(ana, fields, scale, ana_err)
+            entries = self._entries(block, fields)
         if entries.exceeding and len(estimates) > 1:
             noise = _spread_beyond_truncation(estimates, xp)
             quantised = quantised | (entries.error <= BAND * SAFETY * noise)
@@ -140,16 +154,9 @@ class Confirmation:
 
     # -- shorter steps -----------------------------------------------------------
     def shorter_steps(
-        self,
-        start: int,
-        stop: int,
-        ana: Any,
-        ana_err: Any,
-        scale: Any,
-        near: Fields,
-        entries: Entries | None = None,
+        self, block: Block, near: Fields, entries: Entries | None = None
     ) -> tuple[Fields, Entries]:
-        """Entries of columns ``start:stop`` that the first step cannot
+        """Entries of ``block`` that the first step cannot
         decide are measured again at steps SHORTER_STEP times shorter, up to
         SHORTER_STEPS times. ``near`` is (value, truncation, rounding,
         roughness, nonfinite) at the first step, ``entries`` their
@@ -177,7 +184,7 @@ class Confirmation:
         xp, num = self.xp, self.numerical
         fields = near
         if entries is None:
-            entries = self._entries(ana, fields, scale, ana_err)
+            entries = self._entries(block, fields)
         open_ = self._open(entries) if num.shorter_steps else None
         if open_ is None:
             return fields, entries
@@ -197,19 +204,15 @@ class Confirmation:
         unconfirmed = xp.zeros_like(open_)
         first_wrong = entries.wrong
         if wide and entries.exceeding:
-            checked = self.finest(start, ana, ana_err, scale, fields, first_wrong)
+            checked = self.finest(block, fields, first_wrong)
             if checked is not None:
                 confirmed, unconfirmed = checked
                 open_ = open_ & ~confirmed & ~unconfirmed
-        fields, entries, open_ = self._step_down(
-            start, stop, ana, ana_err, scale, fields, entries, open_
-        )
+        fields, entries, open_ = self._step_down(block, fields, entries, open_)
         unconfirmed = unconfirmed | ((open_ | undecided) & entries.wrong)
         if wide and entries.exceeding:
             # Wrong at a shorter step only: the finest step has its say too.
-            checked = self.finest(
-                start, ana, ana_err, scale, fields, entries.wrong & ~first_wrong & ~unconfirmed
-            )
+            checked = self.finest(block, fields, entries.wrong & ~first_wrong & ~unconfirmed)
             if checked is not None:
                 unconfirmed = unconfirmed | checked[1]
         if bool(xp.any(unconfirmed)):
@@ -218,7 +221,7 @@ class Confirmation:
             value, truncation, rounding, roughness, nonfinite = fields
             roughness = xp.where(unconfirmed, xp.full_like(roughness, math.inf), roughness)
             fields = (value, truncation, rounding, roughness, nonfinite)
-            entries = self._entries(ana, fields, scale, ana_err)
+            entries = self._entries(block, fields)
         if unresolved is not None:
             entries = doubt(entries, unresolved)
         return fields, entries
@@ -241,29 +244,21 @@ class Confirmation:
         return None
 
     def _step_down(
-        self,
-        start: int,
-        stop: int,
-        ana: Any,
-        ana_err: Any,
-        scale: Any,
-        fields: Fields,
-        entries: Entries,
-        open_: Any,
+        self, block: Block, fields: Fields, entries: Entries, open_: Any
     ) -> tuple[Fields, Entries, Any]:
         """The open entries measured at steps SHORTER_STEP times shorter in
         turn, a shorter estimate taking over where it is smooth and the
         current one is not, disagrees with it, or is too close to call;
         the fields, their entries and what stays open come back."""
         xp = self.xp
-        steps = self.numerical.steps[start:stop]
+        steps = self.numerical.steps[block.start : block.stop]
         for _ in range(SHORTER_STEPS):
             columns = [bool(c) for c in self.p.adapter.to_numpy(xp.any(open_, axis=1))]
             if not any(columns):
                 break
             steps = steps / SHORTER_STEP
-            short = self.remeasure(start, steps, columns, fields)
-            new = self._entries(ana, short, scale, ana_err)
+            short = self.remeasure(block.start, steps, columns, fields)
+            new = self._entries(block, short)
             agree = consistent(fields, short, xp)
             smooth = ~(new.rough | new.rough_agreeing | short[4]) & xp.isfinite(short[0])
             unsmooth = entries.rough | entries.nonfinite | entries.rough_agreeing
@@ -276,12 +271,10 @@ class Confirmation:
             still = new.rough_agreeing | new.wrong | new.uncertain
             open_ = (take & still) | (open_ & ~take & ~settled)
             fields = tuple(xp.where(take, b, a) for a, b in zip(fields, short))
-            entries = self._entries(ana, fields, scale, ana_err)
+            entries = self._entries(block, fields)
         return fields, entries, open_
 
-    def finest(
-        self, start: int, ana: Any, ana_err: Any, scale: Any, fields: Fields, among: Any
-    ) -> tuple[Any, Any] | None:
+    def finest(self, block: Block, fields: Fields, among: Any) -> tuple[Any, Any] | None:
         """Low precision: of the entries ``among`` (a mask), those whose
         estimate a smooth one at a step FINEST_STEP times shorter than the
         first confirms, and those it contradicts; None when ``among`` is
@@ -300,9 +293,10 @@ class Confirmation:
         columns = [bool(c) for c in self.p.adapter.to_numpy(xp.any(among, axis=1))]
         if not any(columns):
             return None
+        start = block.start
         steps = self.numerical.steps[start : start + len(columns)] / FINEST_STEP
         finest = self.remeasure(start, steps, columns, fields)
-        compared = self._entries(ana, finest, scale, ana_err)
+        compared = self._entries(block, finest)
         smooth = ~(compared.rough | compared.rough_agreeing | finest[4]) & xp.isfinite(finest[0])
         agree = consistent(fields, finest, xp)
         return among & smooth & agree, among & smooth & ~agree

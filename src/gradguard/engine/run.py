@@ -21,7 +21,7 @@ from .numerical import Numerical
 from .parts import Parts
 from .problem import _Problem, _rng
 from .report_writer import write_report
-from .strategies import probes, screen
+from .strategies import Strategy, probes, screen
 from .strategies.columns import ColumnByColumn, SettlerKind
 from .strategies.probes import RandomProbes
 from .strategies.screen import Screen
@@ -81,7 +81,7 @@ class _Run:
         """Compare the two sides in ``mode`` ("full" or "probe") and ``direction``."""
         self._strategy(mode, direction, probe_count).measure()
 
-    def _strategy(self, mode: str, direction: str, probe_count: int | None) -> Any:
+    def _strategy(self, mode: str, direction: str, probe_count: int | None) -> Strategy:
         """The one place where a way of measuring is chosen."""
         parts = self.parts
         if mode == "probe":

@@ -8,3 +8,13 @@
 - :mod:`.settled`: what a settler is, and the book settled columns share.
 - :mod:`.reverse_jacobian`: the analytical Jacobian from one-hot cotangents.
 """
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Strategy(Protocol):
+    """A way of measuring: compares the two sides and records it in the ledger."""
+
+    def measure(self) -> None: ...

@@ -15,13 +15,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ...core.verdict import Entries, count_multiple
+from ..confirm import Block
 from ..ledger import entry_scale, row_scale
 from ..numerical import Fields
 from ..parts import Parts
 from ..problem import _device, _to_xp
-from ..spans import chunks
+from ..spans import Ranges, chunks
 from .reverse_jacobian import DENSE_PROBES, ONE_HOT_SCALES, ReverseSide, measure_reverse_side
-from .settled import Ranges, SettledBook, Settler
+from .settled import SettledBook, Settler
 
 #: Makes a settler for a check (see settled.Settler).
 SettlerKind = Callable[[Parts], Settler]
@@ -91,7 +92,8 @@ class ColumnByColumn:
         parts = self.parts
         xp, p, ledger = parts.xp, parts.problem, parts.ledger
         ana, ana_err = side.columns(start, stop, p.work_dtype, xp)
-        fields, entries = parts.confirmation.judge_entries(start, stop, ana, ana_err, scale, fields)
+        block = Block(start, stop, ana, ana_err, scale)
+        fields, entries = parts.confirmation.judge_entries(block, fields)
         num, trunc, rnd, rough, bad = fields
         if ledger.keep:  # the re-measures may have replaced entries
             ledger.num_t[start:stop, :] = num
@@ -149,9 +151,8 @@ class _ForwardProducts:
         columns_err = None
         if wide is not None:
             columns_err = xp.abs(columns - wide) / xp.abs(tscales[:, None])
-        fields, entries = parts.confirmation.judge_entries(
-            start, stop, columns / tscales[:, None], columns_err, scale, fields
-        )
+        block = Block(start, stop, columns / tscales[:, None], columns_err, scale)
+        fields, entries = parts.confirmation.judge_entries(block, fields)
         num, trunc, rnd, rough, _ = fields
         parts.ledger.record("entry", entries, start, forward=True)
         if entries.exceeding and not parts.numerical.wide_steps:

@@ -19,9 +19,9 @@ from ...core.norms import row_norms
 from ...core.verdict import ANALYTICAL, SAFETY, Entries
 from ..ledger import KEEP_JACOBIAN_ENTRIES, WORST
 from ..parts import Parts
-from ..spans import chunks, runs
+from ..spans import Ranges, chunks, runs
 from .reverse_jacobian import DENSE_PROBES, ReverseSide
-from .settled import Ranges, SettledBook
+from .settled import SettledBook
 
 #: Inputs from which a full reverse check screens columns with two points
 #: first (also past KEEP_JACOBIAN_ENTRIES entries): x.sin() * x at n = 1000

@@ -17,10 +17,8 @@ from ...core.norms import row_norms
 from ...core.verdict import Tally
 from ..parts import Parts
 from ..problem import _device
-from ..spans import extend
+from ..spans import Ranges, extend
 from .reverse_jacobian import ReverseSide
-
-Ranges = list[tuple[int, int]]
 
 
 class Settler(Protocol):

@@ -22,9 +22,9 @@ from ..ledger import entry_scale
 from ..numerical import Fields
 from ..parts import Parts
 from ..problem import _to_xp
-from ..spans import subtract
+from ..spans import Ranges, subtract
 from .reverse_jacobian import ReverseSide
-from .settled import Ranges, SettledBook
+from .settled import SettledBook
 
 #: Whether an argument whose every output depends on at most one of its
 #: entries (as the analytical Jacobian has it) settles from one perturbation
