@@ -93,6 +93,8 @@ class _Run:
             settlers = [Together, Screen]
         return ColumnByColumn(parts, direction, settlers)
 
+    # _check.py calls these two (it picks full or probe mode from the sizes);
+    # both go through _strategy.
     def full(self, direction: str) -> None:
         """Every Jacobian entry (as ``measure("full", direction)``)."""
         self.measure("full", direction)
