@@ -35,7 +35,7 @@ class LeafCall(Protocol):
     ``diff`` replaced by ``fn``'s positional arrays. An adapter may cache
     compiled code on what it shows (the JAX adapter does); anything else it
     treats as an opaque :data:`LeafFunction`. The engine implements it
-    (``engine.problem._LeafCall``); adapters never import the engine."""
+    (``engine.problem.leaf_call._LeafCall``); adapters never import the engine."""
 
     f: Callable[..., Any]
     treedef: Any

@@ -7,7 +7,8 @@
 - :mod:`.numerical`: f near x, steps, finite differences with their error estimates.
 - :mod:`.analytical`: the rule under check: VJP rows, JVP columns, the wider-dtype rerun.
 - :mod:`.confirm`: entries the check's step cannot decide, measured at other steps.
-- :mod:`.ledger`: comparisons and the books (tallies, worst entries, flags).
+- :mod:`.ledger`: comparisons and the books (tallies, worst entries, flags);
+  :mod:`.entry_map`: the undecided cells of the per-entry map.
 - :mod:`.report_writer`: the books -> the :class:`~gradguard.Report`.
 - :mod:`.parts`: what every strategy measures with; :mod:`.draws`: random
   directions and cotangents; :mod:`.spans`: ranges of columns.

@@ -6,8 +6,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from .._errors import ArgumentError
-from ..adapters import Adapter
+from ..._errors import ArgumentError
+from ...adapters import Adapter
 from .arrays import _device
 
 

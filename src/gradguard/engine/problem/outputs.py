@@ -6,9 +6,9 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-from .._errors import ArgumentError, ArgumentTypeError
-from ..adapters import Adapter
-from ..core.norms import all_finite
+from ..._errors import ArgumentError, ArgumentTypeError
+from ...adapters import Adapter
+from ...core.norms import all_finite
 from .precision import _describe
 
 

@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _tree
-from .._errors import ArgumentError, ArgumentTypeError, MutationError
-from ..adapters import Adapter, adapter_for, adapter_of
-from ..adapters.parameters import Parameters
+from ... import _tree
+from ..._errors import ArgumentError, ArgumentTypeError, MutationError
+from ...adapters import Adapter, adapter_for, adapter_of
+from ...adapters.parameters import Parameters
 from .names import named_like_forward
 
 #: Unchecked arrays named in a note, at most.

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..adapters import Adapter
-from ..core.layout import FlatLayout
-from ..core.norms import all_finite
+from ...adapters import Adapter
+from ...core.layout import FlatLayout
+from ...core.norms import all_finite
 from .arrays import _device
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .. import _tree
-from .._errors import ArgumentError, ArgumentTypeError, UnsupportedError
-from ..adapters import Adapter
-from ..core.layout import FlatLayout
+from ... import _tree
+from ..._errors import ArgumentError, ArgumentTypeError, UnsupportedError
+from ...adapters import Adapter
+from ...core.layout import FlatLayout
 from .held import _Held
 
 
@@ -34,7 +34,7 @@ def _user_vjp(
     out_layout: FlatLayout,
 ) -> Callable[[list[Any]], list[Any]]:
     """The caller's grad/vjp rule as a batched VJP on framework arrays.
-    ``leaf_call`` is the check's call of f (engine.problem._LeafCall): the
+    ``leaf_call`` is the check's call of f (engine.problem.leaf_call._LeafCall): the
     rule gets f's arguments and keyword arguments. Outputs left out of the
     comparison (not in ``kept``) get None as their cotangent. Of an argument
     with entries held fixed (see _Held), the rule's gradient is compared on
