@@ -163,13 +163,13 @@ def _torch_case(tool: str, function: str, n: int) -> Callable[[], str]:
     f = torch_elementwise if function == "elementwise" else torch_scalar
     x = torch.from_numpy(_x(n))
     if tool in ("gradguard-torch-full", "gradguard-torch-full-columns"):
-        from gradguard.engine import run as _comparison
+        from gradguard.engine.strategies import together as _together_module
 
         together = tool == "gradguard-torch-full"
 
         def full() -> str:
             # Set on every call: paired rounds alternate tools in one process.
-            _comparison.GROUP_COLUMNS = together
+            _together_module.GROUP_COLUMNS = together
             return gradguard.check(f, x, mode="full").verdict
 
         return full

@@ -15,6 +15,7 @@ import pytest
 
 import gradguard
 from gradguard.engine import evaluation as _evaluation
+from gradguard.engine import tasks as _tasks
 
 # -- functions at module level: picklable by reference ------------------------
 
@@ -256,7 +257,7 @@ def test_unpicklable_function_gives_a_gradguard_error(process_pool):
 def test_unpicklable_error_names_the_fix():
     pytest.importorskip("cloudpickle")
     with pytest.raises(gradguard.ArgumentTypeError, match="ThreadPoolExecutor"):
-        _evaluation._Remote.of(None, threading.Lock(), [], CountingExecutor())  # type: ignore[arg-type]
+        _tasks._Remote.of(None, threading.Lock(), [], CountingExecutor())  # type: ignore[arg-type]
 
 
 def _hide_cloudpickle(monkeypatch):
@@ -317,7 +318,7 @@ def test_dask_local_cluster_equals_in_process(dask_client):
         assert reference.verdict == "pass"
         _same(reference, report)
     # The tasks ran on the workers: they hold the unpickled function.
-    assert any(dask_client.run(lambda: len(_evaluation._WORKER_CACHE)).values())
+    assert any(dask_client.run(lambda: len(_tasks._WORKER_CACHE)).values())
 
 
 def test_dask_wrong_gradient_and_closures(dask_client):

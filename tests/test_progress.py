@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import gradguard
-from gradguard.engine import evaluation as _evaluation
-from gradguard.engine import run as _comparison
-from gradguard.engine.evaluation import _Progress
+from gradguard.engine import progress as _progress
+from gradguard.engine.progress import Progress
+from gradguard.engine.strategies import together as _together_module
 
 
 class Clock:
@@ -34,7 +34,7 @@ class Tty(io.StringIO):
 
 def test_no_bar_before_the_delay():
     clock, stream = Clock(), Tty()
-    bar = _Progress(None, stream=stream, clock=clock)
+    bar = Progress(None, stream=stream, clock=clock)
     clock.now = 0.5
     bar.update(10, 100)
     bar.update(100, 100)
@@ -44,7 +44,7 @@ def test_no_bar_before_the_delay():
 
 def test_bar_after_the_delay_ends_with_a_newline():
     clock, stream = Clock(), Tty()
-    bar = _Progress(None, stream=stream, clock=clock)
+    bar = Progress(None, stream=stream, clock=clock)
     clock.now = 1.5
     bar.update(25, 100)
     clock.now = 2.0
@@ -59,7 +59,7 @@ def test_bar_after_the_delay_ends_with_a_newline():
 
 def test_unfinished_bar_is_erased():
     clock, stream = Clock(), Tty()
-    bar = _Progress(None, stream=stream, clock=clock)
+    bar = Progress(None, stream=stream, clock=clock)
     clock.now = 3.0
     bar.update(5, 100)
     bar.close()
@@ -70,7 +70,7 @@ def test_unfinished_bar_is_erased():
 
 def test_redraws_are_throttled():
     clock, stream = Clock(), Tty()
-    bar = _Progress(None, stream=stream, clock=clock)
+    bar = Progress(None, stream=stream, clock=clock)
     clock.now = 2.0
     for count in range(1, 50):
         bar.update(count, 100)
@@ -80,13 +80,13 @@ def test_redraws_are_throttled():
 def test_quiet_when_not_a_terminal_unless_asked():
     clock = Clock()
     plain = io.StringIO()
-    bar = _Progress(None, stream=plain, clock=clock)
+    bar = Progress(None, stream=plain, clock=clock)
     clock.now = 5.0
     bar.update(50, 100)
     bar.update(100, 100)
     assert plain.getvalue() == ""
     forced = io.StringIO()
-    bar = _Progress(True, stream=forced, clock=clock)
+    bar = Progress(True, stream=forced, clock=clock)
     clock.now = 7.0
     bar.update(100, 100)
     assert forced.getvalue().endswith("100/100 evaluations and VJPs, 2.0 s\n")
@@ -94,7 +94,7 @@ def test_quiet_when_not_a_terminal_unless_asked():
 
 def test_quiet_when_turned_off():
     clock, stream = Clock(), Tty()
-    bar = _Progress(False, stream=stream, clock=clock)
+    bar = Progress(False, stream=stream, clock=clock)
     clock.now = 5.0
     bar.update(50, 100)
     bar.update(100, 100)
@@ -104,7 +104,7 @@ def test_quiet_when_turned_off():
 
 def test_a_closed_stream_is_no_error():
     clock, stream = Clock(), Tty()
-    bar = _Progress(True, stream=stream, clock=clock)
+    bar = Progress(True, stream=stream, clock=clock)
     stream.close()
     clock.now = 5.0
     bar.update(50, 100)
@@ -126,7 +126,7 @@ def slow_vjp(cotangent, x):
 @pytest.fixture
 def quick(monkeypatch):
     """A bar after 0.05 s instead of a second."""
-    monkeypatch.setattr(_evaluation, "PROGRESS_DELAY", 0.05)
+    monkeypatch.setattr(_progress, "PROGRESS_DELAY", 0.05)
 
 
 def _check(progress):
@@ -183,7 +183,7 @@ def test_a_screened_check_fills_its_bar(quick, capsys, monkeypatch, together):
     """Past 512 inputs columns settle from two points each, or all together
     from four; the bar counts those, the VJP rows, and reaches 100% when the
     check ends."""
-    monkeypatch.setattr(_comparison, "GROUP_COLUMNS", together)
+    monkeypatch.setattr(_together_module, "GROUP_COLUMNS", together)
     n = 1100
     x = np.linspace(-1.0, 1.0, n)
 

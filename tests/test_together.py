@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import gradguard
-from gradguard.engine import run as _comparison
+from gradguard.engine.strategies import together as _together_module
 from reports import assert_fail_at, wrong
 from test_screen import N, _derivative, _sin_times_x, _x
 
@@ -28,7 +28,7 @@ def _together(report):
 
 
 def _column_by_column(monkeypatch, f, *args, **options):
-    monkeypatch.setattr(_comparison, "GROUP_COLUMNS", False)
+    monkeypatch.setattr(_together_module, "GROUP_COLUMNS", False)
     report = gradguard.check(f, *args, **options)
     monkeypatch.undo()
     return report

@@ -20,6 +20,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import types
 import warnings
 
 import numpy as np
@@ -503,19 +504,10 @@ def test_torch_vectorize_false_batches_no_derivative():
 # -- 9. arrays f uses that are not checked -----------------------------------------------
 
 
-def test_torch_module_parameters_are_named_as_not_checked():
+def test_torch_module_parameters_left_out_by_wrt_are_named_as_not_checked():
+    # A model's parameters are checked with its inputs by default (issue 17:
+    # tests/test_models_torch.py); those wrt= leaves out are named in a note.
     torch = _torch()
-
-    class HalfWeightGradient(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, w):
-            ctx.save_for_backward(x, w)
-            return x @ w
-
-        @staticmethod
-        def backward(ctx, g):
-            x, w = ctx.saved_tensors
-            return g @ w.T, 0.5 * (x.T @ g)  # the weight's gradient is halved
 
     class Model(torch.nn.Module):
         def __init__(self):
@@ -524,24 +516,39 @@ def test_torch_module_parameters_are_named_as_not_checked():
             self.w = torch.nn.Parameter(torch.tensor(randn(3, 2)))
 
         def forward(self, x):
-            return HalfWeightGradient.apply(self.lin(x), self.w)
+            return self.lin(x) @ self.w
 
     model = Model()
     x = torch.tensor(randn(4, 5))
-    for f, args in ((model, (x,)), (model.forward, (x,)), (lambda m, x: m(x), (model, x))):
-        report = gradguard.check(f, *args)
-        note = note_with(report, "not checked", "require gradients")
+    for f, args, wrt in (
+        (model, (x,), "inputs"),
+        (model.forward, (x,), 0),
+        (lambda m, x: m(x), (model, x), "x"),
+        (lambda x: model(x), (x,), None),
+    ):
+        report = gradguard.check(f, *args, wrt=wrt)
+        assert report.verdict == "pass"
+        note = note_with(report, "not checked", "require gradients", "wrt='all'")
         for name in ("lin.weight (3, 5) float64", "lin.bias (3,) float64", "w (3, 2) float64"):
             assert name in note, note
-    # A tensor that requires grad outside any module: by shape and dtype.
+    # A tensor that requires grad outside any module, read by name: by its
+    # name (checked with wrt="all": tests/test_models_torch.py).
     scale = torch.tensor(randn(3), requires_grad=True)
     report = gradguard.check(lambda x: x * scale, torch.tensor(randn(3)))
-    assert "a tensor (3,) float64" in note_with(report, "not checked")
+    note = note_with(report, "not checked")
+    assert "scale (3,) float64" in note and "wrt='all'" in note
+    # One gradguard cannot reach (an attribute of an object): by shape and dtype.
+    holder = types.SimpleNamespace(scale=scale)
+    report = gradguard.check(lambda x: x * holder.scale, torch.tensor(randn(3)))
+    note = note_with(report, "not checked")
+    assert "a tensor (3,) float64" in note and "pass them as arguments" in note
     plain = gradguard.check(torch.sin, x)
     assert not any("not checked" in n for n in plain.notes)
 
 
-def test_jax_pytree_class_argument_is_named_as_not_checked():
+def test_jax_pytree_class_argument_is_traversed():
+    # Registered pytree classes were passed through whole (and named in a
+    # note); since issue 17 their arrays are differentiated like a tuple's.
     jax = _jax()
     jnp = jax.numpy
 
@@ -561,10 +568,8 @@ def test_jax_pytree_class_argument_is_named_as_not_checked():
     x = jnp.asarray(randn(4, 5))
     report = gradguard.check(lambda p, x: jnp.tanh(x @ p.w + p.b), params, x)
     assert report.verdict == "pass"
-    note = note_with(report, "not checked", "Params")
-    assert note.startswith("not checked: p (Params) holds 2 floating array(s)"), note
-    plain = gradguard.check(lambda w, x: jnp.tanh(x @ w), params.w, x)
-    assert not any("not checked" in n for n in plain.notes)
+    assert [a.name for a in report.arguments] == ["p[0]", "p[1]", "x"]
+    assert not any("not checked" in n for n in report.notes)
 
 
 def test_tensorflow_variables_are_named_as_not_checked():

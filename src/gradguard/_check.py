@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -46,7 +46,9 @@ AUTO_FULL_ENTRIES = 4_000_000
 def check(
     f: Callable[..., Any],
     *args: Any,
-    wrt: int | Sequence[int] | None = None,
+    wrt: int | str | Sequence[int | str] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    has_aux: bool = False,
     mode: str = "auto",
     direction: str = "rev",
     order: int = 1,
@@ -76,11 +78,41 @@ def check(
     itself must be finite at the point). Outputs without a derivative (integers, bools, torch
     outputs that do not require grad while others do) are left out, and
     arrays f uses that require gradients but are not arguments (a model's
-    parameters) are named, both in ``report.notes``.
+    parameters that ``wrt`` leaves out) are named, both in ``report.notes``.
 
-    - ``wrt``: positional argument index (or indices) to differentiate;
-      default every floating-point array in every argument. Other leaves
+    ``f`` may be a model: a ``torch.nn.Module``, a Keras layer or model, or a
+    callable JAX pytree (an equinox module). ``check(model, x)`` then checks
+    the derivatives with respect to the model's parameters (those requiring
+    grad; Keras: its trainable variables) and its float inputs, each named
+    as the framework names it (``encoder.0.weight``, ``dense/kernel``,
+    ``layers[0].weight``). The same holds for a model f takes as an
+    argument (``check(loss, model, x)``: ``model.encoder.0.weight``). The
+    parameters are never written to: f is called with copies in their
+    place (torch's reparametrisation, as ``torch.func.functional_call``;
+    Keras's ``StatelessScope``; a rebuilt pytree).
+
+    - ``wrt``: what to differentiate, one of these or a list of them: an
+      argument's position (``0``) or name (``"x"``); a parameter's name
+      (``"encoder.0.weight"``) or the name of a module holding parameters
+      (``"encoder"``: every parameter under it); ``"inputs"`` (every
+      argument), ``"parameters"`` (every parameter f reaches: its own, and
+      those the default leaves out: of the modules or layers its closure,
+      globals and ``kwargs`` hold, and the tensors requiring grad or
+      trainable variables it reads from its closure or globals, named by
+      their variable names) or ``"all"``; a path inside an argument
+      (``"params['dense']"``) selects the leaves under it. Default: every argument, and
+      the parameters of a model that f is, is a method of, or takes as an
+      argument. Only floating-point arrays are differentiated; other leaves
       (integers, strings, non-float arrays) are passed through untouched.
+      Arguments may be nested tuples, lists, dicts, namedtuples, and (once
+      JAX is imported) any ``jax.tree_util`` pytree: registered classes,
+      dataclasses, equinox modules, flax structs, named by key path
+      (``params['dense'].w``).
+    - ``kwargs``: keyword arguments for f, passed to it as they are at
+      every call (not differentiated): ``check(f, x, kwargs={"training":
+      False})``. ``grad=`` and ``vjp=`` rules receive them too.
+    - ``has_aux``: f returns a pair ``(output, aux)``; only ``output`` is
+      checked, ``aux`` is dropped untouched (as ``jax.grad(has_aux=True)``).
     - ``mode``: ``"full"`` compares every Jacobian entry; ``"probe"`` a few
       random projections ``u . J . v`` (cheap for large inputs);
       ``"auto"`` picks by size.
@@ -133,10 +165,13 @@ def check(
     _validate_options(
         f, mode, direction, order, seed, probes, eps, rtol, atol, grad, vjp, precision
     )
+    _validate_call(kwargs, has_aux)
     if accuracy is not None and (isinstance(accuracy, bool) or accuracy not in (4, 6)):
         raise ArgumentError(f"accuracy: must be 4 or 6 (or None for the default), got {accuracy!r}")
     _choice("method", method, METHODS)
-    problem = _Problem.build(f, args, wrt, grad, vjp, precision, order, seed, vectorize)
+    problem = _Problem.build(
+        f, args, wrt, grad, vjp, precision, order, seed, vectorize, kwargs, has_aux
+    )
     n, m = problem.in_layout.size, problem.out_layout.size
     if direction in ("fwd", "both") and problem.user_rule:
         raise ArgumentError("direction: grad= and vjp= rules are reverse mode; use direction='rev'")
@@ -305,6 +340,17 @@ def _validate_options(
             raise ArgumentTypeError(f"{name}: expected a callable, got {type(value).__name__}")
     if grad is not None and vjp is not None:
         raise ArgumentError("grad, vjp: pass one analytical rule, not both")
+
+
+def _validate_call(kwargs: Any, has_aux: Any) -> None:
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise ArgumentTypeError(
+            f"kwargs: expected a dict of keyword arguments for f, got {type(kwargs).__name__}"
+        )
+    if kwargs is not None and not all(isinstance(k, str) for k in kwargs):
+        raise ArgumentTypeError("kwargs: the keys must be strings (f's keyword names)")
+    if not isinstance(has_aux, bool):
+        raise ArgumentTypeError(f"has_aux: expected True or False, got {has_aux!r}")
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -124,7 +124,7 @@ def required_count(f: Any, given: Collection[str] = ()) -> int | None:
 
 
 def _parameters(f: Any) -> list[inspect.Parameter] | None:
-    from .engine.names import named_like_forward
+    from .engine.problem.names import named_like_forward
 
     try:
         return list(inspect.signature(named_like_forward(f)).parameters.values())

@@ -17,11 +17,12 @@ another convention (JAX takes and returns the conjugate) converts inside.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .._errors import UnsupportedError
+from .parameters import Parameters
 
 __all__ = ["Adapter", "GraphFacts", "LeafCall", "LeafFunction"]
 
@@ -34,7 +35,7 @@ class LeafCall(Protocol):
     ``diff`` replaced by ``fn``'s positional arrays. An adapter may cache
     compiled code on what it shows (the JAX adapter does); anything else it
     treats as an opaque :data:`LeafFunction`. The engine implements it
-    (``engine.problem._LeafCall``); adapters never import the engine."""
+    (``engine.problem.leaf_call._LeafCall``); adapters never import the engine."""
 
     f: Callable[..., Any]
     treedef: Any
@@ -149,6 +150,19 @@ class Adapter:
         array, holds in the framework's own containers (a registered JAX
         pytree class): f sees them, but they are not checked."""
         return 0
+
+    def parameters(
+        self,
+        f: Any,
+        leaves: Sequence[Any],
+        paths: Sequence[str],
+        kwargs: Mapping[str, Any],
+    ) -> Parameters | None:
+        """The parameters ``f`` reads besides its arguments (``leaves``, the
+        arguments' leaves, named by ``paths``): a torch module's, a Keras
+        layer's trainable variables, a JAX pytree's arrays where ``f`` is
+        one; None when there are none."""
+        return None
 
     # -- evaluation -----------------------------------------------------
     def vectorize(self, fn: LeafFunction) -> LeafFunction | None:

@@ -33,7 +33,8 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -41,8 +42,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _tree
 from .._errors import UnsupportedError
 from .base import Adapter, LeafCall, LeafFunction
+from .parameters import Parameters
 
 #: Compiled functions kept across checks. An entry holds ``f`` and the
 #: constants it reads alive (and the compiled code, which refers to them),
@@ -134,6 +137,31 @@ class JaxAdapter(Adapter):
             if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)
         )
 
+    def parameters(
+        self,
+        f: Any,
+        leaves: Sequence[Any],
+        paths: Sequence[str],
+        kwargs: Mapping[str, Any],
+    ) -> Parameters | None:
+        # A model that is a pytree and callable (an equinox Module): its
+        # arrays are its parameters. Arguments that are pytrees are
+        # flattened with the other arguments (gradguard._tree).
+        pairs, treedef = jax.tree_util.tree_flatten_with_path(f)
+        if jax.tree_util.treedef_is_leaf(treedef):
+            return None
+        keep = [
+            k
+            for k, (_, leaf) in enumerate(pairs)
+            if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.inexact)
+        ]
+        if not keep:
+            return None
+        names = tuple(_tree.key_path_name(pairs[k][0]).lstrip(".") for k in keep)
+        substitute = _Rebuilt(treedef, tuple(leaf for _, leaf in pairs))
+        arrays = tuple(pairs[k][1] for k in keep)
+        return Parameters(names, arrays, (True,) * len(keep), tuple(keep), substitute)
+
     def vjp(
         self,
         fn: LeafFunction,
@@ -190,6 +218,28 @@ class JaxAdapter(Adapter):
             return [jnp.conj(g) for g in pullback(cots)]
 
         return first_derivative
+
+
+@dataclass(frozen=True)
+class _Rebuilt:
+    """A pytree model rebuilt with other arrays in place of some of its
+    leaves, and called: the caller's model is never changed."""
+
+    treedef: Any
+    leaves: tuple[Any, ...]
+
+    def __call__(
+        self,
+        f: Callable[..., Any],
+        targets: Sequence[int],
+        values: Sequence[Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> Any:
+        leaves = list(self.leaves)
+        for k, value in zip(targets, values):
+            leaves[k] = value
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)(*args, **kwargs)
 
 
 # -- compiled functions kept across checks ------------------------------------

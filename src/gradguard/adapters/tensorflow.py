@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from .._errors import UnsupportedError
+from .._errors import ArgumentError, UnsupportedError
 from .base import Adapter, GraphFacts, LeafFunction
+from .parameters import FreeVariable, Parameters, free_arrays, reachable_objects, swapped
 
 #: Rows of cotangents (tangents) from which the derivatives run in one
 #: traced loop (tracing costs some 0.1 s, once per check; an eager row a few
@@ -35,7 +37,7 @@ class TensorflowAdapter(Adapter):
     has_autodiff = True
 
     def owns(self, obj: Any) -> bool:
-        return isinstance(obj, (tf.Tensor, tf.Variable))
+        return isinstance(obj, (tf.Tensor, tf.Variable)) or _is_keras_variable(obj)
 
     def namespace(self, core_array: Any) -> Any:
         import array_api_compat.numpy
@@ -60,6 +62,49 @@ class TensorflowAdapter(Adapter):
         # accumulator, and vectorised by pfor.
         taken = tf.reshape(tf.gather(values, positions, axis=0), tf.shape(base))
         return tf.where(mask, taken, tf.cast(base, values.dtype))
+
+    def parameters(
+        self,
+        f: Any,
+        leaves: Sequence[Any],
+        paths: Sequence[str],
+        kwargs: Mapping[str, Any],
+    ) -> Parameters | None:
+        names: list[str] = []
+        arrays: list[Any] = []
+        own: list[bool] = []
+        targets: list[Any] = []
+        seen: set[int] = set()
+        layers = [
+            item for item in reachable_objects(f, leaves, paths, kwargs) if _is_layer(item[1])
+        ]
+        for prefix, layer, is_own in sorted(layers, key=lambda item: not item[2]):
+            if not layer.built and not is_own:
+                continue  # f builds it when it runs; its weights are named then
+            if not layer.built:
+                raise ArgumentError(
+                    f"f: the Keras layer {prefix.rstrip('.') or type(layer).__name__} is not "
+                    "built, so it has no weights yet: call it once (layer(x)) or "
+                    "layer.build(input_shape) before checking it"
+                )
+            for variable in layer.trainable_variables:
+                if id(variable) not in seen:
+                    seen.add(id(variable))
+                    names.append(variable.path)
+                    arrays.append(variable)
+                    own.append(is_own)
+                    targets.append(variable)
+        # Variables f reads by name (a closure's, a global), swapped for tensors.
+        for name, variable, free in free_arrays(f, _trainable_variable):
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                names.append(name)
+                arrays.append(variable)
+                own.append(False)
+                targets.append(free)
+        if not names:
+            return None
+        return Parameters(tuple(names), tuple(arrays), tuple(own), tuple(targets), _substituted)
 
     def vectorize(self, fn: LeafFunction) -> LeafFunction:
         def batched(*leaves: Any) -> list[Any]:
@@ -164,6 +209,45 @@ class TensorflowAdapter(Adapter):
             )
 
         return first_derivative
+
+
+def _is_keras_variable(obj: Any) -> bool:
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(obj, keras.Variable)
+
+
+def _is_layer(obj: Any) -> bool:
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(obj, keras.Layer)
+
+
+def _trainable_variable(obj: Any) -> bool:
+    if isinstance(obj, tf.Variable):
+        return bool(obj.trainable)
+    return _is_keras_variable(obj) and bool(obj.trainable)
+
+
+def _substituted(
+    f: Callable[..., Any],
+    targets: Sequence[Any],
+    values: Sequence[Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+) -> Any:
+    """f with ``values`` in place of the variables ``targets``: a layer's
+    through Keras's own StatelessScope, in which a variable reads as the
+    value mapped to it (differentiably) and assignments stay in the scope,
+    off the caller's variables; those f reads by name swapped for tensors
+    while it runs."""
+    free = [(t, v) for t, v in zip(targets, values) if isinstance(t, FreeVariable)]
+    mapping = [(t, v) for t, v in zip(targets, values) if not isinstance(t, FreeVariable)]
+    with contextlib.ExitStack() as stack:
+        if mapping:
+            import keras
+
+            stack.enter_context(keras.StatelessScope(state_mapping=mapping))
+        stack.enter_context(swapped([t for t, _ in free], [v for _, v in free]))
+        return f(*args, **kwargs)
 
 
 #: Per function of a check (by id, while it lives): its traced VJPs, one per

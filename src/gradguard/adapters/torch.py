@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from .._errors import ArgumentTypeError, UnsupportedError
 from .base import Adapter, GraphFacts, LeafFunction
+from .parameters import FreeVariable, Parameters, free_arrays, reachable_objects, swapped
 
 _FORWARD_AD = threading.Lock()
 
@@ -75,6 +79,41 @@ class TorchAdapter(Adapter):
         # by torch.func.vmap and by is_grads_batched backward passes.
         taken = values.index_select(0, positions).reshape(base.shape)
         return torch.where(mask, taken, base.to(values.dtype))
+
+    def parameters(
+        self,
+        f: Any,
+        leaves: Sequence[Any],
+        paths: Sequence[str],
+        kwargs: Mapping[str, Any],
+    ) -> Parameters | None:
+        names: list[str] = []
+        arrays: list[Any] = []
+        own: list[bool] = []
+        targets: list[tuple[int, str] | FreeVariable] = []
+        modules: list[Any] = []
+        seen: set[int] = set()
+        for prefix, module, is_own in _modules(f, leaves, paths, kwargs):
+            modules.append(module)
+            for name, tensor in module.named_parameters():
+                if tensor.requires_grad and id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    names.append(prefix + name)
+                    arrays.append(tensor)
+                    own.append(is_own)
+                    targets.append((len(modules) - 1, name))
+        # Tensors requiring grad that f reads by name (a closure's, a global).
+        for name, tensor, variable in free_arrays(f, _requires_grad):
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                names.append(name)
+                arrays.append(tensor)
+                own.append(False)
+                targets.append(variable)
+        if not names:
+            return None
+        substitute = _Reparametrized(tuple(modules))
+        return Parameters(tuple(names), tuple(arrays), tuple(own), tuple(targets), substitute)
 
     def vectorize(self, fn: LeafFunction) -> LeafFunction:
         # vmap takes a fast path for one tensor out; a list of outputs goes
@@ -189,7 +228,7 @@ class TorchAdapter(Adapter):
         )
         leaves = _graph_leaves(outputs)
         others = [t for t in leaves if not any(t is x for x in inputs)]
-        names = _parameter_names(fn)
+        names = _parameter_names(fn) if others else {}
         return GraphFacts(undifferentiated, tuple(_tensor_name(t, names) for t in others))
 
     def differentiable_vjp(self, fn: LeafFunction, cotangents: list[Any]) -> LeafFunction:
@@ -241,16 +280,78 @@ def _graph_leaves(outputs: list[Any]) -> list[Any]:
 
 
 def _parameter_names(fn: Any) -> dict[int, str]:
-    """id -> name of the parameters of the nn.Modules f is, is a method of,
-    or takes among its other arguments."""
+    """id -> name of the parameters of the nn.Modules f reaches: f itself,
+    the module it is a method of, its arguments, its closure and globals."""
     f = getattr(fn, "f", fn)
-    owners = [f, getattr(f, "__self__", None), *getattr(fn, "leaves", [])]
+    leaves = getattr(fn, "leaves", [])
     names: dict[int, str] = {}
-    for owner in owners:
-        if isinstance(owner, torch.nn.Module):
-            for name, tensor in owner.named_parameters():
-                names.setdefault(id(tensor), name)
+    paths = [f"args[{i}]" for i in range(len(leaves))]
+    for prefix, module, _ in _modules(f, leaves, paths, getattr(fn, "kwargs", {})):
+        for name, tensor in module.named_parameters():
+            names.setdefault(id(tensor), prefix + name)
+    for name, tensor, _ in free_arrays(f, _requires_grad):
+        names.setdefault(id(tensor), name)
     return names
+
+
+def _modules(
+    f: Any, leaves: Sequence[Any], paths: Sequence[str], kwargs: Mapping[str, Any]
+) -> list[tuple[str, Any, bool]]:
+    """The nn.Modules f reaches (see reachable_objects), f's own first."""
+    found = [item for item in reachable_objects(f, leaves, paths, kwargs) if _is_module(item[1])]
+    return sorted(found, key=lambda item: not item[2])
+
+
+def _requires_grad(obj: Any) -> bool:
+    return isinstance(obj, torch.Tensor) and obj.requires_grad
+
+
+def _is_module(obj: Any) -> bool:
+    return isinstance(obj, torch.nn.Module)
+
+
+@dataclass(frozen=True)
+class _Reparametrized:
+    """f called with other tensors in place of its modules' parameters, by
+    torch's own swap (the one torch.func.functional_call uses): batched by
+    vmap, differentiable in the tensors put in. The swap changes the module
+    while f runs, so calls take turns (threads of an executor)."""
+
+    modules: tuple[Any, ...]
+    #: Copies of each module's buffers, made at the first call, which f
+    #: then updates in place of the caller's (a BatchNorm's running
+    #: statistics in training mode).
+    buffers: list[dict[str, Any]] = field(default_factory=list)
+
+    def __call__(
+        self,
+        f: Callable[..., Any],
+        targets: Sequence[tuple[int, str] | FreeVariable],
+        values: Sequence[Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> Any:
+        from torch.nn.utils.stateless import _reparametrize_module
+
+        free = [(t, v) for t, v in zip(targets, values) if isinstance(t, FreeVariable)]
+        held = [(t, v) for t, v in zip(targets, values) if not isinstance(t, FreeVariable)]
+        with _SWAP, contextlib.ExitStack() as stack:
+            if not self.buffers:
+                self.buffers.extend(
+                    {name: b.detach().clone() for name, b in m.named_buffers()}
+                    for m in self.modules
+                )
+            mappings = [dict(buffers) for buffers in self.buffers]
+            for (m, name), value in held:
+                mappings[m][name] = value
+            for module, mapping in zip(self.modules, mappings):
+                if mapping:
+                    stack.enter_context(_reparametrize_module(module, mapping, tie_weights=True))
+            stack.enter_context(swapped([t for t, _ in free], [v for _, v in free]))
+            return f(*args, **kwargs)
+
+
+_SWAP = threading.RLock()
 
 
 def _tensor_name(tensor: Any, names: dict[int, str]) -> str:

@@ -32,34 +32,22 @@ the same path, with the same code, so the results equal the in-process ones.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
-import sys
-import threading
-import time
-import uuid
 import weakref
-from collections import OrderedDict
-from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
-from typing import Any, TextIO
+from typing import Any
 
 from .._errors import ArgumentError, ArgumentTypeError
 from .._numpy_errors import callers_settings
 from ..adapters.base import Adapter, LeafFunction
+from .progress import Progress
+from .tasks import LOOP, VECTORIZED, _Remote, _remote_chunk, _run_batched, _run_chunk
 
 __all__ = ["Evaluator", "Pending"]
 
-VECTORIZED = "vectorized"
-LOOP = "loop"
-
 #: Fewest rows worth a task of their own on an executor.
 MIN_TASK_ROWS = 8
-#: Seconds a check runs before a progress bar appears.
-PROGRESS_DELAY = 1.0
-#: Seconds between two redraws of the progress bar.
-PROGRESS_INTERVAL = 0.1
 
 
 class Evaluator:
@@ -114,7 +102,7 @@ class Evaluator:
         self.reference_identical: bool | None = None
         self.points = 0
         self._expected: int | None = None
-        self._progress = _Progress(progress)
+        self._progress = Progress(progress)
         # Finish (or erase) the bar when the check is over and drops us.
         weakref.finalize(self, self._progress.close)
 
@@ -309,154 +297,6 @@ class Pending:
         return self._result
 
 
-# -- what runs in a task ------------------------------------------------------
-
-
-def _run_batched(
-    adapter: Adapter, batched: LeafFunction, like: list[Any], leaves: list[Any]
-) -> list[Any]:
-    framework = [adapter.from_core(a, lk) for a, lk in zip(leaves, like)]
-    with adapter.no_grad(), callers_settings():
-        outputs = batched(*framework)
-    return [adapter.to_core(o) for o in outputs]
-
-
-def _run_loop(adapter: Adapter, fn: LeafFunction, like: list[Any], leaves: list[Any]) -> list[Any]:
-    xp = adapter.namespace(leaves[0])
-    rows = []
-    for r in range(leaves[0].shape[0]):
-        framework = [adapter.laid_out_like(a[r, ...], lk) for a, lk in zip(leaves, like)]
-        with adapter.no_grad(), callers_settings():
-            outputs = fn(*framework)
-        rows.append([adapter.to_core(o) for o in outputs])
-    return [xp.stack([row[j] for row in rows], axis=0) for j in range(len(rows[0]))]
-
-
-def _run_chunk(
-    adapter: Adapter,
-    fn: LeafFunction,
-    batched: LeafFunction | None,
-    like: list[Any],
-    path: str,
-    leaves: list[Any],
-) -> tuple[list[Any], str, int]:
-    """One chunk along ``path``; a vectorised chunk that fails falls back to
-    the loop, as in process. Returns (outputs, path taken, evaluations)."""
-    k = leaves[0].shape[0]
-    if path == VECTORIZED and batched is not None:
-        try:
-            return _run_batched(adapter, batched, like, leaves), VECTORIZED, k
-        except Exception:
-            pass
-    return _run_loop(adapter, fn, like, leaves), LOOP, k
-
-
-class _Remote:
-    """The function of a check, pickled once, for executors in other processes.
-
-    Each task carries the pickled bytes; a worker unpickles them (and
-    vectorises the function) once per check and keeps the result in
-    ``_WORKER_CACHE`` under ``token``.
-    """
-
-    def __init__(self, token: str, blob: bytes, state: dict[str, Any] | None = None) -> None:
-        self.token = token
-        self.blob = blob
-        #: Framework settings that change what f computes (JAX's x64 mode, torch's
-        #: default dtype), set on the worker before f runs there.
-        self.state = state or {}
-
-    def __dask_tokenize__(self) -> str:
-        # dask hashes task arguments; the token names these bytes already.
-        return self.token
-
-    @classmethod
-    def of(cls, adapter: Adapter, fn: LeafFunction, like: list[Any], executor: Any) -> _Remote:
-        import importlib.util
-        import pickle
-
-        # cloudpickle (installed with dask) also sends lambdas, closures and
-        # functions defined in __main__ of a script; plain pickle sends
-        # module-level functions of importable modules only.
-        have_cloudpickle = importlib.util.find_spec("cloudpickle") is not None
-        dumps = importlib.import_module("cloudpickle").dumps if have_cloudpickle else pickle.dumps
-        try:
-            blob = dumps((adapter, fn, like))
-        except Exception as exc:
-            hint = (
-                ""
-                if have_cloudpickle
-                else " Install cloudpickle (pip install cloudpickle; it comes with dask) to "
-                "send lambdas, closures and functions defined in __main__."
-            )
-            raise ArgumentTypeError(
-                f"executor: {type(executor).__name__} runs tasks in other processes, so f, "
-                "what it refers to and its arguments must be picklable; pickling failed: "
-                f"{type(exc).__name__}: {exc}. Make what f refers to picklable (no open "
-                "files, locks or sockets), or pass a concurrent.futures.ThreadPoolExecutor, "
-                f"which needs no pickling.{hint}"
-            ) from exc
-        return cls(uuid.uuid4().hex, blob, _framework_state(adapter))
-
-
-#: Per worker process: token -> (adapter, fn, batched fn, like), newest last.
-_WORKER_CACHE: OrderedDict[str, tuple[Adapter, LeafFunction, Any, list[Any]]] = OrderedDict()
-_WORKER_CACHE_SIZE = 4
-_WORKER_LOCK = threading.Lock()
-
-
-def _remote_chunk(remote: _Remote, path: str, leaves: list[Any]) -> tuple[list[Any], str, int]:
-    """A task on another process: unpickle (once per check), then one chunk."""
-    with _WORKER_LOCK:
-        entry = _WORKER_CACHE.get(remote.token)
-        if entry is None:
-            import pickle
-
-            _apply_framework_state(remote.state)
-            try:
-                adapter, fn, like = pickle.loads(remote.blob)
-            except Exception as exc:
-                raise ArgumentTypeError(
-                    "executor: a worker could not unpickle f: "
-                    f"{type(exc).__name__}: {exc}. The workers need the same packages as "
-                    "this process (gradguard, the framework) and must be able to import "
-                    "the module that defines f"
-                ) from None
-            batched = adapter.vectorize(fn) if path == VECTORIZED else None
-            entry = (adapter, fn, batched, like)
-            _WORKER_CACHE[remote.token] = entry
-            while len(_WORKER_CACHE) > _WORKER_CACHE_SIZE:
-                _WORKER_CACHE.popitem(last=False)
-        else:
-            _WORKER_CACHE.move_to_end(remote.token)
-    adapter, fn, batched, like = entry
-    return _run_chunk(adapter, fn, batched, like, path, leaves)
-
-
-def _framework_state(adapter: Adapter) -> dict[str, Any]:
-    """Global settings of the framework in this process that decide the
-    dtypes f computes in; a fresh worker process has the defaults."""
-    state: dict[str, Any] = {}
-    if adapter.name == "jax" and "jax" in sys.modules:
-        state["jax_enable_x64"] = bool(sys.modules["jax"].config.jax_enable_x64)
-    if adapter.name == "torch" and "torch" in sys.modules:
-        state["torch_default_dtype"] = str(sys.modules["torch"].get_default_dtype())
-    return state
-
-
-def _apply_framework_state(state: dict[str, Any]) -> None:
-    if "jax_enable_x64" in state:
-        jax = importlib.import_module("jax")
-        if bool(jax.config.jax_enable_x64) != state["jax_enable_x64"]:
-            jax.config.update("jax_enable_x64", state["jax_enable_x64"])
-    if "torch_default_dtype" in state:
-        import torch
-
-        wanted = getattr(torch, state["torch_default_dtype"].replace("torch.", ""))
-        if torch.get_default_dtype() != wanted:
-            torch.set_default_dtype(wanted)
-
-
 def _workers(executor: Any) -> int:
     """How many tasks the executor runs at once (a guess for unknown kinds)."""
     count = getattr(executor, "_max_workers", None)
@@ -492,96 +332,3 @@ def _close(a: Any, b: Any, xp: Any) -> bool:
     scale = xp.max(xp.abs(a)) if math.prod(a.shape) else 0.0
     close = (xp.abs(a - b) <= 64 * eps * (xp.abs(a) + float(scale) + eps)) | both_nan | (a == b)
     return bool(xp.all(close))
-
-
-# -- progress -----------------------------------------------------------------
-
-
-class _Progress:
-    """A one-line progress bar on stderr, drawn only for checks that run
-    longer than :data:`PROGRESS_DELAY` seconds.
-
-    ``enabled``: ``None`` draws only when the stream is a terminal, ``True``
-    always, ``False`` never. A bar that reaches 100% ends with a newline; one
-    left unfinished (the check evaluated fewer points than expected, as probe
-    mode does) is erased when the check ends.
-    """
-
-    def __init__(
-        self,
-        enabled: bool | None,
-        stream: TextIO | None = None,
-        delay: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.enabled = enabled
-        self.stream = stream
-        self.delay = PROGRESS_DELAY if delay is None else delay
-        self.clock = clock
-        self.started = clock()
-        self.last_draw = -math.inf
-        self.width = 0  # characters on the line now
-        self.done = False
-
-    def _out(self) -> TextIO | None:
-        stream = self.stream if self.stream is not None else sys.stderr
-        if self.enabled is False or stream is None:
-            return None
-        if self.enabled is None:
-            try:
-                if not stream.isatty():
-                    return None
-            except (AttributeError, ValueError):
-                return None
-        return stream
-
-    def update(self, count: int, total: int) -> None:
-        if self.done or self.enabled is False:
-            return
-        now = self.clock()
-        elapsed = now - self.started
-        finished = count >= total
-        if elapsed < self.delay and not (finished and self.width):
-            return
-        if not finished and now - self.last_draw < PROGRESS_INTERVAL:
-            return
-        stream = self._out()
-        if stream is None:
-            self.done = True
-            return
-        self.last_draw = now
-        self._draw(stream, min(count, total), total, elapsed, finished)
-
-    def _draw(self, stream: TextIO, count: int, total: int, elapsed: float, end: bool) -> None:
-        fraction = count / total if total else 1.0
-        filled = round(24 * fraction)
-        line = (
-            f"gradguard: [{'#' * filled}{'.' * (24 - filled)}] {100 * fraction:3.0f}% "
-            f"{count}/{total} evaluations and VJPs, {elapsed:.1f} s"
-        )
-        pad = " " * max(0, self.width - len(line))
-        try:
-            stream.write("\r" + line + pad + ("\n" if end else ""))
-            stream.flush()
-        except (OSError, ValueError):  # closed or broken stream: stay quiet
-            self.done = True
-            return
-        self.width = 0 if end else len(line)
-        if end:
-            self.done = True
-
-    def close(self) -> None:
-        """Erase a bar left unfinished."""
-        if self.done or not self.width:
-            self.done = True
-            return
-        self.done = True
-        stream = self._out()
-        if stream is None:
-            return
-        try:
-            stream.write("\r" + " " * self.width + "\r")
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-        self.width = 0

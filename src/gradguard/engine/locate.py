@@ -37,7 +37,7 @@ from ..core.differences import DirectionalDerivatives, directional_derivatives
 from ..core.verdict import ARRAY_FIELDS, Entries, Tally
 
 if TYPE_CHECKING:
-    from .run import _Run
+    from .parts import Parts
 
 __all__ = ["PATHS", "locate"]
 
@@ -48,6 +48,9 @@ PATHS = 3
 #: 64 MB each new batch costs page faults (tiling 10^6 float64 entries 8 times
 #: took 26 ms against 2.6 ms for 4 times).
 BATCH_BYTES = 1 << 25
+
+#: Bytes of cotangents and VJP rows per batched VJP (as a full reverse check's).
+VJP_BATCH_BYTES = 1 << 21
 
 #: One range of flat coordinates, [lo, hi).
 Group = tuple[int, int]
@@ -74,10 +77,10 @@ class _Costs:
     vjps: int = 0
 
 
-def locate(run: _Run, directions: Any, cotangents: Any, grads: Any, wide: Any, dd: Any) -> None:
-    """After the reverse probes of ``run`` are compared: when some are
+def locate(parts: Parts, directions: Any, cotangents: Any, grads: Any, wide: Any, dd: Any) -> None:
+    """After the reverse probes of a check are compared: when some are
     wrong, name the input entries behind it, and an output each, as
-    Jacobian entries in the run's books. (Not when they are only marginal:
+    Jacobian entries in the check's books. (Not when they are only marginal:
     the split then could only turn a check that cannot decide into a
     failure, where rounding inside f that no estimate sees shows larger in
     a smaller group; within the split, marginal groups are followed, so
@@ -87,19 +90,19 @@ def locate(run: _Run, directions: Any, cotangents: Any, grads: Any, wide: Any, d
     ``cotangents`` (2 count, m) their cotangents as the rule received them,
     ``grads`` / ``wide`` their VJPs (``wide``: at the wider dtypes, or
     None), ``dd`` the probes' differences."""
-    if not run.tally.wrong:
+    if not parts.ledger.tally.wrong:
         return
-    p = run.p
-    row = _worst_probe(run, directions.shape[0], cotangents, grads, wide, dd)
+    p = parts.problem
+    row = _worst_probe(parts, directions.shape[0], cotangents, grads, wide, dd)
     pair = slice(2 * row, 2 * row + 2)
     probe = _Probe(
-        run, directions[row, :], cotangents[pair, :], grads[pair, :], _rows(wide, pair), _Costs()
+        parts, directions[row, :], cotangents[pair, :], grads[pair, :], _rows(wide, pair), _Costs()
     )
     slots = [(name, s) for name, s in zip(p.in_names, p.in_layout.slots) if s.width]
     groups = [(s.offset, s.offset + s.width) for _, s in slots]
     leaves, spread, first = _bisect(probe.measure_inputs, groups)
     traced = [(leaf, _trace_output(probe, leaf)) for leaf in leaves]
-    _book(run, traced)
+    _book(parts, traced)
     named = len(leaves)
     p.notes.append(
         f"probe {row} split to locate its disagreement: {named} input entr"
@@ -128,19 +131,27 @@ def _by_argument(names: list[str], disagree: Any) -> str:
     return text
 
 
+def _rounding(parts: Parts, dd: Any) -> Any:
+    """The differences' rounding, and f's own noise where it has some."""
+    numerical = parts.numerical
+    if numerical.nondeterministic:
+        return dd.rounding + numerical.noise[None, :]
+    return dd.rounding
+
+
 def _rows(a: Any, rows: slice) -> Any:
     return None if a is None else a[rows, :]
 
 
-def _worst_probe(run: _Run, count: int, cots: Any, grads: Any, wide: Any, dd: Any) -> int:
+def _worst_probe(parts: Parts, count: int, cots: Any, grads: Any, wide: Any, dd: Any) -> int:
     """The probe whose comparison disagrees most (from what is measured)."""
     if count == 1:
         return 0
     ratios = []
     for row in range(count):
         pair = slice(2 * row, 2 * row + 2)
-        probe = _Probe(run, None, cots[pair, :], grads[pair, :], _rows(wide, pair), _Costs())
-        entries = probe.compare_inputs(_row_of(dd, row), 0, run.p.in_layout.size)
+        probe = _Probe(parts, None, cots[pair, :], grads[pair, :], _rows(wide, pair), _Costs())
+        entries = probe.compare_inputs(_row_of(dd, row), 0, parts.problem.in_layout.size)
         ratios.append(float(np.max(_ratios(entries))))
     return int(np.argmax(ratios))
 
@@ -215,16 +226,16 @@ class _Probe:
     """One probe (direction v, two cotangents u and their VJPs), restricted
     to groups of inputs or outputs and compared."""
 
-    def __init__(self, run: _Run, v: Any, u: Any, g: Any, wide: Any, costs: _Costs):
-        self.run, self.v, self.u, self.g, self.wide, self.costs = run, v, u, g, wide, costs
+    def __init__(self, parts: Parts, v: Any, u: Any, g: Any, wide: Any, costs: _Costs):
+        self.parts, self.v, self.u, self.g, self.wide, self.costs = parts, v, u, g, wide, costs
 
     def measure_inputs(self, groups: list[Group]) -> tuple[Any, Any, list[Any]]:
         """Restricted probes over input ``groups``: one difference each,
         adjacent groups (two halves of a group) in one batch."""
         disagree, ratio, leaves = [], [], []
-        run = self.run
+        parts = self.parts
         # Each group's points are whole points of f: accuracy of them.
-        row_bytes = 8 * run.accuracy * run.p.in_layout.size
+        row_bytes = 8 * parts.numerical.accuracy * parts.problem.in_layout.size
         for lo, hi, batch in _batches(groups, row_bytes):
             dd, lo, hi = self._differences(lo, hi, batch)
             entries = self.compare_inputs(dd, lo, hi)
@@ -244,38 +255,48 @@ class _Probe:
         all of them in low precision or with complex steps. Central differences move only those
         coordinates, so the stencil is taken in them alone and the rest of x
         filled in at evaluation: at 10^6 inputs that is most of the cost."""
-        run, xp, p = self.run, self.run.xp, self.run.p
+        parts, xp, p = self.parts, self.parts.xp, self.parts.problem
         self.costs.differences += len(groups)
-        if run.complex_step or run.wide_steps:
-            # Shorter steps or complex steps: the run's own path, in full.
+        if parts.numerical.complex_step or parts.numerical.wide_steps:
+            # Shorter steps or complex steps: the check's own path, in full.
             width = p.in_layout.size
             lo, hi = 0, width
         else:
             width = hi - lo
-        directions = xp.zeros((len(groups), width), dtype=self.v.dtype, device=run.device)
+        directions = xp.zeros((len(groups), width), dtype=self.v.dtype, device=parts.device)
         for j, (first, stop) in enumerate(groups):
             directions[j, first - lo : stop - lo] = self.v[first:stop]
         if width == p.in_layout.size:
-            return run._smooth_derivatives(directions), lo, hi
+            return parts.numerical.smooth_derivatives(directions), lo, hi
 
         def evaluate(points: Any) -> Any:
             full = xp.tile(p.x0[None, :], (points.shape[0], 1))
             full[:, lo:hi] = points
-            return run.evaluate(full)
+            return parts.numerical.evaluate(full)
 
-        displacements = directions * run.steps[None, lo:hi]
+        displacements = directions * parts.numerical.steps[None, lo:hi]
         dd = directional_derivatives(
-            evaluate, p.x0[lo:hi], displacements, run.f0, xp, run.accuracy, run.output_eps
+            evaluate,
+            p.x0[lo:hi],
+            displacements,
+            parts.numerical.f0,
+            xp,
+            parts.numerical.accuracy,
+            parts.numerical.output_eps,
         )
         return dd, lo, hi
 
     def compare_inputs(self, dd: Any, lo: int, hi: int) -> Entries:
         """(k, 2) comparisons of u_c . J . d_r for the k directions d_r of
         ``dd`` (displacements of the coordinates [lo, hi))."""
-        run, xp = self.run, self.run.xp
+        parts, xp = self.parts, self.parts.xp
         d, u, g = dd.direction, self.u, self.g[:, lo:hi]
         u_t, size_t = xp.matrix_transpose(u), xp.matrix_transpose(xp.abs(u))
-        rnd = dd.rounding + run.noise[None, :] if run.nondeterministic else dd.rounding
+        rnd = (
+            dd.rounding + parts.numerical.noise[None, :]
+            if parts.numerical.nondeterministic
+            else dd.rounding
+        )
         columns = [
             d @ xp.matrix_transpose(g),  # the analytical side, its terms summed
             (d * d) @ xp.matrix_transpose(g * g),
@@ -288,11 +309,11 @@ class _Probe:
         ]
         if self.wide is not None:
             columns.append(xp.abs(d @ xp.matrix_transpose(g - self.wide[:, lo:hi])))
-        host = run.p.adapter.to_numpy(xp.stack(columns))
+        host = parts.problem.adapter.to_numpy(xp.stack(columns))
         ana, ana_sq, num, num_sq, trunc_sq, rounding, roughness, nonfinite = host[:8]
         # As the probe itself: truncation errors add like a 2-norm, and the
         # scale is the 2-norm of the terms on either side.
-        return run._entries(
+        return parts.ledger.entries(
             "probe",
             ana,
             (num, trunc_sq**0.5, rounding, roughness, nonfinite > 0),
@@ -304,11 +325,15 @@ class _Probe:
     def _leaf(self, dd: Any, entries: Entries, row: int, index: int, at: int) -> _Leaf:
         """A single entry's group (row ``row`` of ``dd``, the entry at
         ``at`` in its directions): its column J[:, index], times its step."""
-        run = self.run
-        rnd = dd.rounding + run.noise[None, :] if run.nondeterministic else dd.rounding
+        parts = self.parts
+        rnd = (
+            dd.rounding + parts.numerical.noise[None, :]
+            if parts.numerical.nondeterministic
+            else dd.rounding
+        )
         fields = (dd.value, dd.truncation, rnd, dd.roughness, dd.nonfinite)
-        column = tuple(run.p.adapter.to_numpy(a[row, :]) for a in fields)
-        step = float(run.p.adapter.to_numpy(dd.direction[row, at]))
+        column = tuple(parts.problem.adapter.to_numpy(a[row, :]) for a in fields)
+        step = float(parts.problem.adapter.to_numpy(dd.direction[row, at]))
         own = entries.map(lambda a: a[row : row + 1, :])
         # The cotangent under which it disagrees most.
         cotangent = int(np.argmax(_ratios(own.map(lambda a: a.T))))
@@ -317,31 +342,36 @@ class _Probe:
     def measure_outputs(self, leaf: _Leaf, groups: list[Group]) -> tuple[Any, Any, list[Any]]:
         """``u_T . J[:, i]`` for output ``groups`` T: one VJP each (u masked
         to T), against the measured column."""
-        run, xp = self.run, self.run.xp
-        m = run.p.out_layout.size
-        u = run.p.adapter.to_numpy(self.u[leaf.cotangent, :])
+        parts, xp = self.parts, self.parts.xp
+        m = parts.problem.out_layout.size
+        u = parts.problem.adapter.to_numpy(self.u[leaf.cotangent, :])
         masks = np.zeros((len(groups), m))
         for j, (lo, hi) in enumerate(groups):
             masks[j, lo:hi] = 1.0
         cots = masks * u[None, :]
         disagree, ratio, leaves = [], [], []
-        rows_per_vjp = max(1, run.rows_per_vjp)
+        n = parts.problem.in_layout.size
+        rows_per_vjp = max(1, VJP_BATCH_BYTES // (8 * (n + m + 1)))
         for first in range(0, len(groups), rows_per_vjp):
             block = cots[first : first + rows_per_vjp]
-            rows, wide = run.vjp(xp.asarray(block, dtype=self.u.dtype, device=run.device))
+            rows, wide = parts.analytical.vjp(
+                xp.asarray(block, dtype=self.u.dtype, device=parts.device)
+            )
             self.costs.vjps += block.shape[0]
-            ana = run.p.adapter.to_numpy(rows[:, leaf.index]) * leaf.step
+            ana = parts.problem.adapter.to_numpy(rows[:, leaf.index]) * leaf.step
             error = None
             if wide is not None:
-                error = np.abs(run.p.adapter.to_numpy(wide[:, leaf.index]) * leaf.step - ana)
-            entries = _compare_column(run, ana, block, leaf.column, error)
+                error = np.abs(
+                    parts.problem.adapter.to_numpy(wide[:, leaf.index]) * leaf.step - ana
+                )
+            entries = _compare_column(parts, ana, block, leaf.column, error)
             disagree.append(_disagrees(entries))
             ratio.append(_ratios(entries))
             leaves += [None] * block.shape[0]
         return np.concatenate(disagree), np.concatenate(ratio), leaves
 
 
-def _compare_column(run: _Run, ana: Any, cots: Any, column: tuple[Any, ...], error: Any) -> Any:
+def _compare_column(parts: Parts, ana: Any, cots: Any, column: tuple[Any, ...], error: Any) -> Any:
     """(k, 1) comparisons of VJP(c_r)_i with c_r . J[:, i] for masked
     cotangents c_r (host arrays)."""
     value, trunc, rnd, rough, bad = column
@@ -349,7 +379,7 @@ def _compare_column(run: _Run, ana: Any, cots: Any, column: tuple[Any, ...], err
     weighted = cots * value[None, :]
     num = np.sum(weighted, axis=1)
     scale = np.abs(ana) + np.sqrt(np.sum(weighted * weighted, axis=1))
-    return run._entries(
+    return parts.ledger.entries(
         "probe",
         ana[:, None],
         (
@@ -369,7 +399,7 @@ def _trace_output(probe: _Probe, leaf: _Leaf) -> int | None:
     """An output ``o`` at which the located input entry's derivative
     disagrees, by splitting the probe's cotangent; None where none does
     (the entry is then named with its cotangent)."""
-    slots = probe.run.p.out_layout.slots
+    slots = probe.parts.problem.out_layout.slots
     groups = [(s.offset, s.offset + s.width) for s in slots if s.width]
     outputs, _, _ = _bisect(lambda g: _single_output(probe, leaf, g), groups)
     return outputs[0] if outputs else None
@@ -386,34 +416,34 @@ def _single_output(probe: _Probe, leaf: _Leaf, groups: list[Group]) -> tuple[Any
     return keep, ratio, [lo for lo, _ in groups]
 
 
-def _book(run: _Run, traced: list[tuple[_Leaf, int | None]]) -> None:
-    """Put the located entries in the run's tallies and worst list: a
+def _book(parts: Parts, traced: list[tuple[_Leaf, int | None]]) -> None:
+    """Put the located entries in the check's tallies and worst list: a
     Jacobian entry d out[o] / d in[i] where an output was traced, else the
     input entry under its random cotangent."""
     entries_at = [(leaf, o) for leaf, o in traced if o is not None]
     cotangent_at = [leaf for leaf, o in traced if o is None]
     if entries_at:
-        entries = _jacobian_entries(run, entries_at)
+        entries = _jacobian_entries(parts, entries_at)
         inputs = [leaf.index for leaf, _ in entries_at]
         outputs = [o for _, o in entries_at]
-        _merge(run, entries, inputs)
-        run._keep_worst("entry", entries, 0, xp=host_xp, located=(inputs, outputs))
+        _merge(parts, entries, inputs)
+        parts.ledger.keep_worst("entry", entries, 0, xp=host_xp, located=(inputs, outputs))
     if cotangent_at:
         entries = _per_unit(cotangent_at)
         inputs = [leaf.index for leaf in cotangent_at]
-        _merge(run, entries, inputs)
+        _merge(parts, entries, inputs)
         cots = [leaf.cotangent for leaf in cotangent_at]
-        run._keep_worst("cotangent", entries, 0, xp=host_xp, located=(cots, inputs))
+        parts.ledger.keep_worst("cotangent", entries, 0, xp=host_xp, located=(cots, inputs))
 
 
-def _jacobian_entries(run: _Run, at: list[tuple[_Leaf, int]]) -> Entries:
+def _jacobian_entries(parts: Parts, at: list[tuple[_Leaf, int]]) -> Entries:
     """(1, L) comparisons of J[o, i] from the rule (a one-hot VJP) with the
     measured column, per unit of the coordinate."""
-    xp, p = run.xp, run.p
+    xp, p = parts.xp, parts.problem
     one_hot = np.zeros((len(at), p.out_layout.size))
     for j, (_, o) in enumerate(at):
         one_hot[j, o] = 1.0
-    rows, wide = run.vjp(xp.asarray(one_hot, dtype=p.x0.dtype, device=run.device))
+    rows, wide = parts.analytical.vjp(xp.asarray(one_hot, dtype=p.x0.dtype, device=parts.device))
     rows_host = p.adapter.to_numpy(rows)
     wide_host = None if wide is None else p.adapter.to_numpy(wide)
     values: list[tuple[float, ...]] = []
@@ -427,7 +457,7 @@ def _jacobian_entries(run: _Run, at: list[tuple[_Leaf, int]]) -> Entries:
         numerical = (value[o] / leaf.step, trunc[o] / unit, rnd[o] / unit, rough[o] / unit)
         values.append((ana, *numerical, float(bad[o]), scale, error))
     ana, num, trunc, rnd, rough, bad, scale, error = np.asarray(values).T[:, None, :]
-    return run._entries(
+    return parts.ledger.entries(
         "entry",
         ana,
         (num, trunc, rnd, rough, bad > 0),
@@ -471,13 +501,14 @@ def _concatenate(parts: list[Entries]) -> Entries:
     return Entries(**arrays, exceeding=any(e.exceeding for e in parts))
 
 
-def _merge(run: _Run, entries: Entries, inputs: list[int], direction: str = "rev") -> None:
+def _merge(parts: Parts, entries: Entries, inputs: list[int], direction: str = "rev") -> None:
     """Count located entries like a full check's: in the totals, the
     direction's, the entries' and their argument's."""
     tally = Tally.of(entries, host_xp)
-    for total in (run.tally, run.entry_tally, run.directions.setdefault(direction, Tally())):
-        total.merge(tally)
-    run._count_flags(entries, host_xp)
+    parts.ledger.add(tally, direction, entry=True)
+    parts.ledger.count_flags(entries, host_xp)
     for j, index in enumerate(inputs):
-        slot, _, _ = run.p.in_layout.owner(index)
-        run.by_argument[slot].merge(Tally.of(entries.map(lambda a, j=j: a[:, j : j + 1]), host_xp))
+        slot, _, _ = parts.problem.in_layout.owner(index)
+        parts.ledger.by_argument[slot].merge(
+            Tally.of(entries.map(lambda a, j=j: a[:, j : j + 1]), host_xp)
+        )

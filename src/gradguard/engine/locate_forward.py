@@ -33,22 +33,22 @@ from .locate import (
 )
 
 if TYPE_CHECKING:
-    from .run import _Run
+    from .parts import Parts
 
 __all__ = ["locate_forward"]
 
 
-def locate_forward(run: _Run, directions: Any, dd: Any) -> None:
-    """After the forward probes of ``run`` are compared: when some are
-    wrong, name the entries behind it (input and output) in the run's
+def locate_forward(parts: Parts, directions: Any, dd: Any) -> None:
+    """After the forward probes of ``parts`` are compared: when some are
+    wrong, name the entries behind it (input and output) in the check's
     books. ``directions`` (count, n) are the probes' random directions,
     ``dd`` their differences."""
-    forward = run.directions.get("fwd")
+    forward = parts.ledger.directions.get("fwd")
     if forward is None or not forward.wrong:
         return
-    p = run.p
-    row = _worst_probe(run, directions.shape[0], dd)
-    search = _Forward(run, directions[row, :])
+    p = parts.problem
+    row = _worst_probe(parts, directions.shape[0], dd)
+    search = _Forward(parts, directions[row, :])
     slots = [(name, s) for name, s in zip(p.in_names, p.in_layout.slots) if s.width]
     groups = [(s.offset, s.offset + s.width) for _, s in slots]
     leaves, _, first = _bisect(search.measure, groups)
@@ -56,8 +56,8 @@ def locate_forward(run: _Run, directions: Any, dd: Any) -> None:
         entries = _concatenate([entries for _, _, entries in leaves])
         inputs = [index for index, _, _ in leaves]
         outputs = [output for _, output, _ in leaves]
-        _merge(run, entries, inputs, "fwd")
-        run._keep_worst("entry", entries, 0, xp=host_xp, located=(inputs, outputs))
+        _merge(parts, entries, inputs, "fwd")
+        parts.ledger.keep_worst("entry", entries, 0, xp=host_xp, located=(inputs, outputs))
     count = len(leaves)
     p.notes.append(
         f"forward probe {row} split to locate its disagreement: {count} input entr"
@@ -68,12 +68,12 @@ def locate_forward(run: _Run, directions: Any, dd: Any) -> None:
         p.notes.append(_by_argument([name for name, _ in slots], first))
 
 
-def _worst_probe(run: _Run, count: int, dd: Any) -> int:
+def _worst_probe(parts: Parts, count: int, dd: Any) -> int:
     """The forward probe whose comparison disagrees most."""
     if count == 1:
         return 0
-    every = _Forward(run, None)
-    n = run.p.in_layout.size
+    every = _Forward(parts, None)
+    n = parts.problem.in_layout.size
     ratios = [float(np.max(_ratios(every.compare(_row_of(dd, r), 0, n)))) for r in range(count)]
     return int(np.argmax(ratios))
 
@@ -81,15 +81,15 @@ def _worst_probe(run: _Run, count: int, dd: Any) -> int:
 class _Forward:
     """One forward probe (direction v) restricted to groups of inputs."""
 
-    def __init__(self, run: _Run, v: Any):
-        self.run = run
+    def __init__(self, parts: Parts, v: Any):
+        self.parts = parts
         self.costs = _Costs()
-        self.probe = _Probe(run, v, None, None, None, self.costs)
+        self.probe = _Probe(parts, v, None, None, None, self.costs)
 
     def measure(self, groups: list[Group]) -> tuple[Any, Any, list[Any]]:
         """Restricted forward probes: a difference and a JVP per group."""
-        run = self.run
-        row_bytes = 8 * run.accuracy * run.p.in_layout.size
+        parts = self.parts
+        row_bytes = 8 * parts.numerical.accuracy * parts.problem.in_layout.size
         disagree, ratio, leaves = [], [], []
         for lo, hi, batch in _batches(groups, row_bytes):
             dd, lo, hi = self.probe._differences(lo, hi, batch)
@@ -98,25 +98,31 @@ class _Forward:
             ratio.append(_ratios(entries))
             for j, (first, stop) in enumerate(batch):
                 single = stop - first == 1
-                leaves.append(_leaf(run, dd, entries, j, first, first - lo) if single else None)
+                leaves.append(_leaf(parts, dd, entries, j, first, first - lo) if single else None)
         return np.concatenate(disagree), np.concatenate(ratio), leaves
 
     def compare(self, dd: Any, lo: int, hi: int) -> Entries:
         """(k, m) comparisons of the rule's J d_r with the differences along
         the k displacements d_r of ``dd`` (coordinates [lo, hi))."""
-        run, xp, p = self.run, self.run.xp, self.run.p
+        parts, xp, p = self.parts, self.parts.xp, self.parts.problem
         k = dd.direction.shape[0]
-        tangents = xp.zeros((k, p.in_layout.size), dtype=dd.direction.dtype, device=run.device)
+        tangents = xp.zeros((k, p.in_layout.size), dtype=dd.direction.dtype, device=parts.device)
         tangents[:, lo:hi] = dd.direction
-        ana, wide = run.jvp(run._round_to(tangents, p.in_layout, p.in_dtypes))
-        rnd = dd.rounding + run.noise[None, :] if run.nondeterministic else dd.rounding
+        ana, wide = parts.analytical.jvp(
+            parts.analytical.round_to(tangents, p.in_layout, p.in_dtypes)
+        )
+        rnd = (
+            dd.rounding + parts.numerical.noise[None, :]
+            if parts.numerical.nondeterministic
+            else dd.rounding
+        )
         scale = xp.max(xp.abs(dd.value), axis=1, keepdims=True)
         columns = [ana, dd.value, dd.truncation, rnd, dd.roughness]
         columns += [xp.astype(dd.nonfinite, ana.dtype), xp.broadcast_to(scale, ana.shape)]
         if wide is not None:
             columns.append(xp.abs(ana - wide))
         host = p.adapter.to_numpy(xp.stack(columns))
-        return run._entries(
+        return parts.ledger.entries(
             "probe",
             host[0],
             (host[1], host[2], host[3], host[4], host[5] != 0),
@@ -126,11 +132,11 @@ class _Forward:
         )
 
 
-def _leaf(run: _Run, dd: Any, entries: Entries, row: int, index: int, at: int) -> Any:
+def _leaf(parts: Parts, dd: Any, entries: Entries, row: int, index: int, at: int) -> Any:
     """A single entry's group: its column J[:, index] per unit of the
     coordinate, and the output where it disagrees most: (index, output,
     (1, 1) entries)."""
-    step = float(run.p.adapter.to_numpy(dd.direction[row, at]))
+    step = float(parts.problem.adapter.to_numpy(dd.direction[row, at]))
     column = entries.map(lambda a: a[row : row + 1, :])
     column = replace(
         column,
