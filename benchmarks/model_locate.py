@@ -8,7 +8,8 @@ Per framework, an MLP whose linear layers run a hand-written derivative
 ``tf.custom_gradient`` in a Keras layer), in float64:
 
 - torch: 784 -> 1000 -> 200 -> 10 with tanh, 987,210 parameters, a batch of 8;
-- jax (a pytree of dicts and lists): 784 -> 300 -> 100 -> 10, 266,610 parameters;
+- jax (an equinox-like module: a dataclass registered as a pytree): 784 -> 300 -> 100
+  -> 10, 266,610 parameters;
 - keras (a ``keras.Model`` of custom layers): 256 -> 256 -> 256 -> 10, 134,666.
 
 For each seed the model is drawn afresh, and one entry of one layer's
@@ -27,15 +28,15 @@ and jax.test_util.check_grads (one random direction; it cannot say where).
 TensorFlow's compute_gradient takes one evaluation per entry (10^5 here)
 and is left out.
 
-Until ``gradguard.check(model, x)`` checks parameters by itself, the model
-is checked as a function of its parameters: torch
-``functional_call(model, p, (x,))``, JAX ``f(p, x)``, Keras
-``model.stateless_call(p, [], x)``, with ``wrt=0``.
+Each model is checked as ``gradguard.check(model, x)``: its parameters (a
+torch module's, a JAX pytree module's leaves, a Keras model's trainable
+variables) and its input, named as the framework names them.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -121,7 +122,7 @@ def _torch_case(seed: int) -> dict[str, Any]:
     row: dict[str, Any] = {"parameters": sum(v.numel() for v in params.values())}
     for label, wrong in (("right", None), ("wrong", index)):
         layers[layer].wrong = wrong
-        report, wall, cpu = _timed(lambda: gradguard.check(f, params, x, wrt=0))
+        report, wall, cpu = _timed(lambda: gradguard.check(model, x))
         row[label] = _outcome(report, wall, cpu, key, index)
         # The peer: gradcheck's fast mode on the same function of the weights.
         passed, wall, cpu = _timed(lambda: _gradcheck_fast(f, params, x))
@@ -170,33 +171,43 @@ def _jax_case(seed: int) -> dict[str, Any]:
         apply.defvjp(fwd, bwd)
         return apply
 
-    sizes = [784, 300, 100, 10]
-    rng = np.random.default_rng(seed)
-    params = {"layers": []}
-    for a, b in itertools.pairwise(sizes):
-        w, bias = rng.normal(size=(a, b)) / a**0.5, rng.normal(size=b) / 10
-        params["layers"].append({"w": jnp.asarray(w), "b": jnp.asarray(bias)})
-    x = jnp.asarray(rng.normal(size=(8, sizes[0])))
-    layer, index = _wrong_entry(rng, [(a, b) for a, b in itertools.pairwise(sizes)])
-    key = f"['layers'][{layer}]['w']"
-    row: dict[str, Any] = {
-        "parameters": sum(int(a.size) for a in jax.tree_util.tree_leaves(params))
-    }
-    for label, wrong in (("right", None), ("wrong", index)):
-        rules = [linear(wrong if i == layer else None) for i in range(len(sizes) - 1)]
+    @dataclasses.dataclass
+    class MLP:
+        """An equinox-like module: a dataclass registered as a pytree, its
+        rules static."""
 
-        def f(p: Any, x: Any, rules: Any = rules) -> Any:
-            for i, (rule, lay) in enumerate(zip(rules, p["layers"])):
-                x = rule(x, lay["w"], lay["b"])
-                x = jnp.tanh(x) if i < len(rules) - 1 else x
+        weights: list
+        biases: list
+        rules: tuple
+
+        def __call__(self, x: Any) -> Any:
+            last = len(self.rules) - 1
+            for i, (rule, w, b) in enumerate(zip(self.rules, self.weights, self.biases)):
+                x = rule(x, w, b)
+                x = jnp.tanh(x) if i < last else x
             return x
 
-        report, wall, cpu = _timed(lambda: gradguard.check(f, params, x, wrt=0))
+    jax.tree_util.register_dataclass(MLP, data_fields=["weights", "biases"], meta_fields=["rules"])
+
+    sizes = [784, 300, 100, 10]
+    rng = np.random.default_rng(seed)
+    weights, biases = [], []
+    for a, b in itertools.pairwise(sizes):
+        weights.append(jnp.asarray(rng.normal(size=(a, b)) / a**0.5))
+        biases.append(jnp.asarray(rng.normal(size=b) / 10))
+    x = jnp.asarray(rng.normal(size=(8, sizes[0])))
+    layer, index = _wrong_entry(rng, [(a, b) for a, b in itertools.pairwise(sizes)])
+    key = f"weights[{layer}]"
+    row: dict[str, Any] = {"parameters": sum(int(a.size) for a in weights + biases)}
+    for label, wrong in (("right", None), ("wrong", index)):
+        rules = tuple(linear(wrong if i == layer else None) for i in range(len(sizes) - 1))
+        model = MLP(weights, biases, rules)
+        report, wall, cpu = _timed(lambda model=model: gradguard.check(model, x))
         row[label] = _outcome(report, wall, cpu, key, index)
 
-        def peer() -> bool:
+        def peer(model: Any = model) -> bool:
             try:
-                check_grads(lambda p: f(p, x), (params,), order=1, modes=["rev"])
+                check_grads(lambda m: m(x), (model,), order=1, modes=["rev"])
                 return True
             except AssertionError:
                 return False
@@ -238,8 +249,10 @@ def _keras_case(seed: int) -> dict[str, Any]:
 
         def build(self, shape: Any) -> None:
             size = (shape[-1], self.units)
-            self.kernel = self.add_weight(shape=size, initializer="glorot_normal")
-            self.bias = self.add_weight(shape=(self.units,), initializer="random_normal")
+            self.kernel = self.add_weight(shape=size, initializer="glorot_normal", name="kernel")
+            self.bias = self.add_weight(
+                shape=(self.units,), initializer="random_normal", name="bias"
+            )
 
         def call(self, x: Any) -> Any:
             w, b = tf.convert_to_tensor(self.kernel), tf.convert_to_tensor(self.bias)
@@ -257,16 +270,12 @@ def _keras_case(seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     x = tf.constant(rng.normal(size=(8, sizes[0])))
     layer, index = _wrong_entry(rng, [(a, b) for a, b in itertools.pairwise(sizes)])
-    key = f"[{2 * layer}]"
-    weights = [tf.constant(v.numpy()) for v in model.trainable_variables]
-
-    def f(p: Any, x: Any) -> Any:
-        return model.stateless_call(p, [], x)[0]
-
-    row: dict[str, Any] = {"parameters": sum(int(np.prod(w.shape)) for w in weights)}
+    key = layers[layer].kernel.path
+    count = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    row: dict[str, Any] = {"parameters": count}
     for label, wrong in (("right", None), ("wrong", index)):
         layers[layer].rule = linear(wrong)
-        report, wall, cpu = _timed(lambda: gradguard.check(f, weights, x, wrt=0))
+        report, wall, cpu = _timed(lambda: gradguard.check(model, x))
         row[label] = _outcome(report, wall, cpu, key, index)
     return row
 
