@@ -68,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gradguard {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
+    _add_demo(commands)
+    check = _add_check(commands)
+    _add_inputs_options(check)
+    _add_check_options(check)
+    _add_output_options(check)
+    return parser
+
+
+def _add_demo(commands: Any) -> None:
     demo = commands.add_parser(
         "demo",
         help="check a gallery of correct and broken custom rules in every installed framework",
@@ -89,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
         help="rich tables (default: on a terminal, when rich is installed and NO_COLOR unset)",
     )
 
+
+def _add_check(commands: Any) -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check",
         help="check FUNC in FILE.py at random inputs or inputs you give",
@@ -103,6 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "target", metavar="FILE.py:FUNC", help="the function to check (or FILE.py:Class.apply)"
     )
+    return check
+
+
+def _add_inputs_options(check: argparse.ArgumentParser) -> None:
     given = check.add_argument_group("inputs (the point the derivatives are checked at)")
     given.add_argument(
         "--shape",
@@ -148,6 +163,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=("numpy", "torch", "jax", "tensorflow"),
         help="framework of the inputs (default: the one FILE.py imports)",
     )
+
+
+def _add_check_options(check: argparse.ArgumentParser) -> None:
     how = check.add_argument_group("the check")
     how.add_argument(
         "--wrt",
@@ -208,6 +226,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="seeds the inputs and probes (default 0)",
     )
+
+
+def _add_output_options(check: argparse.ArgumentParser) -> None:
     out = check.add_argument_group("output")
     out.add_argument(
         "--json", metavar="OUT.json", help="also write the report as JSON ('-': only to stdout)"
@@ -223,7 +244,6 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="a rich table (default: on a terminal, when rich is installed and NO_COLOR unset)",
     )
-    return parser
 
 
 class _Parser(argparse.ArgumentParser):

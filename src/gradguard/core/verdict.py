@@ -168,27 +168,10 @@ def compare(
     resolves nothing (the numerical value within its tolerance of zero):
     the FLOOR applies to it.
     """
-    # Not smooth: the even difference is far above rounding AND large next to
-    # the derivative itself. Noise from cancellation inside f (a sum of many
-    # terms that nearly cancel) passes the first test but not the second: it
-    # is noise, and it widens the tolerance instead.
-    magnitude = xp.abs(numerical) + scale
     eps = float(xp.finfo(numerical.dtype).eps) if eps_numerical is None else eps_numerical
-    relative = eps**0.5
-    rough = (roughness > ROUGH * rounding) & (roughness > relative * magnitude)
-    # A smooth f whose derivatives grow on one length scale L gives an even
-    # difference of about truncation * h / L, and h / L is about
-    # sqrt(truncation / |derivative|): a steep smooth f (large arguments,
-    # sin(30 x)) is not rough. A kink leaves an even difference as large as
-    # its truncation, a noisy f too.
     terms = xp.abs(numerical) + scale
     safe_terms = xp.where(terms > 0, terms, xp.ones_like(terms))
-    # (Only where h / L is small, the regime that estimate holds in.)
-    asymptotic = truncation <= 1e-2 * terms
-    smooth_like = asymptotic & (roughness <= SMOOTH * truncation * xp.sqrt(truncation / safe_terms))
-    rough = rough & ~smooth_like
-    # What is left of the even difference is noise: it widens the estimate.
-    own_noise = xp.where(rough | smooth_like, xp.zeros_like(roughness), roughness)
+    rough, asymptotic, own_noise = _smoothness(terms, truncation, rounding, roughness, eps, xp)
     estimate = SAFETY * (truncation + ROUNDING * rounding + own_noise)
     tol = estimate + ANALYTICAL * eps_analytical * (xp.abs(analytical) + xp.abs(numerical) + scale)
     if analytical_error is not None:
@@ -253,19 +236,14 @@ def compare(
     # arithmetic, and both sides differentiate the rounding of its terms).
     unseen = (xp.abs(numerical) <= tol) | (batch_scale <= eps * floor_scale)
     unseen = xp.astype(unseen, error.dtype) * floor_scale
-    within_floor = error <= floor * (magnitude + batch_scale + unseen)
+    within_floor = error <= floor * (terms + batch_scale + unseen)
     close = (error <= BAND * tol) | within_floor
     marginal = exceeds & ~rough & ~bad_value & close & (tol < math.inf)
     faint = marginal & ~(error <= BAND * tol)
     if pool and eps < 1e-10:
-        # An output's noise, seen in its other columns: where it explains
-        # the error, f's resolution cannot decide. (Float64 only: in float32
-        # every evaluation's noise is of that size, and the steps adapt.)
-        positive = rounding > 0
-        ratio = own_noise / xp.where(positive, rounding, xp.ones_like(rounding))
-        ratio = xp.where(positive & xp.isfinite(ratio), ratio, xp.zeros_like(ratio))
-        pooled = xp.max(ratio, axis=0, keepdims=True) * rounding
-        explained = error <= BAND * (tol + multiple * SAFETY * ROUNDING * pooled)
+        # (Float64 only: in float32 every evaluation's noise is of that size,
+        # and the steps adapt.)
+        explained = _explained_by_output_noise(error, tol, rounding, own_noise, multiple, xp)
         noisy = exceeds & ~rough & ~bad_value & ~marginal & explained & (tol < math.inf)
         coarse = coarse | noisy
         marginal = marginal | noisy
@@ -286,6 +264,45 @@ def compare(
         coarse=coarse,
         faint=faint,
     )
+
+
+def _smoothness(
+    terms: Any, truncation: Any, rounding: Any, roughness: Any, eps: float, xp: Any
+) -> tuple[Any, Any, Any]:
+    """Which entries look rough (a kink, a jump, noise), which are in the regime
+    where the truncation estimate holds, and the noise left in the even
+    difference that widens the tolerance: ``(rough, asymptotic, own_noise)``."""
+    # Not smooth: the even difference is far above rounding AND large next to
+    # the derivative itself. Noise from cancellation inside f (a sum of many
+    # terms that nearly cancel) passes the first test but not the second: it
+    # is noise, and it widens the tolerance instead.
+    rough = (roughness > ROUGH * rounding) & (roughness > eps**0.5 * terms)
+    # A smooth f whose derivatives grow on one length scale L gives an even
+    # difference of about truncation * h / L, and h / L is about
+    # sqrt(truncation / |derivative|): a steep smooth f (large arguments,
+    # sin(30 x)) is not rough. A kink leaves an even difference as large as
+    # its truncation, a noisy f too.
+    safe_terms = xp.where(terms > 0, terms, xp.ones_like(terms))
+    # (Only where h / L is small, the regime that estimate holds in.)
+    asymptotic = truncation <= 1e-2 * terms
+    smooth_like = asymptotic & (roughness <= SMOOTH * truncation * xp.sqrt(truncation / safe_terms))
+    rough = rough & ~smooth_like
+    # What is left of the even difference is noise: it widens the estimate.
+    own_noise = xp.where(rough | smooth_like, xp.zeros_like(roughness), roughness)
+    return rough, asymptotic, own_noise
+
+
+def _explained_by_output_noise(
+    error: Any, tol: Any, rounding: Any, own_noise: Any, multiple: float, xp: Any
+) -> Any:
+    """Where an output's noise, seen in its other columns (the rows of a
+    pooled comparison are columns of one Jacobian), explains the error: f's
+    resolution cannot decide there."""
+    positive = rounding > 0
+    ratio = own_noise / xp.where(positive, rounding, xp.ones_like(rounding))
+    ratio = xp.where(positive & xp.isfinite(ratio), ratio, xp.zeros_like(ratio))
+    pooled = xp.max(ratio, axis=0, keepdims=True) * rounding
+    return error <= BAND * (tol + multiple * SAFETY * ROUNDING * pooled)
 
 
 def doubt(entries: Entries, where: Any) -> Entries:

@@ -90,6 +90,8 @@ class _Problem:
         kwargs: Mapping[str, Any] | None = None,
         has_aux: bool = False,
     ) -> _Problem:
+        # Over 80 lines by its last statement: the keyword constructor of the
+        # problem's 25 fields, each named where it is set.
         user_rule = grad is not None or vjp is not None
         kwargs = dict(kwargs or {})
         arguments = _Arguments.gather(f, args, wrt, kwargs)
@@ -120,9 +122,7 @@ class _Problem:
             out_names = [f"d/d{a.paths[i]}" for i in a.diff]
 
         diff_core = point.diff_core
-        in_layout = FlatLayout.of(diff_core, xp)
-        if point.held:
-            in_layout = _HeldLayout(in_layout, [point.held.get(i) for i in a.diff])
+        in_layout = point.layout(a.diff, xp)
         out_layout = FlatLayout.of(out_core, xp)
         in_dtypes = [c.dtype for c in diff_core]
 
@@ -143,13 +143,9 @@ class _Problem:
         )
         wide_primals = None
         if eval_dtypes != in_dtypes and adapter.has_autodiff and not user_rule:
-            wide_primals = eval_like
-            if not _wide_rule_runs(adapter, fn, eval_like, out_core, outputs0, xp, vectorize):
-                wide_primals = None
-                notes.append(
-                    f"the derivative rule fails in {_describe(eval_dtypes)} (no kernel for it "
-                    "here), so its rounding was estimated from the input dtypes alone"
-                )
+            wide_primals = _wide_rule_primals(
+                adapter, fn, eval_like, eval_dtypes, out_core, outputs0, xp, vectorize, notes
+            )
 
         return cls(
             adapter=adapter,
@@ -211,6 +207,14 @@ class _Point:
             for j, i in enumerate(a.diff)
         ]
         return cls(leaves, diff_core, held, primals, in_shapes)
+
+    def layout(self, diff: list[int], xp: Any) -> FlatLayout:
+        """How the differentiated arrays lie in the flat input vector (the
+        entries held fixed left out)."""
+        layout = FlatLayout.of(self.diff_core, xp)
+        if self.held:
+            layout = _HeldLayout(layout, [self.held.get(i) for i in diff])
+        return layout
 
 
 def _first_call(
@@ -305,6 +309,28 @@ def _second_order(
     ]
     fn = adapter.differentiable_vjp(leaf_call, cots)
     return fn, fn(*primals)
+
+
+def _wide_rule_primals(
+    adapter: Adapter,
+    fn: Callable[..., list[Any]],
+    eval_like: list[Any],
+    eval_dtypes: list[Any],
+    out_core: list[Any],
+    outputs0: list[Any],
+    xp: Any,
+    vectorize: bool,
+    notes: list[str],
+) -> list[Any] | None:
+    """The primals to rerun the rule at in the numerical side's wider dtype
+    (to measure its rounding), or None, with a note, where it does not run there."""
+    if _wide_rule_runs(adapter, fn, eval_like, out_core, outputs0, xp, vectorize):
+        return eval_like
+    notes.append(
+        f"the derivative rule fails in {_describe(eval_dtypes)} (no kernel for it "
+        "here), so its rounding was estimated from the input dtypes alone"
+    )
+    return None
 
 
 class WrongGradientShape(Exception):

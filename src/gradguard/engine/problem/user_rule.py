@@ -4,6 +4,7 @@ analytical side, for code without autodiff."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ... import _tree
@@ -51,51 +52,7 @@ def _user_vjp(
             "use vjp=fn (fn(cotangent, *args)) instead"
         )
 
-    def gather(result: Any, rule: str) -> list[Any]:
-        per_arg = (
-            [result]
-            if len(wanted) == 1
-            else list(result)
-            if isinstance(result, (tuple, list))
-            else None
-        )
-        if per_arg is None or len(per_arg) != len(wanted):
-            raise ArgumentError(
-                f"{rule}: returned {type(result).__name__}; expected one entry per "
-                f"differentiated argument ({len(wanted)}), a tuple when there are several"
-            )
-        values: list[Any] = []
-        for p, item in zip(wanted, per_arg):
-            item_leaves = _tree.leaves(item)
-            mine = [i for i in range(len(leaves)) if positions[i] == p]
-            if len(item_leaves) != len(mine):
-                raise ArgumentError(
-                    f"{rule}: the entry for argument {p} has {len(item_leaves)} leaves, "
-                    f"the argument has {len(mine)}; mirror its structure"
-                )
-            for i, value in zip(mine, item_leaves):
-                if i in diff:
-                    values.append(value)
-        out = []
-        for value, i in zip(values, diff):
-            target = leaves[i]
-            if value is None or isinstance(value, (str, bytes)):
-                raise ArgumentTypeError(
-                    f"{rule}: returned {type(value).__name__} for argument {positions[i]}; "
-                    "return an array shaped like that argument"
-                )
-            if not adapter.owns(value):
-                value = adapter.from_core(
-                    adapter.namespace(adapter.to_core(target)).asarray(value), like=target
-                )
-            if tuple(value.shape) != tuple(target.shape):
-                raise ArgumentError(
-                    f"{rule}: gradient of shape {tuple(value.shape)} for an argument of "
-                    f"shape {tuple(target.shape)}; return one derivative per entry"
-                )
-            core = adapter.to_core(value)
-            out.append(held[i].compact(core, xp) if i in held else core)
-        return out
+    gather = _RuleGradients(leaves, diff, positions, wanted, held, adapter, xp)
 
     def rule_vjp(cotangents: list[Any]) -> list[Any]:
         k = cotangents[0].shape[0]
@@ -121,6 +78,75 @@ def _user_vjp(
         ]
 
     return rule_vjp
+
+
+@dataclass
+class _RuleGradients:
+    """What a rule returned, as core arrays of the differentiated leaves:
+    one entry per selected argument (mirroring its structure), each shaped
+    like its argument; refused with the fix otherwise."""
+
+    leaves: list[Any]
+    diff: list[int]
+    positions: list[int]
+    wanted: list[int]
+    held: dict[int, _Held]
+    adapter: Adapter
+    xp: Any
+
+    def __call__(self, result: Any, rule: str) -> list[Any]:
+        values = self._differentiated(self._per_argument(result, rule), rule)
+        return [self._core(value, i, rule) for value, i in zip(values, self.diff)]
+
+    def _per_argument(self, result: Any, rule: str) -> list[Any]:
+        wanted = self.wanted
+        per_arg = (
+            [result]
+            if len(wanted) == 1
+            else list(result)
+            if isinstance(result, (tuple, list))
+            else None
+        )
+        if per_arg is None or len(per_arg) != len(wanted):
+            raise ArgumentError(
+                f"{rule}: returned {type(result).__name__}; expected one entry per "
+                f"differentiated argument ({len(wanted)}), a tuple when there are several"
+            )
+        return per_arg
+
+    def _differentiated(self, per_arg: list[Any], rule: str) -> list[Any]:
+        """The leaves of the entries that belong to differentiated leaves."""
+        values: list[Any] = []
+        for p, item in zip(self.wanted, per_arg):
+            item_leaves = _tree.leaves(item)
+            mine = [i for i in range(len(self.leaves)) if self.positions[i] == p]
+            if len(item_leaves) != len(mine):
+                raise ArgumentError(
+                    f"{rule}: the entry for argument {p} has {len(item_leaves)} leaves, "
+                    f"the argument has {len(mine)}; mirror its structure"
+                )
+            values += [value for i, value in zip(mine, item_leaves) if i in self.diff]
+        return values
+
+    def _core(self, value: Any, i: int, rule: str) -> Any:
+        """Leaf ``i``'s gradient as a core array (compacted where entries are held)."""
+        adapter, target = self.adapter, self.leaves[i]
+        if value is None or isinstance(value, (str, bytes)):
+            raise ArgumentTypeError(
+                f"{rule}: returned {type(value).__name__} for argument {self.positions[i]}; "
+                "return an array shaped like that argument"
+            )
+        if not adapter.owns(value):
+            value = adapter.from_core(
+                adapter.namespace(adapter.to_core(target)).asarray(value), like=target
+            )
+        if tuple(value.shape) != tuple(target.shape):
+            raise ArgumentError(
+                f"{rule}: gradient of shape {tuple(value.shape)} for an argument of "
+                f"shape {tuple(target.shape)}; return one derivative per entry"
+            )
+        core = adapter.to_core(value)
+        return self.held[i].compact(core, self.xp) if i in self.held else core
 
 
 def _output_treedef(leaf_call: Any) -> Any:
