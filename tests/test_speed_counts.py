@@ -3,8 +3,8 @@
 A JAX check compiles at most one evaluation and one derivative program for
 a function and shapes, whatever the number of chunks, and a second check of
 the same function and shapes compiles nothing; a small JAX check evaluates
-f eagerly, reusing what its setup's call compiled, and compiles only its
-derivative program. A TensorFlow check
+f eagerly, reusing what its setup's call compiled, and at shapes seen before
+takes its derivatives eagerly too, compiling nothing. A TensorFlow check
 traces f a fixed number of times, not once per chunk. XLA compilations are
 counted by JAX's monitoring event, traces by a Python side effect in ``f``
 that runs only on symbolic values. Nothing is mocked.
@@ -84,24 +84,36 @@ def test_jax_check_of_new_shapes_compiles_two_programs(jax, compiles, direction,
     assert len(traces) == 1, "one trace (no compilation) that validates the cached code"
 
 
-def test_jax_small_check_evaluates_eagerly(jax, compiles):
+def test_jax_small_checks_at_seen_shapes_compile_nothing(jax, compiles):
     import jax.numpy as jnp
 
+    from gradguard.adapters import jax as jax_adapter
+
+    jax_adapter.clear_cache()
     traces: list[int] = []
     f = _jax_function(jax, traces)
     x = jax.device_put(_x(12).reshape(3, 4))
+    f(x)  # as a test would: f's own operations are compiled
+    compiles.clear()
 
     def g(x):  # another function of the same operations, checked before
-        return jnp.sin(x) * x + 0.0
+        return jnp.cos(x) * x
 
-    assert gradguard.check(g, x).passed
+    first = gradguard.check(g, x)
+    assert first.passed
+    # New shapes: the points evaluated eagerly (on what g(x) compiled), the
+    # VJP rows (the dense probes padded to them) in one program.
+    assert len(compiles) == 2, "g's cos, eagerly, and the VJP program"
+    # Seen shapes, few operations: derivatives eagerly (compiling sin's, x's
+    # and the sum's derivative operations at these shapes).
+    assert gradguard.check(lambda x: jnp.sin(x) * x + x, x).passed
     compiles.clear()
     report = gradguard.check(f, x)
     assert report.passed
-    # f's operations at these shapes were compiled already: only the VJP
-    # rows are a program of their own (the two dense probes padded into it).
-    assert len(compiles) == 1
-    assert len(traces) == 2, "the cache's validating trace and the VJP's; none vectorised"
+    # The derivative rows too ran eagerly, on operations compiled by the
+    # earlier checks.
+    assert compiles == []
+    assert len(traces) == 3, "the cache's validating trace and two eager pullbacks'"
 
 
 def test_jax_small_check_still_fails_a_wrong_rule(jax):
@@ -161,7 +173,7 @@ def test_tensorflow_check_traces_f_a_fixed_number_of_times(direction):
     assert 1 <= len(traces) <= 2, "one vectorised evaluation and one derivative program"
 
 
-def test_tensorflow_small_check_runs_eagerly():
+def test_tensorflow_probe_check_runs_eagerly():
     tf = pytest.importorskip("tensorflow")
 
     traces: list[int] = []
@@ -171,6 +183,6 @@ def test_tensorflow_small_check_runs_eagerly():
             traces.append(1)
         return tf.sin(x) * x
 
-    report = gradguard.check(f, tf.constant(_x(12).reshape(3, 4)))
+    report = gradguard.check(f, tf.constant(_x(1000)), mode="probe")
     assert report.passed
-    assert traces == [], "a dozen points cost less eagerly than one trace"
+    assert traces == [], "a few points and VJPs cost less eagerly than one trace"

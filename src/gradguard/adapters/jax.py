@@ -43,6 +43,10 @@ a check of a small function computes for milliseconds. So:
   check of the same function and shapes all reuse it. A check then compiles
   at most one evaluation and one VJP (or JVP) program per function and
   shapes, and a small program is compiled without LLVM's optimisations;
+- but the few VJP (JVP) rows of a function of a few operations run eagerly
+  too, one pullback per row, once an earlier check took derivatives at
+  those shapes (see :data:`EAGER_EQUATIONS`): a test suite's checks of
+  small functions then compile next to nothing;
 - the results come back as host NumPy arrays (the core's), with the padding
   cut off there: one transfer per batch.
 
@@ -78,6 +82,8 @@ _cache: OrderedDict[Hashable, _Compiled] = OrderedDict()
 #: None, so that the trace that validates an entry runs once per check.
 _resolved: dict[int, tuple[weakref.ref[Any], dict[Hashable, Any]]] = {}
 _lock = threading.RLock()
+#: (kind, shapes) at which checks in this process took derivatives, newest last.
+_derivative_shapes: OrderedDict[Hashable, None] = OrderedDict()
 
 #: Rows of points up to which a batch is evaluated eagerly, one call of f per
 #: row, instead of in a compiled program (see the module docstring): the
@@ -90,12 +96,17 @@ EAGER_ROWS = 128
 #: for the VJP rows of small lax functions), where running it takes
 #: microseconds either way. (No fast-math either way: the same arithmetic.)
 SMALL_PROGRAM = 1 << 16
-#: The same for VJPs and JVPs: none. An eager pullback compiles every
-#: operation's derivative at the caller's shapes (at n = 32, 447 ms for a
-#: first check of a small MLP against 214 ms with the rows compiled in one
-#: program), which a test suite's other functions of those shapes may share
-#: (the JAX corpus: a median 146 ms against 158) but a new shape does not.
-EAGER_DERIVATIVE_ROWS = 0
+#: Operations of f (nested calls counted; sin(x) * x has 2, a two-layer MLP
+#: 4, softmax 9) up to which a few VJP or JVP rows
+#: run eagerly, one pullback per row, at shapes that an earlier check in the
+#: process took derivatives at; otherwise, in one compiled program. An
+#: eager pullback compiles each operation's derivative at the caller's
+#: shapes, which a test suite's earlier checks of those shapes mostly did
+#: already (over the JAX corpus, a median 53 ms per first check against 155
+#: ms with the rows compiled), but at a new shape costs several compilations
+#: where the rows compiled are one (sin(x) * x: 250 against 123 ms; softmax
+#: 637 against 263 ms).
+EAGER_EQUATIONS = 3
 
 #: Leaves other than arrays that may be part of a cache key: immutable, and
 #: told apart by ``(type, repr)`` (which, unlike ``==``, separates 0.0 from
@@ -108,6 +119,7 @@ def clear_cache() -> None:
     with _lock:
         _cache.clear()
         _resolved.clear()
+        _derivative_shapes.clear()
 
 
 class JaxAdapter(Adapter):
@@ -183,8 +195,9 @@ class JaxAdapter(Adapter):
         vectorize: bool = True,
     ) -> list[Any]:
         k = len(cotangents[0])
-        avals = [_aval(p) for p in primals]
-        chosen = _program(fn, avals, k, "vjp", EAGER_DERIVATIVE_ROWS) if vectorize else None
+        chosen = (
+            _derivative_program(fn, [_aval(p) for p in primals], k, "vjp") if vectorize else None
+        )
         if chosen is None:
             return _eager_vjps(fn, primals, cotangents)
         if chosen is _UNCACHED:
@@ -206,7 +219,7 @@ class JaxAdapter(Adapter):
         try:
             k = len(tangents[0])
             avals = [_aval(p) for p in primals]
-            chosen = _program(fn, avals, k, "jvp", EAGER_DERIVATIVE_ROWS) if vectorize else None
+            chosen = _derivative_program(fn, avals, k, "jvp") if vectorize else None
             if chosen is None:
                 return _eager_jvps(fn, primals, tangents)
             if chosen is _UNCACHED:
@@ -238,10 +251,13 @@ class _Compiled:
     """The jitted evaluation, VJP and JVP of one canonical function
     ``call(*differentiated, *other arrays)``, each at one row count."""
 
-    def __init__(self, f: Any, text: str, consts: list[Any], call: LeafFunction, nd: int, na: int):
+    def __init__(
+        self, f: Any, closed: Any, text: str, call: LeafFunction, nd: int, na: int
+    ) -> None:
         self.f = f  # held, so that its id in the key stays its own
         self.text = text
-        self.consts = consts
+        self.consts = list(closed.consts)
+        self.equations = _equations(closed.jaxpr)
 
         def forward(rows: list[Any], arrays: list[Any]) -> Any:
             return jax.vmap(call, in_axes=(0,) * nd + (None,) * na)(*rows, *arrays)
@@ -301,6 +317,30 @@ def _program(fn: Any, avals: list[Any], rows: int, kind: str, eager_rows: int) -
     if found is not None and getattr(found[0], kind).rows >= rows:
         return getattr(found[0], kind), found[1]
     return None
+
+
+def _derivative_program(fn: Any, avals: list[Any], rows: int, kind: str) -> Any:
+    """As :func:`_program`, for VJP or JVP rows: eagerly only where that is
+    likely to compile little (see :data:`EAGER_EQUATIONS`): a few rows of a
+    function of a few operations, at shapes an earlier check in this process
+    took derivatives at. Else (and if a program for these rows exists) in
+    one compiled program."""
+    found = _compiled(fn, avals)
+    if found is None:
+        return _UNCACHED
+    entry, arrays = found
+    program = getattr(entry, kind)
+    shapes = (kind, _signature(avals))
+    with _lock:
+        seen = shapes in _derivative_shapes
+        _derivative_shapes[shapes] = None
+        _derivative_shapes.move_to_end(shapes)
+        while len(_derivative_shapes) > CACHE_SIZE:
+            _derivative_shapes.popitem(last=False)
+    small = 0 < rows <= EAGER_ROWS and entry.equations <= EAGER_EQUATIONS
+    if small and seen and program.rows < rows:
+        return None
+    return program, arrays
 
 
 def _in_use(fn: Any, avals: list[Any]) -> tuple[_Compiled, list[Any]] | None:
@@ -496,12 +536,26 @@ def _lookup(fn: Any, diff_avals: list[Any], shapes: tuple[Hashable, ...]) -> Any
         ):
             _cache.move_to_end(key)
             return entry, arrays
-        entry = _Compiled(fn.f, text, consts, call, len(diff_avals), len(arrays))
+        entry = _Compiled(fn.f, closed, text, call, len(diff_avals), len(arrays))
         _cache[key] = entry
         _cache.move_to_end(key)
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
     return entry, arrays
+
+
+def _equations(jaxpr: Any) -> int:
+    """Equations of ``jaxpr``, those of the calls in it (pjit, custom rules,
+    loops) counted too."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        total += 1
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    total += _equations(inner)
+    return total
 
 
 def _same_constants(old: list[Any], new: list[Any]) -> bool:

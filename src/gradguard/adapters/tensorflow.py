@@ -28,9 +28,12 @@ TRACED_ROWS = 32
 #: Rows a traced loop runs at once (tf.map_fn's parallel_iterations).
 PARALLEL_ROWS = 16
 #: Rows up to which a batch of points is evaluated eagerly, one call of f
-#: per row, instead of in a traced, vectorised program (whose trace costs
-#: more than a few dozen eager calls); measured in benchmarks/small.py.
-EAGER_ROWS = 64
+#: per row, instead of in a traced, vectorised program: a probe's few rows
+#: took 5 ms eagerly against 18-35 ms with a trace (sin(x) * x, n = 12 and
+#: 1000), but an eager row costs 0.2-1 ms (an operation, a conversion per
+#: argument), and at 97 rows (two arguments of 12 entries, a full check)
+#: eager checks took 2-3x as long as traced ones (benchmarks/small.py).
+EAGER_ROWS = 32
 
 
 class TensorflowAdapter(Adapter):
