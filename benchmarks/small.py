@@ -128,13 +128,11 @@ def cases(framework: str) -> Iterator[tuple[str, Callable[..., Any], tuple[Any, 
 
     if framework == "jax":
         import jax
-        import jax.numpy as jnp
 
         for name, f, args in corpus.jax_cases("float64", None):
             if f is None or sum(math.prod(a.shape) for a in args) > MAX_INPUTS:
                 continue
             yield name, f, tuple(jax.device_put(a) for a in args)
-        del jnp
     elif framework == "tensorflow":
         import tensorflow as tf
 
@@ -245,7 +243,7 @@ def _size(a: Any) -> int:
     return math.prod(int(s) for s in a.shape)
 
 
-def run_matmul(src: str) -> None:
+def run_matmul() -> None:
     """TensorFlow tanh(X @ W) at n = 3000: gradguard's full check beside compute_gradient."""
     symbolic, _ = setup("tensorflow")
     import numpy as np
@@ -315,7 +313,7 @@ def main() -> None:
         run_tool(framework, tool)
         return
     if options.matmul_worker:
-        run_matmul("")
+        run_matmul()
         return
     src = str(ROOT / "src")
     trees = {"gradguard": src} | ({"gradguard-base": options.base} if options.base else {})
