@@ -69,8 +69,10 @@ def test_second_check_compiles_nothing(compiles, mode, direction):
     traces.clear()
     second = gradguard.check(f, x, mode=mode, direction=direction)
     assert compiles == []
-    # One trace (no compilation) that makes sure f still computes the same.
-    assert len(traces) == 1 < traced_first
+    # One trace (no compilation) that makes sure f still computes the same,
+    # and those of eager pullbacks, where the first check took them so (a
+    # few rows at shapes an earlier test saw: see EAGER_EQUATIONS).
+    assert 1 <= len(traces) <= traced_first
     assert same_result(first, second)
 
 

@@ -26,6 +26,32 @@ uses the cached code only if the program and its constants are the same as
 when it was compiled; otherwise it compiles afresh. Functions that cannot
 be traced, arguments with other leaves, and second-order checks go the
 uncached way, as before.
+
+Few programs, few calls
+-----------------------
+XLA compiles a program for every new shape, some 30-150 ms of CPU each, while
+a check of a small function computes for milliseconds. So:
+
+- a batch of at most :data:`EAGER_ROWS` points is evaluated eagerly, one call
+  of ``f`` per row, on arrays committed to their device as the caller's are:
+  its operations reuse what JAX compiled for the setup's call of ``f`` (and
+  for the caller's own calls), and no program is compiled for it;
+- a larger batch, and every batch of VJPs or JVPs, runs in one compiled
+  program, padded with copies of its first row to the largest row count
+  that program was called with (:class:`_Padded`): the last, shorter chunk
+  of a check, the two dense probes after the one-hot VJP rows, and the next
+  check of the same function and shapes all reuse it. A check then compiles
+  at most one evaluation and one VJP (or JVP) program per function and
+  shapes, and a small program is compiled without LLVM's optimisations;
+- but the few VJP (JVP) rows of a function of a few operations run eagerly
+  too, one pullback per row, once an earlier check took derivatives at
+  those shapes (see :data:`EAGER_EQUATIONS`): a test suite's checks of
+  small functions then compile next to nothing;
+- the results come back as host NumPy arrays (the core's), with the padding
+  cut off there: one transfer per batch.
+
+With ``vectorize=False``, and for functions that cannot be traced, the
+derivatives too run eagerly, one pullback (JVP) per row.
 """
 
 from __future__ import annotations
@@ -59,6 +85,31 @@ _cache: OrderedDict[Hashable, _Compiled] = OrderedDict()
 #: None, so that the trace that validates an entry runs once per check.
 _resolved: dict[int, tuple[weakref.ref[Any], dict[Hashable, Any]]] = {}
 _lock = threading.RLock()
+#: (kind, shapes) at which checks in this process took derivatives, newest last.
+_derivative_shapes: OrderedDict[Hashable, None] = OrderedDict()
+
+#: Rows of points up to which a batch is evaluated eagerly, one call of f per
+#: row, instead of in a compiled program (see the module docstring): the
+#: calls reuse what the setup's call compiled. At n = 32 (129 rows) a first
+#: check took 118-357 ms eagerly against 143-404 ms compiled (four small
+#: functions), at n = 64 (257 rows) 184-555 against 164-465 ms.
+EAGER_ROWS = 128
+#: Entries of a program's arguments up to which XLA compiles it without
+#: LLVM's optimisations: some 30% less CPU time to compile (72 against 106 ms
+#: for the VJP rows of small lax functions), where running it takes
+#: microseconds either way. (No fast-math either way: the same arithmetic.)
+SMALL_PROGRAM = 1 << 16
+#: Operations of f (nested calls counted; sin(x) * x has 2, a two-layer MLP
+#: 4, softmax 9) up to which a few VJP or JVP rows
+#: run eagerly, one pullback per row, at shapes that an earlier check in the
+#: process took derivatives at; otherwise, in one compiled program. An
+#: eager pullback compiles each operation's derivative at the caller's
+#: shapes, which a test suite's earlier checks of those shapes mostly did
+#: already (over the JAX corpus, a median 53 ms per first check against 155
+#: ms with the rows compiled), but at a new shape costs several compilations
+#: where the rows compiled are one (sin(x) * x: 250 against 123 ms; softmax
+#: 637 against 263 ms).
+EAGER_EQUATIONS = 3
 
 #: Leaves other than arrays that may be part of a cache key: immutable, and
 #: told apart by ``(type, repr)`` (which, unlike ``==``, separates 0.0 from
@@ -71,6 +122,7 @@ def clear_cache() -> None:
     with _lock:
         _cache.clear()
         _resolved.clear()
+        _derivative_shapes.clear()
 
 
 class JaxAdapter(Adapter):
@@ -97,9 +149,7 @@ class JaxAdapter(Adapter):
     def from_core(self, array: Any, like: Any) -> Any:
         if isinstance(array, jax.Array):
             return array
-        devices = like.devices() if isinstance(like, jax.Array) else None
-        device = next(iter(devices)) if devices else None
-        return jax.device_put(np.asarray(array), device)
+        return _put(np.asarray(array), like)
 
     def to_numpy(self, core_array: Any) -> Any:
         return np.asarray(core_array)
@@ -108,18 +158,21 @@ class JaxAdapter(Adapter):
         return bool(jax.config.read("jax_enable_x64"))
 
     def vectorize(self, fn: LeafFunction) -> LeafFunction:
-        if _split(fn) is None:
-            return jax.jit(jax.vmap(fn))
-        uncached: list[LeafFunction] = []
+        uncached: list[_Padded] = []
 
         def batched(*xs: Any) -> Any:
-            found = _compiled(fn, [_aval(x, batched=True) for x in xs])
-            if found is None:
+            chosen = _program(
+                fn, [_aval(x, batched=True) for x in xs], len(xs[0]), "forward", EAGER_ROWS
+            )
+            if chosen is None:
+                return _eager_rows(lambda *row: fn(*row), xs)
+            if chosen is _UNCACHED:
                 if not uncached:
-                    uncached.append(jax.jit(jax.vmap(fn)))
-                return uncached[0](*xs)
-            entry, arrays = found
-            return entry.forward(*xs, *arrays)
+                    vmapped = jax.vmap(fn)
+                    uncached.append(_Padded(lambda fixed, rows: vmapped(*rows)))
+                return uncached[0]([], list(xs))
+            program, arrays = chosen
+            return program([], list(xs), arrays)
 
         return batched
 
@@ -169,23 +222,20 @@ class JaxAdapter(Adapter):
         cotangents: list[Any],
         vectorize: bool = True,
     ) -> list[Any]:
-        found = _compiled(fn, [_aval(p) for p in primals]) if vectorize else None
-        rows, arrays = (
-            (found[0].vjp, found[1])
-            if found
-            else (jax.jit(partial(_vjp_rows, fn, one_by_one=not vectorize)), [])
+        k = len(cotangents[0])
+        chosen = (
+            _derivative_program(fn, [_aval(p) for p in primals], k, "vjp") if vectorize else None
         )
+        if chosen is None:
+            return _eager_vjps(fn, primals, cotangents)
+        if chosen is _UNCACHED:
+            chosen = _Padded(partial(_vjp_rows, fn)), []
+        program, arrays = chosen
         try:
-            return list(rows(list(primals), arrays, list(cotangents)))
+            return program(list(primals), list(cotangents), arrays)
         except Exception:
-            pass
-        # Not traceable as a whole (Python control flow on values):
-        # one pullback per cotangent, eagerly.
-        out, pullback = jax.vjp(fn, *primals)
-        cots = [jnp.conj(c).astype(o.dtype) for c, o in zip(cotangents, out)]
-        k = cots[0].shape[0]
-        grads = [pullback([c[r] for c in cots]) for r in range(k)]
-        return [jnp.conj(jnp.stack([row[i] for row in grads])) for i in range(len(primals))]
+            # Not traceable as a whole (Python control flow on values).
+            return _eager_vjps(fn, primals, cotangents)
 
     def jvp(
         self,
@@ -195,13 +245,15 @@ class JaxAdapter(Adapter):
         vectorize: bool = True,
     ) -> list[Any]:
         try:
-            found = _compiled(fn, [_aval(p) for p in primals]) if vectorize else None
-            rows, arrays = (
-                (found[0].jvp, found[1])
-                if found
-                else (jax.jit(partial(_jvp_rows, fn, one_by_one=not vectorize)), [])
-            )
-            return list(rows(list(primals), arrays, list(tangents)))
+            k = len(tangents[0])
+            avals = [_aval(p) for p in primals]
+            chosen = _derivative_program(fn, avals, k, "jvp") if vectorize else None
+            if chosen is None:
+                return _eager_jvps(fn, primals, tangents)
+            if chosen is _UNCACHED:
+                chosen = _Padded(partial(_jvp_rows, fn)), []
+            program, arrays = chosen
+            return program(list(primals), list(tangents), arrays)
         except TypeError as exc:
             if "custom_vjp" in str(exc) or "forward-mode" in str(exc):
                 raise UnsupportedError(
@@ -247,48 +299,185 @@ class _Rebuilt:
 
 class _Compiled:
     """The jitted evaluation, VJP and JVP of one canonical function
-    ``call(*differentiated, *other arrays)``."""
+    ``call(*differentiated, *other arrays)``, each at one row count."""
 
-    def __init__(self, f: Any, text: str, consts: list[Any], call: LeafFunction, nd: int, na: int):
+    def __init__(
+        self, f: Any, closed: Any, text: str, call: LeafFunction, nd: int, na: int
+    ) -> None:
         self.f = f  # held, so that its id in the key stays its own
         self.text = text
-        self.consts = consts
+        self.consts = list(closed.consts)
+        self.equations = _equations(closed.jaxpr)
 
-        self.forward: Callable[..., Any] = jax.jit(jax.vmap(call, in_axes=(0,) * nd + (None,) * na))
-        self.vjp: Callable[..., Any] = jax.jit(partial(_vjp_rows, call))
-        self.jvp: Callable[..., Any] = jax.jit(partial(_jvp_rows, call))
+        def forward(rows: list[Any], arrays: list[Any]) -> Any:
+            return jax.vmap(call, in_axes=(0,) * nd + (None,) * na)(*rows, *arrays)
+
+        self.forward = _Padded(lambda fixed, rows, arrays: forward(rows, arrays))
+        self.vjp = _Padded(partial(_vjp_rows, call))
+        self.jvp = _Padded(partial(_jvp_rows, call))
 
 
-def _vjp_rows(
-    call: Any, primals: list[Any], arrays: list[Any], cots: list[Any], one_by_one: bool = False
-) -> Any:
+class _Padded:
+    """``program(fixed, rows, *rest)``, jitted, over the leading axis of the
+    arrays ``rows``, always called at one row count: the largest seen so far.
+    Fewer rows are padded with copies of the first (values ``f`` accepts,
+    unlike zeros: no NaN under jax_debug_nans), and the padding is cut off
+    the results on the host, where the core reads them. A small program is
+    compiled without LLVM's optimisations (see :data:`SMALL_PROGRAM`)."""
+
+    def __init__(self, program: Callable[..., Any]):
+        self.program = program
+        self.rows = 0
+        self._jitted: dict[bool, Callable[..., Any]] = {}
+
+    def __call__(self, fixed: list[Any], rows: list[Any], *rest: Any) -> list[Any]:
+        k = int(rows[0].shape[0])
+        self.rows = target = max(self.rows, k)
+        if target > k:
+            rows = [_pad_rows(r, target) for r in rows]
+        entries = sum(_size(a) for a in jax.tree_util.tree_leaves([fixed, rows, rest]))
+        small = entries <= SMALL_PROGRAM
+        jitted = self._jitted.get(small)
+        if jitted is None:
+            options = {"xla_backend_optimization_level": 0} if small else None
+            jitted = self._jitted[small] = jax.jit(self.program, compiler_options=options)
+        results = jitted(fixed, rows, *rest)
+        return [np.asarray(r)[:k] for r in results]
+
+
+def _size(array: Any) -> int:
+    return int(np.prod(np.shape(array)))
+
+
+#: What :func:`_program` returns for a function the cache cannot hold.
+_UNCACHED: Any = object()
+
+
+def _program(fn: Any, avals: list[Any], rows: int, kind: str, eager_rows: int) -> Any:
+    """How to run ``rows`` rows of ``kind`` (``forward``, ``vjp`` or ``jvp``)
+    of ``fn`` at these shapes: ``(cached program, its other arrays)``;
+    :data:`_UNCACHED` (a program of its own); or None: eagerly, row by row.
+    A few rows go eagerly unless this check already compiled a program
+    for at least as many (padding them to it is then free of compilation,
+    and keeps the check on one path)."""
+    if rows > eager_rows or rows == 0:
+        found = _compiled(fn, avals)
+        return _UNCACHED if found is None else (getattr(found[0], kind), found[1])
+    found = _in_use(fn, avals)
+    if found is not None and getattr(found[0], kind).rows >= rows:
+        return getattr(found[0], kind), found[1]
+    return None
+
+
+def _derivative_program(fn: Any, avals: list[Any], rows: int, kind: str) -> Any:
+    """As :func:`_program`, for VJP or JVP rows: eagerly only where that is
+    likely to compile little (see :data:`EAGER_EQUATIONS`): a few rows of a
+    function of a few operations, at shapes an earlier check in this process
+    took derivatives at. Else (and if a program for these rows exists) in
+    one compiled program."""
+    found = _compiled(fn, avals)
+    if found is None:
+        return _UNCACHED
+    entry, arrays = found
+    program = getattr(entry, kind)
+    shapes = (kind, _signature(avals))
+    with _lock:
+        seen = shapes in _derivative_shapes
+        _derivative_shapes[shapes] = None
+        _derivative_shapes.move_to_end(shapes)
+        while len(_derivative_shapes) > CACHE_SIZE:
+            _derivative_shapes.popitem(last=False)
+    small = 0 < rows <= EAGER_ROWS and entry.equations <= EAGER_EQUATIONS
+    if small and seen and program.rows < rows:
+        return None
+    return program, arrays
+
+
+def _in_use(fn: Any, avals: list[Any]) -> tuple[_Compiled, list[Any]] | None:
+    """The cached functions this check already looked up for these shapes
+    (see :func:`_compiled`), without tracing ``fn`` again."""
+    shapes = _signature(avals)
+    with _lock:
+        seen = _resolved.get(id(fn))
+        if seen is None or seen[0]() is not fn:
+            return None
+        found: tuple[_Compiled, list[Any]] | None = seen[1].get(shapes)
+        return found
+
+
+def _pad_rows(batch: Any, rows: int) -> Any:
+    """``batch`` with copies of its first row appended up to ``rows`` rows."""
+    host = np.asarray(batch)
+    extra = np.broadcast_to(host[:1], (rows - host.shape[0], *host.shape[1:]))
+    return _put(np.concatenate([host, extra]), batch)
+
+
+def _put(host: Any, like: Any) -> Any:
+    """A host array (or a list of them) onto the device of the JAX array
+    ``like``, committed to it as ``like`` is (no compilation): JAX keeps
+    compiled operations apart for committed and uncommitted arrays, so f
+    sees arrays that reuse what the caller's own calls of f compiled."""
+    if not isinstance(like, jax.Array) or not like.committed:
+        return jax.device_put(host)
+    return jax.device_put(host, next(iter(like.devices())))
+
+
+def _eager_rows(one: Callable[..., Any], batches: Any) -> list[Any]:
+    """``one(*row)`` for each row of ``batches``, eagerly, stacked on the
+    host: each call sees arrays of the caller's shapes, whose operations JAX
+    compiled already (the setup's call of ``f``)."""
+    host = [np.asarray(b) for b in batches]
+    # One device_put per batch (a list of rows) costs half as much as one per row.
+    rows = [_put(list(h), b) for h, b in zip(host, batches)]
+    results = [[np.asarray(o) for o in one(*row)] for row in zip(*rows)]
+    return [np.stack([res[j] for res in results]) for j in range(len(results[0]))]
+
+
+def _as_evaluated(primals: list[Any]) -> list[Any]:
+    """Fresh copies of the primals, as f saw them in the setup's call and in
+    every evaluation (see :func:`_put`)."""
+    return [_put(np.asarray(p), p) for p in primals]
+
+
+def _eager_vjps(fn: LeafFunction, primals: list[Any], cotangents: list[Any]) -> list[Any]:
+    """One pullback per cotangent, eagerly (JAX's cotangents are conjugates
+    of ours, in the outputs' own dtypes)."""
+    out, pullback = jax.vjp(fn, *_as_evaluated(primals))
+    cots = [np.conj(np.asarray(c)).astype(o.dtype) for c, o in zip(cotangents, out)]
+    grads = _eager_rows(lambda *c: pullback(list(c)), [_put(c, o) for c, o in zip(cots, out)])
+    return [np.conj(g) for g in grads]
+
+
+def _eager_jvps(fn: LeafFunction, primals: list[Any], tangents: list[Any]) -> list[Any]:
+    """One JVP per tangent, eagerly."""
+    tans = [_put(np.asarray(t).astype(p.dtype), p) for t, p in zip(tangents, primals)]
+
+    at = tuple(_as_evaluated(primals))
+
+    def one(*t: Any) -> Any:
+        return jax.jvp(fn, at, tuple(t))[1]
+
+    return _eager_rows(one, tans)
+
+
+def _vjp_rows(call: Any, primals: list[Any], cots: list[Any], arrays: list[Any]) -> Any:
     """VJPs of ``call(*primals, *arrays)`` for every row of ``cots``. JAX's
     cotangents are conjugates of ours; the pullback wants them in the
     outputs' own dtypes."""
     out, pullback = jax.vjp(lambda *p: call(*p, *arrays), *primals)
     cots = [jnp.conj(c).astype(o.dtype) for c, o in zip(cots, out)]
-    grads = _over_rows(lambda *c: pullback(list(c)), cots, one_by_one)
+    grads = jax.vmap(lambda *c: pullback(list(c)))(*cots)
     return [jnp.conj(g) for g in grads]
 
 
-def _jvp_rows(
-    call: Any, primals: list[Any], arrays: list[Any], tangents: list[Any], one_by_one: bool = False
-) -> Any:
+def _jvp_rows(call: Any, primals: list[Any], tangents: list[Any], arrays: list[Any]) -> Any:
     """JVPs of ``call(*primals, *arrays)`` for every row of ``tangents``."""
     tangents = [t.astype(p.dtype) for t, p in zip(tangents, primals)]
 
     def one(*t: Any) -> Any:
         return jax.jvp(lambda *p: call(*p, *arrays), tuple(primals), tuple(t))[1]
 
-    return _over_rows(one, tangents, one_by_one)
-
-
-def _over_rows(one: Callable[..., Any], batches: list[Any], one_by_one: bool) -> Any:
-    """``one`` over the rows of ``batches``: vmapped, or (vectorize=False) a
-    sequential lax.map."""
-    if one_by_one:
-        return jax.lax.map(lambda rows: one(*rows), tuple(batches))
-    return jax.vmap(one)(*batches)
+    return jax.vmap(one)(*tangents)
 
 
 def _split(fn: Any) -> tuple[LeafFunction, list[Any], tuple[Hashable, ...]] | None:
@@ -397,12 +586,26 @@ def _lookup(fn: Any, diff_avals: list[Any], shapes: tuple[Hashable, ...]) -> Any
         ):
             _cache.move_to_end(key)
             return entry, arrays
-        entry = _Compiled(fn.f, text, consts, call, len(diff_avals), len(arrays))
+        entry = _Compiled(fn.f, closed, text, call, len(diff_avals), len(arrays))
         _cache[key] = entry
         _cache.move_to_end(key)
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
     return entry, arrays
+
+
+def _equations(jaxpr: Any) -> int:
+    """Equations of ``jaxpr``, those of the calls in it (pjit, custom rules,
+    loops) counted too."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        total += 1
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    total += _equations(inner)
+    return total
 
 
 def _same_constants(old: list[Any], new: list[Any]) -> bool:

@@ -29,6 +29,13 @@ from .parameters import FreeVariable, Parameters, free_arrays, reachable_objects
 TRACED_ROWS = 32
 #: Rows a traced loop runs at once (tf.map_fn's parallel_iterations).
 PARALLEL_ROWS = 16
+#: Rows up to which a batch of points is evaluated eagerly, one call of f
+#: per row, instead of in a traced, vectorised program: a probe's few rows
+#: took 5 ms eagerly against 18-35 ms with a trace (sin(x) * x, n = 12 and
+#: 1000), but an eager row costs 0.2-1 ms (an operation, a conversion per
+#: argument), and at 97 rows (two arguments of 12 entries, a full check)
+#: eager checks took 2-3x as long as traced ones (benchmarks/small.py).
+EAGER_ROWS = 32
 
 
 class TensorflowAdapter(Adapter):
@@ -107,9 +114,24 @@ class TensorflowAdapter(Adapter):
         return Parameters(tuple(names), tuple(arrays), tuple(own), tuple(targets), _substituted)
 
     def vectorize(self, fn: LeafFunction) -> LeafFunction:
+        # One traced program per check (and signature), whatever the number
+        # of chunks: tf.vectorized_map called eagerly traces f anew on every
+        # call (80 traces in a check of tanh(X @ W) at n = 3000). Its batch
+        # size is fixed, the largest so far, shorter chunks padded to it: pfor
+        # over a batch of unknown size took twice as long (37 against 16 ms).
+        programs: dict[Any, tuple[int, Callable[..., Any]]] = {}
+
         def batched(*leaves: Any) -> list[Any]:
+            k = int(leaves[0].shape[0])
+            if 0 < k <= EAGER_ROWS:
+                return _eager_rows(fn, leaves)
+            key = tuple((tuple(x.shape[1:]), x.dtype) for x in leaves)
+            rows, program = programs.get(key, (0, None))
+            if program is None or rows < k:
+                rows, program = programs[key] = k, _vectorized(fn, _batch_specs(leaves, k))
+            padded = [_pad_rows(x, rows) for x in leaves] if rows > k else list(leaves)
             with _quiet_retracing():
-                return tf.vectorized_map(lambda elems: fn(*elems), tuple(leaves))
+                return [np.asarray(o)[:k] for o in program(padded)]
 
         return batched
 
@@ -126,7 +148,11 @@ class TensorflowAdapter(Adapter):
         if vectorize and cotangents[0].shape[0] >= TRACED_ROWS:
             try:
                 with _quiet_retracing():
-                    traced = _traced(fn, primals, cotangents)
+                    traced = _traced(
+                        fn,
+                        ("vjp", _signature(primals, cotangents)),
+                        lambda: _traced_vjps(fn, *_specs(primals, cotangents)),
+                    )
                     return list(traced(list(primals), list(cotangents)))
             except Exception:
                 pass  # f cannot be traced (Python control flow on values, .numpy())
@@ -162,10 +188,15 @@ class TensorflowAdapter(Adapter):
         try:
             first = one([t[0] for t in tangents])
             if vectorize and tangents[0].shape[0] >= TRACED_ROWS:
-                specs = [tf.TensorSpec(o.shape, o.dtype) for o in first]
+                out_specs = [tf.TensorSpec(o.shape, o.dtype) for o in first]
                 try:
                     with _quiet_retracing():
-                        return list(_traced_rows(one, specs)(list(tangents)))
+                        traced = _traced(
+                            fn,
+                            ("jvp", _signature(primals, tangents), tuple(map(str, out_specs))),
+                            lambda: _traced_jvps(fn, *_specs(primals, tangents), out_specs),
+                        )
+                        return list(traced(list(primals), list(tangents)))
                 except Exception:
                     pass  # f cannot be traced: row by row, eagerly
             rest = _row_by_row(one, [t[1:] for t in tangents]) if tangents[0].shape[0] > 1 else None
@@ -257,26 +288,31 @@ _traced_functions: dict[int, tuple[Any, dict[Any, Any]]] = {}
 _traced_lock = threading.Lock()
 
 
-def _traced(fn: LeafFunction, primals: list[Any], batches: list[Any]) -> Any:
-    """The traced VJPs of ``fn`` for primals and batches shaped like these
-    (any number of rows), traced once per check."""
-    key = (
-        tuple((tuple(p.shape), p.dtype) for p in primals),
-        tuple((tuple(b.shape[1:]), b.dtype) for b in batches),
-    )
+def _traced(fn: LeafFunction, key: Any, build: Callable[[], Any]) -> Any:
+    """The traced derivatives of ``fn`` under ``key`` (their kind and
+    signature), built once per check by ``build``."""
     with _traced_lock:
         held = _traced_functions.get(id(fn))
         if held is None or held[0]() is not fn:
             try:
                 ref = weakref.ref(fn, _forget(id(fn)))
             except TypeError:  # not weakly referenceable: traced per call
-                return _traced_vjps(fn, *_specs(primals, batches))
+                return build()
             held = (ref, {})
             _traced_functions[id(fn)] = held
         found = held[1].get(key)
         if found is None:
-            found = held[1][key] = _traced_vjps(fn, *_specs(primals, batches))
+            found = held[1][key] = build()
     return found
+
+
+def _signature(primals: list[Any], batches: list[Any]) -> Any:
+    """What decides a trace: the primals' shapes and dtypes, the batches' but
+    for their number of rows."""
+    return (
+        tuple((tuple(p.shape), p.dtype) for p in primals),
+        tuple((tuple(b.shape[1:]), b.dtype) for b in batches),
+    )
 
 
 def _specs(primals: list[Any], batches: list[Any]) -> tuple[list[Any], list[Any]]:
@@ -324,16 +360,60 @@ def _traced_vjps(fn: LeafFunction, specs: list[Any], rows_specs: list[Any]) -> C
     return rows
 
 
-def _traced_rows(one: Callable[[Any], list[Any]], specs: list[Any]) -> Callable[..., Any]:
-    """``one`` for every row of its batches, in one traced while loop."""
+def _batch_specs(batches: Any, rows: int) -> list[Any]:
+    """Input signature of batches of ``rows`` rows."""
+    return [tf.TensorSpec((rows, *b.shape[1:]), b.dtype) for b in batches]
 
-    @tf.function(autograph=False)
+
+def _pad_rows(batch: Any, rows: int) -> Any:
+    """``batch`` with copies of its first row appended up to ``rows`` rows
+    (values f accepts, unlike zeros), on its device."""
+    host = batch.numpy()
+    extra = np.broadcast_to(host[:1], (rows - host.shape[0], *host.shape[1:]))
+    with tf.device(batch.device) if getattr(batch, "device", "") else _nullcontext():
+        return tf.convert_to_tensor(np.concatenate([host, extra]))
+
+
+def _vectorized(fn: LeafFunction, specs: list[Any]) -> Callable[..., Any]:
+    """``fn`` over the rows of its batches, vectorised (pfor) in one traced
+    function of a fixed signature: traced once."""
+
+    @tf.function(autograph=False, input_signature=[specs])
     def rows(batches: list[Any]) -> Any:
+        return tf.vectorized_map(lambda elems: fn(*elems), tuple(batches))
+
+    return rows
+
+
+def _eager_rows(fn: LeafFunction, batches: Any) -> list[Any]:
+    """``fn`` at each row of ``batches``, eagerly, stacked on the host (the
+    core's arrays): rows made on the host and placed on each batch's device."""
+    host = [b.numpy() if hasattr(b, "numpy") else np.asarray(b) for b in batches]
+    results = []
+    for r in range(host[0].shape[0]):
+        row = []
+        for h, b in zip(host, batches):
+            with tf.device(b.device) if getattr(b, "device", "") else _nullcontext():
+                row.append(tf.convert_to_tensor(h[r]))
+        results.append([np.asarray(o) for o in fn(*row)])
+    return [np.stack([res[j] for res in results]) for j in range(len(results[0]))]
+
+
+def _traced_jvps(
+    fn: LeafFunction, specs: list[Any], rows_specs: list[Any], out_specs: list[Any]
+) -> Callable[..., Any]:
+    """JVPs for every row of the tangents in one traced function (a while
+    loop over the rows, tf.map_fn), of a fixed signature: traced once."""
+
+    @tf.function(autograph=False, input_signature=[specs, rows_specs])
+    def rows(primals: list[Any], tangents: list[Any]) -> Any:
+        def one(tans: Any) -> list[Any]:
+            with tf.autodiff.ForwardAccumulator(primals=list(primals), tangents=list(tans)) as acc:
+                outputs = fn(*primals)
+            return [acc.jvp(o, unconnected_gradients=tf.UnconnectedGradients.ZERO) for o in outputs]
+
         return tf.map_fn(
-            lambda row: one(list(row)),
-            tuple(batches),
-            fn_output_signature=specs,
-            parallel_iterations=PARALLEL_ROWS,
+            one, tuple(tangents), fn_output_signature=out_specs, parallel_iterations=PARALLEL_ROWS
         )
 
     return rows
