@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gradguard
-from gradguard.engine.locate import PATHS
+from gradguard.engine.strategies.locate import PATHS
 
 SIZES = (24, 40, 30, 6)  # 2,436 parameters: auto mode would pick probes too
 BATCH = 3

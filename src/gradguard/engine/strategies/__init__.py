@@ -1,6 +1,7 @@
 """Ways of measuring, one module each; :mod:`gradguard.engine.run` picks one.
 
-- :mod:`.probes`: random probes u . J . v (probe mode).
+- :mod:`.probes`: random probes u . J . v (probe mode); a wrong one is split
+  until the wrong entries are named (:mod:`.locate`, :mod:`.locate_forward`).
 - :mod:`.columns`: column by column, every Jacobian entry (full mode).
 - :mod:`.together`: an argument's columns from one stencil, where each output
   depends on at most one of its entries (settles before the stencil).

@@ -14,9 +14,9 @@ import array_api_compat.numpy as host_xp
 
 from ...core.differences import DirectionalDerivatives
 from ..draws import random_entries
-from ..locate import locate
-from ..locate_forward import locate_forward
 from ..parts import Parts
+from .locate import locate
+from .locate_forward import locate_forward
 
 #: Inputs from which one float64 probe is not enough (a model's parameters).
 #: One entry's share of a random projection shrinks like 1/sqrt(n) against the

@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any
 import array_api_compat.numpy as host_xp
 import numpy as np
 
-from ..core.differences import DirectionalDerivatives, directional_derivatives
-from ..core.verdict import ARRAY_FIELDS, Entries, Tally
+from ...core.differences import DirectionalDerivatives, directional_derivatives
+from ...core.verdict import ARRAY_FIELDS, Entries, Tally
 
 if TYPE_CHECKING:
-    from .parts import Parts
+    from ..parts import Parts
 
 __all__ = ["PATHS", "locate"]
 

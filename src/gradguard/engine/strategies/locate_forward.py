@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import array_api_compat.numpy as host_xp
 import numpy as np
 
-from ..core.verdict import Entries
+from ...core.verdict import Entries
 from .locate import (
     Group,
     _batches,
@@ -33,7 +33,7 @@ from .locate import (
 )
 
 if TYPE_CHECKING:
-    from .parts import Parts
+    from ..parts import Parts
 
 __all__ = ["locate_forward"]
 
