@@ -196,10 +196,7 @@ def check(
         mode = "full" if n <= AUTO_FULL_INPUTS and n * m <= AUTO_FULL_ENTRIES else "probe"
     with quiet_arithmetic():
         try:
-            if mode == "full":
-                run.full(direction)
-            else:
-                run.probe(direction, probes if probes is not None else run.default_probes())
+            run.measure(mode, direction, probes)
         except WrongGradientShape as wrong:
             return _early_report(
                 problem,

@@ -93,16 +93,6 @@ class _Run:
             settlers = [Together, Screen]
         return ColumnByColumn(parts, direction, settlers)
 
-    # _check.py calls these two (it picks full or probe mode from the sizes);
-    # both go through _strategy.
-    def full(self, direction: str) -> None:
-        """Every Jacobian entry (as ``measure("full", direction)``)."""
-        self.measure("full", direction)
-
-    def probe(self, direction: str, count: int) -> None:
-        """``count`` random probes (as ``measure("probe", direction, count)``)."""
-        self.measure("probe", direction, count)
-
     def default_probes(self) -> int:
         return probes.default_count(self.parts)
 
