@@ -255,3 +255,49 @@ def test_tensors_read_from_a_closure_or_a_global_are_checked_when_asked():
     assert weight.grad is None and bias.grad is None
     assert_fail_at(gradguard.check(uses_the_global_weight, x, wrt="GLOBAL_WEIGHT"), "GLOBAL_WEIGHT")
     assert GLOBAL_WEIGHT.requires_grad and globals()["GLOBAL_WEIGHT"] is GLOBAL_WEIGHT
+
+
+class _HalvedLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x, weight)
+        return x @ weight.T
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        x, weight = ctx.saved_tensors
+        return grad_output @ weight, 0.5 * grad_output.T @ x
+
+
+class _Layer(torch.nn.Module):
+    def __init__(self, wrong: bool):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(4, 4, dtype=torch.float64))
+        self.wrong = wrong
+
+    def forward(self, x):
+        return torch.tanh(_HalvedLinear.apply(x, self.w) if self.wrong else x @ self.w.T)
+
+
+def _deep_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(*[_Layer(wrong=i == 7) for i in range(12)])
+
+
+def test_a_deep_model_s_diagnosis_names_the_wrong_tensor_and_counts_the_rest():
+    x = torch.randn(3, 4, dtype=torch.float64)
+    report = gradguard.check(_deep_model(), x, mode="full")
+    assert report.verdict == "fail"
+    line = next(d for d in report.diagnosis if d.startswith("only"))
+    # 13 arguments agree (x and 12 weights but one): six named, the rest counted.
+    assert line == "only 7.w is wrong; input, 0.w, 1.w, 2.w, 3.w, 4.w and 6 more agree"
+
+
+def test_probe_mode_does_not_give_arguments_an_error_of_their_own():
+    x = torch.randn(3, 4, dtype=torch.float64)
+    report = gradguard.check(_deep_model(), x, mode="probe")
+    assert report.verdict == "fail"
+    text = str(report)
+    assert "0.w (4, 4) float64: compared only within the probes, not entry by entry" in text
+    assert "0 of 0 wrong" not in text
+    assert "7.w (4, 4) float64: relative error" in text  # its located entries

@@ -123,7 +123,7 @@ def diagnose(evidence: Evidence, xp: Any) -> tuple[str, ...]:
         names = ", ".join(name for name, _ in wrong_args)
         found.append(
             f"only {names} {'is' if len(wrong_args) == 1 else 'are'} wrong; "
-            f"{', '.join(right_args)} {'agrees' if len(right_args) == 1 else 'agree'}"
+            f"{_some(right_args)} {'agrees' if len(right_args) == 1 else 'agree'}"
         )
     counted = evidence.entries or t
     if 0 < counted.wrong < counted.active and evidence.mode == "full" and not shaped:
@@ -383,3 +383,14 @@ def _argument_transposed(e: Evidence, xp: Any) -> list[str]:
                 )
         col += width
     return found
+
+
+#: Agreeing arguments named in a diagnosis, at most (a model has dozens of tensors).
+AGREEING_SHOWN = 6
+
+
+def _some(names: list[str]) -> str:
+    """``names`` for a sentence, the first AGREEING_SHOWN of them and a count."""
+    shown = ", ".join(names[:AGREEING_SHOWN])
+    rest = len(names) - AGREEING_SHOWN
+    return f"{shown} and {rest} more" if rest > 0 else shown

@@ -110,13 +110,15 @@ def rich_report(report: Report) -> Any:
         for name in ("relative error", "wrong", "checked"):
             table.add_column(name, justify="right", no_wrap=True)
         for a in report.arguments:
+            # No entry of its own compared (probe mode): no error of its own.
+            own = a.checked > 0
             table.add_row(
                 a.name,
                 str(a.shape),
                 a.dtype,
-                f"{a.relative_error:.3g}",
-                Text(str(a.wrong), style="red" if a.wrong else ""),
-                str(a.checked),
+                f"{a.relative_error:.3g}" if own else "-",
+                Text(str(a.wrong), style="red" if a.wrong else "") if own else "-",
+                str(a.checked) if own or report.mode != "probe" else "in the probes",
             )
         parts.append(table)
     for text in report.notes:

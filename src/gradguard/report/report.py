@@ -241,13 +241,20 @@ class Report:
         if len(self.arguments) > 1 and self.verdict != "pass":
             lines.append("  by argument:")
             for a in self.arguments:
-                lines.append(
-                    f"    {a.name} {a.shape} {a.dtype}: relative error {a.relative_error:.3g}, "
-                    f"{a.wrong} of {a.checked} wrong"
-                )
+                lines.append(f"    {a.name} {a.shape} {a.dtype}: {_argument_result(a, self.mode)}")
         for text in self.notes:
             lines.append(f"  note: {text}")
         return "\n".join(lines)
+
+
+def _argument_result(a: ArgumentSummary, mode: str) -> str:
+    # Probe mode compares projections over every argument at once: an
+    # argument with no entry of its own compared has no error of its own.
+    if a.checked == 0:
+        if mode == "probe":
+            return "compared only within the probes, not entry by entry"
+        return "nothing compared"
+    return f"relative error {a.relative_error:.3g}, {a.wrong} of {a.checked} wrong"
 
 
 # -- JSON --------------------------------------------------------------------
