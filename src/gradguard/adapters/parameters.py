@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "FreeVariable",
+    "ParameterList",
     "Parameters",
     "Substitute",
     "free_arrays",
@@ -76,6 +77,39 @@ class Parameters:
         return self.substitute(f, self.targets, values, args, kwargs)
 
 
+class ParameterList:
+    """Parameters as an adapter finds them, each array once (the first way
+    it is reached), made into :class:`Parameters` at the end."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.arrays: list[Any] = []
+        self.own: list[bool] = []
+        self.targets: list[Any] = []
+        self._seen: set[int] = set()
+
+    def add(self, name: str, array: Any, own: bool, target: Any) -> None:
+        if id(array) in self._seen:
+            return
+        self._seen.add(id(array))
+        self.names.append(name)
+        self.arrays.append(array)
+        self.own.append(own)
+        self.targets.append(target)
+
+    def parameters(self, substitute: Substitute) -> Parameters | None:
+        """What was found (None: nothing), called through ``substitute``."""
+        if not self.names:
+            return None
+        return Parameters(
+            tuple(self.names),
+            tuple(self.arrays),
+            tuple(self.own),
+            tuple(self.targets),
+            substitute,
+        )
+
+
 def reachable_objects(
     f: Any, leaves: Sequence[Any], paths: Sequence[str], kwargs: Mapping[str, Any]
 ) -> list[tuple[str, Any, bool]]:
@@ -94,15 +128,7 @@ def reachable_objects(
         found.append(("", bound, True))
     found += [(f"{path}.", leaf, True) for leaf, path in zip(leaves, paths)]
     found += [(f"{name}.", value, False) for name, value in kwargs.items()]
-    code = getattr(f, "__code__", None)
-    if code is not None:
-        for name, cell in zip(code.co_freevars, getattr(f, "__closure__", None) or ()):
-            try:
-                found.append((f"{name}.", cell.cell_contents, False))
-            except ValueError:  # an empty cell: the variable is not assigned yet
-                continue
-        spaces = getattr(f, "__globals__", {})
-        found += [(f"{name}.", spaces[name], False) for name in code.co_names if name in spaces]
+    found += [(f"{name}.", value, False) for name, value, _ in _free_variables(f)]
     unique: dict[int, tuple[str, Any, bool]] = {}
     for item in found:
         unique.setdefault(id(item[1]), item)
@@ -134,22 +160,25 @@ def free_arrays(f: Any, wanted: Callable[[Any], bool]) -> list[tuple[str, Any, F
     """The arrays f reads from its closure or its globals for which
     ``wanted`` holds (a tensor requiring grad), with their names."""
     f = f.func if isinstance(f, functools.partial) else f
+    return [item for item in _free_variables(f) if wanted(item[1])]
+
+
+def _free_variables(f: Any) -> Iterator[tuple[str, Any, FreeVariable]]:
+    """``(name, value, variable)`` of what f reads by name: the cells of
+    its closure (those assigned), then the globals its code names."""
     code = getattr(f, "__code__", None)
     if code is None:
-        return []
-    found: list[tuple[str, Any, FreeVariable]] = []
+        return
     for name, cell in zip(code.co_freevars, getattr(f, "__closure__", None) or ()):
         try:
             value = cell.cell_contents
-        except ValueError:  # an empty cell
+        except ValueError:  # an empty cell: the variable is not assigned yet
             continue
-        if wanted(value):
-            found.append((name, value, FreeVariable(cell, name)))
+        yield name, value, FreeVariable(cell, name)
     spaces = getattr(f, "__globals__", {})
     for name in code.co_names:
-        if name in spaces and wanted(spaces[name]):
-            found.append((name, spaces[name], FreeVariable(spaces, name)))
-    return found
+        if name in spaces:
+            yield name, spaces[name], FreeVariable(spaces, name)
 
 
 _SWAP = threading.RLock()

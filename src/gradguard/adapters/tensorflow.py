@@ -19,7 +19,14 @@ import tensorflow as tf
 
 from .._errors import ArgumentError, UnsupportedError
 from .base import Adapter, GraphFacts, LeafFunction
-from .parameters import FreeVariable, Parameters, free_arrays, reachable_objects, swapped
+from .parameters import (
+    FreeVariable,
+    ParameterList,
+    Parameters,
+    free_arrays,
+    reachable_objects,
+    swapped,
+)
 
 #: Rows of cotangents (tangents) from which the derivatives run in one
 #: traced loop (tracing costs some 0.1 s, once per check; an eager row a few
@@ -77,11 +84,7 @@ class TensorflowAdapter(Adapter):
         paths: Sequence[str],
         kwargs: Mapping[str, Any],
     ) -> Parameters | None:
-        names: list[str] = []
-        arrays: list[Any] = []
-        own: list[bool] = []
-        targets: list[Any] = []
-        seen: set[int] = set()
+        found = ParameterList()
         layers = [
             item for item in reachable_objects(f, leaves, paths, kwargs) if _is_layer(item[1])
         ]
@@ -95,23 +98,11 @@ class TensorflowAdapter(Adapter):
                     "layer.build(input_shape) before checking it"
                 )
             for variable in layer.trainable_variables:
-                if id(variable) not in seen:
-                    seen.add(id(variable))
-                    names.append(variable.path)
-                    arrays.append(variable)
-                    own.append(is_own)
-                    targets.append(variable)
+                found.add(variable.path, variable, is_own, variable)
         # Variables f reads by name (a closure's, a global), swapped for tensors.
         for name, variable, free in free_arrays(f, _trainable_variable):
-            if id(variable) not in seen:
-                seen.add(id(variable))
-                names.append(name)
-                arrays.append(variable)
-                own.append(False)
-                targets.append(free)
-        if not names:
-            return None
-        return Parameters(tuple(names), tuple(arrays), tuple(own), tuple(targets), _substituted)
+            found.add(name, variable, False, free)
+        return found.parameters(_substituted)
 
     def vectorize(self, fn: LeafFunction) -> LeafFunction:
         # One traced program per check (and signature), whatever the number

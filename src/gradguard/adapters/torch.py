@@ -14,7 +14,14 @@ import torch
 
 from .._errors import ArgumentTypeError, UnsupportedError
 from .base import Adapter, GraphFacts, LeafFunction
-from .parameters import FreeVariable, Parameters, free_arrays, reachable_objects, swapped
+from .parameters import (
+    FreeVariable,
+    ParameterList,
+    Parameters,
+    free_arrays,
+    reachable_objects,
+    swapped,
+)
 
 _FORWARD_AD = threading.Lock()
 
@@ -87,33 +94,17 @@ class TorchAdapter(Adapter):
         paths: Sequence[str],
         kwargs: Mapping[str, Any],
     ) -> Parameters | None:
-        names: list[str] = []
-        arrays: list[Any] = []
-        own: list[bool] = []
-        targets: list[tuple[int, str] | FreeVariable] = []
+        found = ParameterList()
         modules: list[Any] = []
-        seen: set[int] = set()
         for prefix, module, is_own in _modules(f, leaves, paths, kwargs):
             modules.append(module)
             for name, tensor in module.named_parameters():
-                if tensor.requires_grad and id(tensor) not in seen:
-                    seen.add(id(tensor))
-                    names.append(prefix + name)
-                    arrays.append(tensor)
-                    own.append(is_own)
-                    targets.append((len(modules) - 1, name))
+                if tensor.requires_grad:
+                    found.add(prefix + name, tensor, is_own, (len(modules) - 1, name))
         # Tensors requiring grad that f reads by name (a closure's, a global).
         for name, tensor, variable in free_arrays(f, _requires_grad):
-            if id(tensor) not in seen:
-                seen.add(id(tensor))
-                names.append(name)
-                arrays.append(tensor)
-                own.append(False)
-                targets.append(variable)
-        if not names:
-            return None
-        substitute = _Reparametrized(tuple(modules))
-        return Parameters(tuple(names), tuple(arrays), tuple(own), tuple(targets), substitute)
+            found.add(name, tensor, False, variable)
+        return found.parameters(_Reparametrized(tuple(modules)))
 
     def vectorize(self, fn: LeafFunction) -> LeafFunction:
         # vmap takes a fast path for one tensor out; a list of outputs goes
