@@ -53,7 +53,7 @@ def host_vjp(
     if rule:
         grads = _rule_vjp(fw, f, rule, args, out_tree, cots, len(diff))
     else:
-        grads = _autodiff_vjp(fw, leaves, diff, treedef, f, cots)
+        grads = _autodiff_vjp(leaves, diff, treedef, f, cots)
     return {paths[i]: as_float64(fw.to_numpy(g)) for i, g in zip(diff, grads)}
 
 
@@ -81,7 +81,6 @@ def _rule_vjp(
 
 
 def _autodiff_vjp(
-    fw: Framework,
     leaves: list[Any],
     diff: list[int],
     treedef: Any,
@@ -95,18 +94,15 @@ def _autodiff_vjp(
     primals = [leaves[i] for i in diff]
     fn = _LeafCall(f, treedef, list(leaves), diff, adapter)
     outputs = fn(*primals)
-    # The cotangents are made on the host: each goes to its output's device.
-    batched = [
-        adapter.from_core(_cast(fw, fw.asarray(c[None, ...]), o.dtype), like=o)
-        for c, o in zip(cots, outputs)
-    ]
+    # The cotangents are made on the host: each goes to its output's dtype
+    # and device, through the core like every other array.
+    batched = [_like_output(adapter, c[None, ...], o) for c, o in zip(cots, outputs)]
     grads = adapter.vjp(fn, primals, batched)
     return [g[0] for g in grads]
 
 
-def _cast(fw: Framework, array: Any, dtype: Any) -> Any:
-    if fw.name == "torch":
-        return array.to(dtype)
-    if fw.name == "tensorflow":
-        return fw.module.cast(array, dtype)
-    return array.astype(dtype)
+def _like_output(adapter: Any, host: np.ndarray, output: Any) -> Any:
+    """``host`` as a framework array of ``output``'s dtype, on its device."""
+    core = adapter.to_core(output)
+    xp = adapter.namespace(core)
+    return adapter.from_core(xp.astype(xp.asarray(host), core.dtype), like=output)
