@@ -59,9 +59,6 @@ class Target:
             found = getattr(self.module, f"{self.name.split('.', 1)[0]}_{suffix}", None)
         return found if callable(found) else None
 
-    def beside_name(self, suffix: str) -> str:
-        return f"{self.name}_{suffix}"
-
 
 def resolve(target: str) -> tuple[Path, str]:
     """``FILE.py:NAME`` (NAME dotted for an attribute) as a path and a name."""

@@ -189,6 +189,12 @@ class Numerical:
             ) from exc
         return xp.concat([xp.reshape(o, (k, -1)) for o in outputs], axis=1)
 
+    def rounding_with_noise(self, dd: Any) -> Any:
+        """The rounding of differences ``dd``, with f's own noise added where
+        f is nondeterministic (the noise measured first: it tells)."""
+        noise = self.noise
+        return dd.rounding + noise[None, :] if self.nondeterministic else dd.rounding
+
     @property
     def noise(self) -> Any:
         """|f(x) - f(x) evaluated again| per output: nondeterminism. The

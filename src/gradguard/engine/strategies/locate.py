@@ -131,14 +131,6 @@ def _by_argument(names: list[str], disagree: Any) -> str:
     return text
 
 
-def _rounding(parts: Parts, dd: Any) -> Any:
-    """The differences' rounding, and f's own noise where it has some."""
-    numerical = parts.numerical
-    if numerical.nondeterministic:
-        return dd.rounding + numerical.noise[None, :]
-    return dd.rounding
-
-
 def _rows(a: Any, rows: slice) -> Any:
     return None if a is None else a[rows, :]
 
@@ -292,11 +284,7 @@ class _Probe:
         parts, xp = self.parts, self.parts.xp
         d, u, g = dd.direction, self.u, self.g[:, lo:hi]
         u_t, size_t = xp.matrix_transpose(u), xp.matrix_transpose(xp.abs(u))
-        rnd = (
-            dd.rounding + parts.numerical.noise[None, :]
-            if parts.numerical.nondeterministic
-            else dd.rounding
-        )
+        rnd = parts.numerical.rounding_with_noise(dd)
         columns = [
             d @ xp.matrix_transpose(g),  # the analytical side, its terms summed
             (d * d) @ xp.matrix_transpose(g * g),
@@ -326,11 +314,7 @@ class _Probe:
         """A single entry's group (row ``row`` of ``dd``, the entry at
         ``at`` in its directions): its column J[:, index], times its step."""
         parts = self.parts
-        rnd = (
-            dd.rounding + parts.numerical.noise[None, :]
-            if parts.numerical.nondeterministic
-            else dd.rounding
-        )
+        rnd = parts.numerical.rounding_with_noise(dd)
         fields = (dd.value, dd.truncation, rnd, dd.roughness, dd.nonfinite)
         column = tuple(parts.problem.adapter.to_numpy(a[row, :]) for a in fields)
         step = float(parts.problem.adapter.to_numpy(dd.direction[row, at]))

@@ -111,11 +111,7 @@ class _Forward:
         ana, wide = parts.analytical.jvp(
             parts.analytical.round_to(tangents, p.in_layout, p.in_dtypes)
         )
-        rnd = (
-            dd.rounding + parts.numerical.noise[None, :]
-            if parts.numerical.nondeterministic
-            else dd.rounding
-        )
+        rnd = parts.numerical.rounding_with_noise(dd)
         scale = xp.max(xp.abs(dd.value), axis=1, keepdims=True)
         columns = [ana, dd.value, dd.truncation, rnd, dd.roughness]
         columns += [xp.astype(dd.nonfinite, ana.dtype), xp.broadcast_to(scale, ana.shape)]

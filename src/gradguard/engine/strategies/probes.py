@@ -60,8 +60,7 @@ class RandomProbes:
         drawn = random_entries(parts.rng, 1, count * (n + 2 * m), xp, p.x0)[0, :]
         directions = xp.reshape(drawn[: count * n], (count, n))
         dd = parts.numerical.smooth_derivatives(directions)
-        noise = parts.numerical.noise
-        rnd = dd.rounding + noise[None, :] if parts.numerical.nondeterministic else dd.rounding
+        rnd = parts.numerical.rounding_with_noise(dd)
         if self.direction in ("rev", "both"):
             cotangents = xp.reshape(drawn[count * n :], (2 * count, m))
             self._reverse(dd, rnd, cotangents, directions)
