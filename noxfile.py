@@ -64,15 +64,26 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy", "src/gradguard")
 
 
+#: benchmarks/small.py's part of the bench session: the small-function goals and
+#: TensorFlow's tanh(X @ W) at n = 3000.
+SMALL_BENCH = ("--frameworks", "torch,jax,tensorflow", "--matmul", "--rounds", "2")
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """Speed and memory beside the frameworks' own gradient checks (not run by default).
 
-    gradguard beside torch.autograd.gradcheck, jax.test_util.check_grads,
-    tf.test.compute_gradient and scipy.optimize.check_grad (benchmarks/README.md);
-    ``python -m nox -s bench -- --sizes 10,1000`` passes options on."""
+    benchmarks/run.py (gradguard beside torch.autograd.gradcheck,
+    jax.test_util.check_grads, tf.test.compute_gradient, scipy.optimize.check_grad
+    and the floors), then benchmarks/small.py (small checks, as a test suite makes
+    them): every goal of benchmarks/README.md in one run.
+    ``python -m nox -s bench -- --sizes 10,1000`` passes options on to run.py;
+    ``--no-small`` among them leaves small.py out."""
     session.install(*CONSTRAINTS, "-e", ".[torch,jax,tensorflow]", "scipy")
-    session.run("python", "benchmarks/run.py", *session.posargs)
+    options = [a for a in session.posargs if a != "--no-small"]
+    session.run("python", "benchmarks/run.py", *options)
+    if "--no-small" not in session.posargs:
+        session.run("python", "benchmarks/small.py", *SMALL_BENCH)
 
 
 @nox.session

@@ -34,6 +34,12 @@ Functions (every input differentiated, float64):
 (30, 30) held fixed (n = m = 3000), in TensorFlow beside
 ``tf.test.compute_gradient``, alternating in one process, after one warm-up
 call each.
+
+The report closes with issue 19's goal lines for this tree: the median first
+check within GOAL_MS (JAX 100 ms, TensorFlow and torch 50 ms) and the
+``tanh(X @ W)`` ratio within MATMUL_GOAL (0.5x), each with its median and
+range over the rounds. ``python -m nox -s bench`` runs this after
+``benchmarks/run.py``.
 """
 
 from __future__ import annotations
@@ -60,6 +66,10 @@ PEERS = {
     "tensorflow": "compute_gradient",
     "torch": "gradcheck",
 }
+#: Issue 19's goals: the median first check (compilation included), in ms...
+GOAL_MS = {"jax": 100.0, "tensorflow": 50.0, "torch": 50.0}
+#: ... and the full check of tanh(X @ W) over compute_gradient's time.
+MATMUL_GOAL = 0.5
 
 
 # -- the functions -----------------------------------------------------------------
@@ -382,6 +392,38 @@ def report(results: dict[str, Any], trees: dict[str, str], frameworks: list[str]
                 f"compute_gradient {_range(cg)} s, ratio {_range(ratios, '.2f')}, "
                 f"traces of f in the check: {traces}"
             )
+    goals(rounds, frameworks)
+
+
+def goals(rounds: list[dict[str, Any]], frameworks: list[str]) -> None:
+    """Issue 19's goal lines for this tree (label ``gradguard``): median and
+    range over the rounds, and whether the median is within the goal."""
+    lines = []
+    for framework in frameworks:
+        per_round = [
+            rd[f"{framework}:gradguard"] for rd in rounds if rd.get(f"{framework}:gradguard")
+        ]
+        if per_round:
+            first = [1e3 * summary(rows, "first", "cpu") for rows in per_round]
+            met = statistics.median(first) <= GOAL_MS[framework]
+            lines.append(
+                f"- {framework}: median first check {_range(first)} ms; "
+                f"goal <= {GOAL_MS[framework]:g} ms: {'holds' if met else 'MISSED'}"
+            )
+    timed = [
+        {r["tool"]: r for r in rd["matmul:gradguard"] if r["when"] == "timed"}
+        for rd in rounds
+        if rd.get("matmul:gradguard")
+    ]
+    ratios = [t["gradguard"]["cpu"] / t["compute_gradient"]["cpu"] for t in timed if len(t) == 2]
+    if ratios:
+        met = statistics.median(ratios) <= MATMUL_GOAL
+        lines.append(
+            f"- tensorflow tanh(X @ W), n = 3000: full check ÷ compute_gradient "
+            f"{_range(ratios, '.2f')}; goal <= {MATMUL_GOAL:g}x: {'holds' if met else 'MISSED'}"
+        )
+    if lines:
+        print("\nGoals (issue 19), CPU time, one thread:\n" + "\n".join(lines))
 
 
 def _range(values: list[float], spec: str = ".3g") -> str:
