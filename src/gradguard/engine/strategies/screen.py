@@ -58,9 +58,6 @@ class Screen:
         xp, p, numerical = parts.xp, parts.problem, parts.numerical
         # The represented 2h of every column, for the quotients.
         self.sizes = xp.abs((p.x0 + numerical.steps) - (p.x0 - numerical.steps))
-        # Two points per column; columns that do not settle add their
-        # stencil's points when they go on to it.
-        parts.evaluator.expected = 2 * p.in_layout.size
         # Worst-list candidates: (errors, columns, rows of their sides).
         self.candidates: tuple[list[float], list[int], tuple[Any, ...]] | None = None
 
@@ -69,6 +66,10 @@ class Screen:
 
     def settle(self, ranges: Ranges, side: ReverseSide, book: SettledBook) -> Ranges:
         numerical = self.parts.numerical
+        # Two points per column screened instead of the full stencil's; the
+        # columns that do not settle add their stencil's points back.
+        screened = sum(b - a for a, b in ranges)
+        self.parts.evaluator.expected += (2 - numerical.accuracy) * screened
         open_ranges: Ranges = []
         for start, stop in chunks(ranges, numerical.columns_per_chunk):
             open_ranges += self._screen(start, stop, self.sizes[start:stop], side, book)
