@@ -379,8 +379,10 @@ class Colouring:
 
 def _agreeing_rows(entries: Entries, xp: Any, host: Any) -> np.ndarray:
     """Per colour (row of ``entries``), whether every output is within its
-    tolerance and decided."""
-    if not entries.exceeding:
-        return np.ones(entries.error.shape[0], dtype=bool)
-    ok = xp.all(entries.error <= entries.tolerance, axis=1) & ~xp.any(entries.uncertain, axis=1)
-    return np.asarray(host(ok), dtype=bool)
+    tolerance, decided, and smooth: an output on a kink goes column by column,
+    where its entries get second opinions at other steps (see confirm)."""
+    smooth = ~xp.any(entries.rough_agreeing, axis=1)
+    if entries.exceeding:
+        within = xp.all(entries.error <= entries.tolerance, axis=1)
+        smooth = smooth & within & ~xp.any(entries.uncertain, axis=1)
+    return np.asarray(host(smooth), dtype=bool)
