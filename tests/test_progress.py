@@ -184,7 +184,7 @@ def test_a_quick_check_is_quiet_even_when_asked(capsys):
 
 @pytest.mark.parametrize("together", [False, True])
 def test_a_screened_check_fills_its_bar(quick, capsys, monkeypatch, together):
-    """Past 512 inputs columns settle from two points each, or (coloured)
+    """Past 64 inputs columns settle from two points each, or (coloured)
     all together from four; the bar counts those, the VJP rows, and reaches
     100% when the check ends."""
     monkeypatch.setattr(_colouring_module, "COLOUR_COLUMNS", together)
