@@ -33,6 +33,12 @@ def not_vectorizable(x):
     return x * 2.0 if float(x.sum().item()) > -1e9 else x
 
 
+def not_vectorizable_dense(x):
+    # The same, with a dense Jacobian: every column gets its own points (an
+    # elementwise one would be measured by one stencil, too few for tasks).
+    return x * x.sum() if float(x.sum().item()) > -1e9 else x
+
+
 def numpy_f(x):
     return np.sin(x) * x
 
@@ -159,8 +165,8 @@ def test_thread_pool_jax():
 def test_chunks_become_tasks_and_fall_back_to_the_loop():
     _, x = _torch_cases()
     executor = CountingExecutor()
-    reference = gradguard.check(not_vectorizable, x[:50], mode="full")
-    report = gradguard.check(not_vectorizable, x[:50], mode="full", executor=executor)
+    reference = gradguard.check(not_vectorizable_dense, x[:50], mode="full")
+    report = gradguard.check(not_vectorizable_dense, x[:50], mode="full", executor=executor)
     assert executor.tasks > 0
     assert reference.path == report.path == "loop"
     _same(reference, report)
@@ -247,8 +253,8 @@ def test_unpicklable_function_gives_a_gradguard_error(process_pool):
     lock = threading.Lock()
 
     def holds_a_lock(x):
-        with lock:
-            return x.sin() * x
+        with lock:  # (a dense Jacobian: its columns' points go to the pool)
+            return x.sin() * x.sum()
 
     with pytest.raises(gradguard.ArgumentTypeError, match=r"picklable.*_thread\.lock"):
         gradguard.check(holds_a_lock, x, mode="full", executor=process_pool)

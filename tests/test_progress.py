@@ -16,7 +16,7 @@ import pytest
 import gradguard
 from gradguard.engine import progress as _progress
 from gradguard.engine.progress import Progress
-from gradguard.engine.strategies import together as _together_module
+from gradguard.engine.strategies import colouring as _colouring_module
 
 
 class Clock:
@@ -153,7 +153,9 @@ def test_check_draws_a_bar_on_a_terminal(quick, monkeypatch):
         tty.flush()
         text = _read_line(reader)
     assert report.verdict == "pass"
-    expected = 4 * 30 + 30  # 4 perturbed points per input entry, a VJP per output
+    # One 4-point stencil for all 30 columns (an elementwise rule's columns
+    # share no output), a VJP per output.
+    expected = 4 + 30
     assert f"100% {expected}/{expected} evaluations and VJPs" in text
     assert text.rstrip("\r\n").count("\n") == 0  # one line, redrawn in place
 
@@ -168,8 +170,10 @@ def test_check_is_quiet_off_a_terminal_and_when_off(quick, capsys, progress):
 def test_check_progress_true_draws_even_off_a_terminal(quick, capsys):
     _check(True)
     err = capsys.readouterr().err
-    assert err.startswith("\rgradguard: [") and err.endswith(" s\n")
-    assert "100% 150/150 evaluations and VJPs" in err
+    # (A line shorter than the one before it is padded with spaces.)
+    assert err.startswith("\rgradguard: [") and err.rstrip(" \n").endswith(" s")
+    assert err.endswith("\n")
+    assert "100% 34/34 evaluations and VJPs" in err
 
 
 def test_a_quick_check_is_quiet_even_when_asked(capsys):
@@ -180,10 +184,10 @@ def test_a_quick_check_is_quiet_even_when_asked(capsys):
 
 @pytest.mark.parametrize("together", [False, True])
 def test_a_screened_check_fills_its_bar(quick, capsys, monkeypatch, together):
-    """Past 512 inputs columns settle from two points each, or all together
-    from four; the bar counts those, the VJP rows, and reaches 100% when the
-    check ends."""
-    monkeypatch.setattr(_together_module, "GROUP_COLUMNS", together)
+    """Past 64 inputs columns settle from two points each, or (coloured)
+    all together from four; the bar counts those, the VJP rows, and reaches
+    100% when the check ends."""
+    monkeypatch.setattr(_colouring_module, "COLOUR_COLUMNS", together)
     n = 1100
     x = np.linspace(-1.0, 1.0, n)
 

@@ -1,4 +1,4 @@
-"""Full reverse checks of 512 inputs or more settle columns from x +- h first.
+"""Full reverse checks of 64 inputs or more settle columns from x +- h first.
 
 Most columns settle by a few reductions against a lower bound of every
 tolerance; the rest get tolerances of their own, and columns that still

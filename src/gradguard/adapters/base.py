@@ -195,6 +195,18 @@ class Adapter:
             "or jvp= to gradguard.check"
         )
 
+    def pullback(
+        self, fn: LeafFunction, primals: list[Any], vectorize: bool = True
+    ) -> Callable[[list[Any]], list[Any]]:
+        """:meth:`vjp` at fixed ``primals``, as a function of the cotangents:
+        for the many batches of one check. A framework that can reuse its
+        forward pass across them overrides this."""
+
+        def vjps(cotangents: list[Any]) -> list[Any]:
+            return self.vjp(fn, primals, cotangents, vectorize)
+
+        return vjps
+
     def jvp(
         self,
         fn: LeafFunction,

@@ -30,6 +30,8 @@ class Analytical:
         # cotangents) came back the same: a rule that ignores its cotangent.
         self.first_vjp: Any = None
         self.vjps_identical = True
+        #: The same rule's VJPs at the wider dtypes, as one pullback.
+        self.wide_pullback: Any = None
 
     def vjp(self, cotangents: Any) -> tuple[Any, Any]:
         """``(k, m)`` real cotangents -> ``(k, n)`` real VJPs via the framework,
@@ -42,7 +44,9 @@ class Analytical:
         dtypes = [_wide_dtype(xp, d) for d in p.out_dtypes]
 
         def wide_vjp(cots: list[Any]) -> list[Any]:
-            return p.adapter.vjp(p.fn, wide, cots, vectorize=p.vectorize)
+            if self.wide_pullback is None:
+                self.wide_pullback = p.adapter.pullback(p.fn, wide, vectorize=p.vectorize)
+            return self.wide_pullback(cots)
 
         return value, self._vjp(cotangents, wide, dtypes, wide_vjp)
 

@@ -73,7 +73,7 @@ class Ledger:
         self.row_cross: Any = None
         self.row_num_sq: Any = None
         # The analytical Jacobian of a full reverse check, transposed (n, m).
-        self.jac_t: Any = None
+        self.jac: Any = None
         # Settled columns whose nonzero entries are not counted yet:
         # (argument, first column, stop, threshold); see count_settled.
         self.uncounted: list[tuple[int, int, int, float]] = []
@@ -256,7 +256,7 @@ class Ledger:
         largest entry)."""
         xp = self.xp
         for i, lo, hi, threshold in self.uncounted:
-            active = int(xp.count_nonzero(xp.abs(self.jac_t[lo:hi, :]) > threshold))
+            active = int(xp.count_nonzero(xp.abs(self.jac[:, lo:hi]) > threshold))
             for tally in (self.by_argument[i], self.tally, self.entry_tally):
                 tally.active += active
             self.directions["rev"].active += active

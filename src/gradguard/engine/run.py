@@ -2,9 +2,10 @@
 
 The strategies (:mod:`.strategies`) are chosen here and only here
 (:meth:`_Run._strategy`): probe mode measures random projections; full mode
-compares every entry column by column, large float64 reverse checks first
-settling what they can (whole arguments at once, then columns from two
-points). Tolerances, verdicts and diagnosis come from :mod:`gradguard.core`.
+compares every entry column by column, float64 reverse checks first
+settling what they can (coloured columns that share no output, then, for
+large checks, columns from two points). Tolerances, verdicts and diagnosis
+come from :mod:`gradguard.core`.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from .numerical import Numerical
 from .parts import Parts
 from .problem import _Problem, _rng
 from .report_writer import write_report
-from .strategies import Strategy, probes, screen
+from .strategies import Strategy, colouring, probes, screen
+from .strategies.colouring import Colouring
 from .strategies.columns import ColumnByColumn, SettlerKind
 from .strategies.probes import RandomProbes
 from .strategies.screen import Screen
-from .strategies.together import Together
 
 
 class _Run:
@@ -87,10 +88,12 @@ class _Run:
         if mode == "probe":
             count = probe_count if probe_count is not None else self.default_probes()
             return RandomProbes(parts, direction, count)
-        # Settlers, in order: whole arguments first, then columns from two points.
+        # Settlers, in order: coloured columns first, then columns from two points.
         settlers: list[SettlerKind] = []
+        if colouring.applies(parts, direction):
+            settlers.append(Colouring)
         if screen.applies(parts, direction):
-            settlers = [Together, Screen]
+            settlers.append(Screen)
         return ColumnByColumn(parts, direction, settlers)
 
     def default_probes(self) -> int:

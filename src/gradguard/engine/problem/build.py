@@ -280,8 +280,14 @@ def _analytical_vjp(
     if not adapter.has_autodiff:
         return _no_autodiff(adapter)
 
+    pullbacks: list[Callable[[list[Any]], list[Any]]] = []
+
     def analytical_vjp(cotangents: list[Any]) -> list[Any]:
-        return adapter.vjp(fn, primals, cotangents, vectorize=vectorize)
+        # The pullback is made at the first VJP, inside the caller's settings
+        # and the error handling every VJP gets (see Analytical).
+        if not pullbacks:
+            pullbacks.append(adapter.pullback(fn, primals, vectorize=vectorize))
+        return pullbacks[0](cotangents)
 
     return analytical_vjp
 

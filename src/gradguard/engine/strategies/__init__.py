@@ -3,8 +3,8 @@
 - :mod:`.probes`: random probes u . J . v (probe mode); a wrong one is split
   until the wrong entries are named (:mod:`.locate`, :mod:`.locate_forward`).
 - :mod:`.columns`: column by column, every Jacobian entry (full mode).
-- :mod:`.together`: an argument's columns from one stencil, where each output
-  depends on at most one of its entries (settles before the stencil).
+- :mod:`.colouring`: columns that share no output, one stencil per group,
+  from the analytical Jacobian's pattern (settles before the stencil).
 - :mod:`.screen`: columns from two points x +- h (settles before the stencil).
 - :mod:`.settled`: what a settler is, and the book settled columns share.
 - :mod:`.reverse_jacobian`: the analytical Jacobian from one-hot cotangents.

@@ -66,7 +66,7 @@ class ColumnByColumn:
         if ledger.keep and n:
             ledger.jacobians["numerical"] = xp.matrix_transpose(ledger.num_t)
             if side is not None:
-                ledger.jacobians["analytical"] = xp.matrix_transpose(side.jac_t)
+                ledger.jacobians["analytical"] = side.jac
 
     def _measure_chunk(
         self, start: int, stop: int, side: ReverseSide | None, forward: _ForwardProducts | None

@@ -31,23 +31,29 @@ RowWatcher = Callable[[Any, int], None]
 
 @dataclass
 class ReverseSide:
-    """The analytical Jacobian, transposed ``(n, m)`` (in float32 past
-    STORE_ENTRIES), with its rounding against the wider dtypes (or None);
+    """The analytical Jacobian ``(m, n)`` as its VJP rows came (in float32
+    past STORE_ENTRIES), with its rounding against the wider dtypes (or None);
     and DENSE_PROBES random cotangents ``(probes, m)`` with their VJPs
     ``(probes, n)`` and those VJPs' rounding (or None)."""
 
-    jac_t: Any
-    jac_err_t: Any
+    jac: Any
+    jac_err: Any
     dense_cots: Any
     dense_ana: Any
     dense_err: Any
 
     def columns(self, start: int, stop: int, dtype: Any, xp: Any) -> tuple[Any, Any]:
-        """Rows ``start:stop`` of the stored Jacobian and its rounding, in ``dtype``."""
-        ana = xp.astype(self.jac_t[start:stop, :], dtype, copy=False)
-        if self.jac_err_t is None:
+        """Columns ``start:stop`` of the stored Jacobian and of its rounding,
+        in ``dtype``, as rows ``(columns, m)`` (copies: strided reads of a
+        few columns, once each)."""
+        ana = _transposed_copy(self.jac[:, start:stop], dtype, xp)
+        if self.jac_err is None:
             return ana, None
-        return ana, xp.astype(self.jac_err_t[start:stop, :], dtype, copy=False)
+        return ana, _transposed_copy(self.jac_err[:, start:stop], dtype, xp)
+
+
+def _transposed_copy(block: Any, dtype: Any, xp: Any) -> Any:
+    return xp.astype(xp.matrix_transpose(block), dtype, copy=True)
 
 
 def measure_reverse_side(parts: Parts, watchers: Sequence[RowWatcher] = ()) -> ReverseSide:
@@ -60,19 +66,19 @@ def measure_reverse_side(parts: Parts, watchers: Sequence[RowWatcher] = ()) -> R
     scales = parts.rng.choice(ONE_HOT_SCALES, size=m)
     ledger.row_scales = _to_xp(scales, xp, p.x0)
     storage = _storage_dtype(parts, n, m)
-    jac_t = ledger.jac_t = p.adapter.empty((n, m), storage, p.x0)
+    jac = ledger.jac = p.adapter.empty((m, n), storage, p.x0)
     # |analytical - the same rule in the wider dtypes|: its rounding.
-    jac_err_t = None
+    jac_err = None
     if p.wide_primals is not None:
-        jac_err_t = p.adapter.empty((n, m), storage, p.x0)
-    _one_hot_rows_through_one_buffer(parts, jac_t, jac_err_t, storage, watchers)
+        jac_err = p.adapter.empty((m, n), storage, p.x0)
+    _one_hot_rows_through_one_buffer(parts, jac, jac_err, storage, watchers)
     dense_cots = parts.analytical.random_cotangents(DENSE_PROBES)
     dense_ana, dense_wide = parts.analytical.vjp(dense_cots)
     parts.analytical.watch_vjps(dense_ana)
     dense_err = None if dense_wide is None else xp.abs(dense_ana - dense_wide)
     ledger.row_cross = xp.zeros((m,), dtype=p.work_dtype, device=parts.device)
     ledger.row_num_sq = xp.zeros((m,), dtype=p.work_dtype, device=parts.device)
-    return ReverseSide(jac_t, jac_err_t, dense_cots, dense_ana, dense_err)
+    return ReverseSide(jac, jac_err, dense_cots, dense_ana, dense_err)
 
 
 def _storage_dtype(parts: Parts, n: int, m: int) -> Any:
@@ -89,9 +95,9 @@ def _storage_dtype(parts: Parts, n: int, m: int) -> Any:
 
 
 def _one_hot_rows_through_one_buffer(
-    parts: Parts, jac_t: Any, jac_err_t: Any, storage: Any, watchers: Sequence[RowWatcher]
+    parts: Parts, jac: Any, jac_err: Any, storage: Any, watchers: Sequence[RowWatcher]
 ) -> None:
-    """Fill ``jac_t`` (and ``jac_err_t``) from batched VJPs of scaled
+    """Fill ``jac`` (and ``jac_err``) from batched VJPs of scaled
     one-hot cotangents.
 
     One buffer of one-hot cotangents serves every batch, its nonzeros
@@ -120,10 +126,10 @@ def _one_hot_rows_through_one_buffer(
         parts.analytical.watch_vjps(rows)
         for watch in watchers:
             watch(rows, start)
-        jac_t[:, start:stop] = xp.astype(
-            xp.matrix_transpose(rows * row_unscale), storage, copy=False
-        )
-        if jac_err_t is not None:
+        # Rows in place, contiguous: stored transposed, the strided writes
+        # took 0.43 s of a 1.8 s check at n = m = 10^4.
+        jac[start:stop, :] = xp.astype(rows * row_unscale, storage, copy=False)
+        if jac_err is not None:
             err = xp.abs(rows - wide) * xp.abs(row_unscale)
-            jac_err_t[:, start:stop] = xp.astype(xp.matrix_transpose(err), storage, copy=False)
+            jac_err[start:stop, :] = xp.astype(err, storage, copy=False)
         onehot[ones] = 0.0  # after the last use of rows, which may be onehot

@@ -24,10 +24,12 @@ from .reverse_jacobian import DENSE_PROBES, ReverseSide
 from .settled import SettledBook
 
 #: Inputs from which a full reverse check screens columns with two points
-#: first (also past KEEP_JACOBIAN_ENTRIES entries): x.sin() * x at n = 1000
-#: took 36 ms screened against 135 ms with every column's full stencil,
-#: 22 against 65 ms at n = 600.
-SCREEN_INPUTS = 512
+#: first (also past KEEP_JACOBIAN_ENTRIES entries). tanh(x + mean(x)) in
+#: torch, median CPU time, full stencil against screened: n = 64, 9.3 against
+#: 8.3 ms; 128, 11.6 / 13.5; 256, 34 / 34; 511, 78 / 36 ms. Where the per-entry
+#: error map is kept (ERROR_MAP_ENTRIES) the screen has no cheap path and costs
+#: what the stencil does; past it, half. From 512 only, n = 511 took 2.1x n = 512.
+SCREEN_INPUTS = 64
 
 #: The sides of a chunk as the screen holds them: (f(x+h), f(x-h), the
 #: quotient, the analytical rows, their rounding or None, 2h per column).
@@ -58,9 +60,6 @@ class Screen:
         xp, p, numerical = parts.xp, parts.problem, parts.numerical
         # The represented 2h of every column, for the quotients.
         self.sizes = xp.abs((p.x0 + numerical.steps) - (p.x0 - numerical.steps))
-        # Two points per column; columns that do not settle add their
-        # stencil's points when they go on to it.
-        parts.evaluator.expected = 2 * p.in_layout.size
         # Worst-list candidates: (errors, columns, rows of their sides).
         self.candidates: tuple[list[float], list[int], tuple[Any, ...]] | None = None
 
@@ -69,6 +68,10 @@ class Screen:
 
     def settle(self, ranges: Ranges, side: ReverseSide, book: SettledBook) -> Ranges:
         numerical = self.parts.numerical
+        # Two points per column screened instead of the full stencil's; the
+        # columns that do not settle add their stencil's points back.
+        screened = sum(b - a for a, b in ranges)
+        self.parts.evaluator.expected += (2 - numerical.accuracy) * screened
         open_ranges: Ranges = []
         for start, stop in chunks(ranges, numerical.columns_per_chunk):
             open_ranges += self._screen(start, stop, self.sizes[start:stop], side, book)

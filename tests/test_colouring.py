@@ -1,10 +1,12 @@
-"""An argument whose every output depends on at most one of its entries (as
-the analytical Jacobian has it) has all its columns measured at once: one
-4-point stencil along a step in every entry, instead of points per column.
+"""Columns that share no output (as the analytical Jacobian has it) are
+measured together: one 4-point stencil per colour of a distance-2 colouring,
+instead of points per column. Elementwise rules take one colour; blocks
+(softmax over rows) as many as a block is wide; bands (convolutions) as many
+as the band.
 
 These tests hold that shortcut to what the column-by-column path promises,
 and above all to catching what the analytical side misses: an entry it has
-as zero shows in the combined measurement, and the check then goes column by
+as zero shows in its colour's measurement, and the check then goes column by
 column and locates it.
 """
 
@@ -14,8 +16,8 @@ import numpy as np
 import pytest
 
 import gradguard
-from gradguard.engine.strategies import together as _together_module
-from reports import assert_fail_at, wrong
+from gradguard.engine.strategies import colouring as _colouring_module
+from reports import assert_fail_at, diagnosis, wrong
 from test_screen import N, _derivative, _sin_times_x, _x
 
 
@@ -28,7 +30,7 @@ def _together(report):
 
 
 def _column_by_column(monkeypatch, f, *args, **options):
-    monkeypatch.setattr(_together_module, "GROUP_COLUMNS", False)
+    monkeypatch.setattr(_colouring_module, "COLOUR_COLUMNS", False)
     report = gradguard.check(f, *args, **options)
     monkeypatch.undo()
     return report
@@ -270,3 +272,154 @@ def test_an_executor_gives_the_same_report():
     assert report.verdict == reference.verdict == "pass"
     assert report.relative_error == reference.relative_error
     assert report.worst == reference.worst
+
+
+# -- blocks, bands and irregular patterns ----------------------------------------------
+
+ROW = 50  # the width of a block: softmax over rows of ROW
+
+
+def _softmax_rows(x):
+    r = np.reshape(x, (-1, ROW))
+    e = np.exp(r - r.max(axis=1, keepdims=True))
+    return np.reshape(e / e.sum(axis=1, keepdims=True), -1)
+
+
+def _softmax_rows_vjp(g, x):
+    s = np.reshape(_softmax_rows(x), (-1, ROW))
+    g = np.reshape(g, (-1, ROW))
+    return (np.reshape(s * (g - np.sum(g * s, axis=1, keepdims=True)), -1),)
+
+
+def _groups(report):
+    """The number of colours the note names, or None when nothing settled."""
+    for note in report.notes:
+        if "measured together" in note:
+            return int(note.split(" in ")[1].split(" group")[0])
+    return None
+
+
+def test_softmax_over_rows_takes_one_stencil_per_column_of_a_row(monkeypatch):
+    x = _x()  # 30 rows of 50
+    report = gradguard.check(_softmax_rows, x, vjp=_softmax_rows_vjp, mode="full")
+    assert report.verdict == "pass", str(report)
+    assert _groups(report) == ROW, str(report)
+    assert report.evaluations <= 4 * ROW + 4, str(report)
+    other = _column_by_column(monkeypatch, _softmax_rows, x, vjp=_softmax_rows_vjp, mode="full")
+    assert other.verdict == "pass" and other.evaluations >= 2 * N
+    assert report.checked == other.checked
+    assert report.relative_error < 1e-9 and other.relative_error < 1e-9
+
+
+def _mix_rows(a):
+    """x in rows of ROW, each row times ``a``: a block-diagonal Jacobian."""
+
+    def f(x):
+        return np.reshape(np.reshape(x, (-1, ROW)) @ a, -1)
+
+    return f
+
+
+def test_a_block_rule_missing_an_off_diagonal_term_fails_where_it_is():
+    """The rule has a[3, 7] as zero: in every block, output 7 misses its
+    dependence on entry 3. Its colour's stencil moves output 7 by input 3's
+    step, where the rule says nothing of that colour moves it."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((ROW, ROW))
+    rule = a.copy()
+    rule[3, 7] = 0.0
+
+    def vjp(g, x):
+        return (np.reshape(np.reshape(g, (-1, ROW)) @ rule.T, -1),)
+
+    x = _x()
+    report = gradguard.check(_mix_rows(a), x, vjp=vjp, mode="full")
+    blocks = N // ROW
+    assert_fail_at(report, "x", indices=[(b * ROW + 3,) for b in range(blocks)])
+    # One wrong entry per block, each also in the dense cotangents' products.
+    assert f"{blocks} of the {blocks * ROW * ROW} nonzero" in diagnosis(report), str(report)
+    for m in wrong(report):
+        if m.kind == "entry":
+            ((i,), (j,)) = m.index, m.output_index
+            assert j == i - 3 + 7 and m.analytical == 0.0, str(report)
+            assert m.numerical == pytest.approx(a[3, 7], rel=1e-6)
+    # The right rule settles in ROW colours.
+    good = gradguard.check(
+        _mix_rows(a),
+        x,
+        vjp=lambda g, x: (np.reshape(np.reshape(g, (-1, ROW)) @ a.T, -1),),
+        mode="full",
+    )
+    assert good.verdict == "pass" and _groups(good) == ROW, str(good)
+
+
+TAPS = np.array([0.25, -0.5, 1.0, 0.75, -0.125])
+
+
+def _convolve(x):
+    return np.convolve(x, TAPS, mode="same")
+
+
+def _convolve_vjp(taps):
+    def vjp(g, x):
+        # The adjoint of 'same' convolution with an odd kernel: correlation.
+        return (np.convolve(g, taps[::-1], mode="same"),)
+
+    return vjp
+
+
+def test_a_convolution_takes_one_stencil_per_tap():
+    x = _x()
+    report = gradguard.check(_convolve, x, vjp=_convolve_vjp(TAPS), mode="full")
+    assert report.verdict == "pass", str(report)
+    assert _groups(report) == TAPS.size and report.evaluations <= 4 * TAPS.size + 4
+
+
+def test_a_convolution_rule_missing_a_tap_fails_on_that_band():
+    """The rule drops the tap two places off the diagonal: a band the
+    analytical side has as zeros, which the colours' stencils see."""
+    taps = TAPS.copy()
+    taps[0] = 0.0
+    x = _x()
+    report = gradguard.check(_convolve, x, vjp=_convolve_vjp(taps), mode="full")
+    assert report.verdict == "fail", str(report)
+    located = [m for m in wrong(report) if m.kind == "entry"]
+    assert located, str(report)
+    for m in located:
+        ((i,), (j,)) = m.index, m.output_index
+        assert i - j == 2 and m.analytical == 0.0, str(report)
+        assert m.numerical == pytest.approx(TAPS[0], rel=1e-6)
+
+
+def test_an_irregular_pattern_is_coloured_greedily_and_a_missed_entry_caught():
+    """Each output depends on its own entry and on one elsewhere: a pattern
+    no residue colouring fits, coloured greedily in a few colours."""
+    perm = np.random.default_rng(11).permutation(N)
+    x = _x()
+
+    def f(x):
+        return np.sin(x) + 0.5 * x[perm] ** 2
+
+    def vjp_for(weight):
+        def vjp(g, x):
+            grad = g * np.cos(x)
+            np.add.at(grad, perm, weight * g * x[perm])
+            return (grad,)
+
+        return vjp
+
+    report = gradguard.check(f, x, vjp=vjp_for(1.0), mode="full")
+    assert report.verdict == "pass", str(report)
+    assert _groups(report) is not None and _groups(report) <= 6, str(report)
+    assert report.evaluations <= 4 * 6 + 4, str(report)
+    # A rule without the second term: every output misses one entry.
+    report = gradguard.check(f, x, vjp=vjp_for(0.0), mode="full")
+    assert report.verdict == "fail" and report.wrong >= N - 1, str(report)
+
+
+@pytest.mark.parametrize("n", [100, 511, 512, 513])
+def test_no_cliff_between_neighbouring_sizes(n):
+    """An elementwise rule settles in one stencil at every size, not only
+    past the screen's threshold."""
+    report = gradguard.check(_sin_times_x, _x(n), vjp=_vjp, mode="full")
+    assert report.verdict == "pass" and report.evaluations <= 8, str(report)
