@@ -88,7 +88,7 @@ CONV_WIDTH = 5
 TOOLS: dict[str, str] = {
     "gradguard-torch-full": "torch",
     # The same full check with every argument column by column: what it costs
-    # where a Jacobian is not elementwise-like (see GROUP_COLUMNS).
+    # where no columns could be coloured together (see COLOUR_COLUMNS).
     "gradguard-torch-full-columns": "torch",
     "gradguard-torch-probe": "torch",
     "floor-torch": "torch",
@@ -259,13 +259,13 @@ def _torch_case(tool: str, function: str, n: int) -> Callable[[], str]:
     f = _torch_function(function)
     x = torch.from_numpy(_x(n))
     if tool in ("gradguard-torch-full", "gradguard-torch-full-columns"):
-        from gradguard.engine.strategies import together as _together_module
+        from gradguard.engine.strategies import colouring
 
-        together = tool == "gradguard-torch-full"
+        coloured = tool == "gradguard-torch-full"
 
         def full() -> str:
             # Set on every call: paired rounds alternate tools in one process.
-            _together_module.GROUP_COLUMNS = together
+            colouring.COLOUR_COLUMNS = coloured
             return gradguard.check(f, x, mode="full").verdict
 
         return full
