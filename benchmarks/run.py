@@ -333,20 +333,23 @@ def _floor(
 ) -> Callable[[], str]:
     """The floor's call: both parts, each in its fastest batch size."""
     # 2 points of n float64 per column; a one-hot row and its VJP row per output.
-    columns = _fastest(evaluations, {max(1, b // (16 * n)) for b in FLOOR_BATCH_BYTES})
-    rows = _fastest(vjp_rows, {max(1, b // (8 * (n + m))) for b in FLOOR_BATCH_BYTES})
+    columns, evaluated = _fastest(evaluations, {max(1, b // (16 * n)) for b in FLOOR_BATCH_BYTES})
+    rows, pulled = _fastest(vjp_rows, {max(1, b // (8 * (n + m))) for b in FLOOR_BATCH_BYTES})
+    # The parts' CPU seconds while tuning: a check that computes every VJP
+    # row costs at least the second, whatever it saves on evaluations.
+    parts = f"evaluations {_seconds(evaluated)} s, VJP rows {_seconds(pulled)} s when tuned"
 
     def run() -> str:
         evaluations(columns)
         vjp_rows(rows)
-        return f"{columns} columns, {rows} rows per batch"
+        return f"{columns} columns, {rows} rows per batch ({parts})"
 
     return run
 
 
-def _fastest(part: Callable[[int], None], sizes: set[int]) -> int:
+def _fastest(part: Callable[[int], None], sizes: set[int]) -> tuple[int, float]:
     """The batch size of ``sizes`` whose median of FLOOR_TUNING_CALLS timed
-    calls (after one warm-up call: JAX compiles there) is least."""
+    calls (after one warm-up call: JAX compiles there) is least, and that median."""
 
     def seconds(size: int) -> float:
         started = time.process_time()
@@ -359,7 +362,9 @@ def _fastest(part: Callable[[int], None], sizes: set[int]) -> int:
             times.append(time.process_time() - started)
         return statistics.median(times)
 
-    return min(sorted(sizes), key=seconds)
+    timed = {size: seconds(size) for size in sorted(sizes)}
+    best = min(timed, key=timed.__getitem__)
+    return best, timed[best]
 
 
 # jax ------------------------------------------------------------------------------
@@ -874,6 +879,14 @@ def render(results: dict[str, Any]) -> str:
         + ", ".join(f"{t} {_mib(v)}" for t, v in base.items())
         + " MiB."
     )
+    floors = [
+        f"- {c['tool']} {c['function']} n={c['n']}: {c['result']}"
+        for c in cases
+        if c["tool"].startswith("floor-") and c["status"] == "ok"
+    ]
+    if floors:
+        out.append("\n### Floors: the batch sizes each picked, and its parts\n")
+        out.append("\n".join(floors))
     notes = [
         f"- {c['tool']} {c['function']} n={c['n']}: {c['status']} ({c.get('why', '')})"
         for c in cases

@@ -64,4 +64,4 @@ def test_floors_run_on_a_structured_function(tool, monkeypatch):
     monkeypatch.setattr(run, "FLOOR_BATCH_BYTES", (1 << 14,))
     monkeypatch.setattr(run, "FLOOR_TUNING_CALLS", 1)
     # 2^14 bytes: 10 columns and 10 rows per batch at n = 100.
-    assert run._case(tool, "layernorm-rows", 100)() == "10 columns, 10 rows per batch"
+    assert run._case(tool, "layernorm-rows", 100)().startswith("10 columns, 10 rows per batch")
