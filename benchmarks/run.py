@@ -55,7 +55,17 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-SIZES = (10, 100, 1000, 3000, 10_000)
+SIZES = (10, 100, 1000, 3000, 10_000, 1_000_000)
+#: From this size only the probe-style tools run (PROBE_STYLE): a full
+#: check there takes one evaluation or VJP row per input.
+PROBE_ONLY_FROM = 100_000
+PROBE_STYLE = (
+    "gradguard-torch-probe",
+    "gradcheck-fast",
+    "gradguard-jax-probe",
+    "gradguard-tf-probe",
+    "gradguard-numpy-probe",
+)
 FUNCTIONS = ("elementwise", "scalar")
 #: tool -> the framework it runs on
 TOOLS: dict[str, str] = {
@@ -95,10 +105,11 @@ RATIOS: tuple[tuple[str, str], ...] = (
 PAIRS: tuple[tuple[str, str, str, int], ...] = (
     ("gradguard-torch-full", "floor-torch", "elementwise", 3000),
     ("gradguard-torch-full-columns", "floor-torch", "elementwise", 3000),
-    ("gradguard-torch-probe", "gradcheck-fast", "elementwise", 1000),
-    ("gradguard-torch-probe", "gradcheck-fast", "elementwise", 3000),
-    ("gradguard-torch-probe", "gradcheck-fast", "elementwise", 10_000),
-    ("gradguard-torch-probe", "gradcheck-fast", "scalar", 3000),
+    *(
+        ("gradguard-torch-probe", "gradcheck-fast", function, n)
+        for function in FUNCTIONS
+        for n in (1000, 10_000, 1_000_000)
+    ),
 )
 PAIRED_ROUNDS = 9
 #: A side of a paired round runs for at least this long (quick calls repeat).
@@ -866,6 +877,8 @@ def main(argv: list[str] | None = None) -> int:
     for function in functions:
         for n in sizes:
             for tool in tools:
+                if n >= PROBE_ONLY_FROM and tool not in PROBE_STYLE:
+                    continue
                 spec = {
                     "tool": tool,
                     "function": function,
