@@ -121,6 +121,11 @@ SENSITIVITY_POSITIONS = 20
 SENSITIVITY_TOOLS = ("gradguard-torch-probe", "gradcheck-fast")
 
 
+def runs_at(tool: str, n: int) -> bool:
+    """Whether ``tool`` runs at ``n`` inputs (only PROBE_STYLE from PROBE_ONLY_FROM)."""
+    return n < PROBE_ONLY_FROM or tool in PROBE_STYLE
+
+
 # -- the cases (run inside the subprocess) ------------------------------------------
 
 
@@ -877,7 +882,7 @@ def main(argv: list[str] | None = None) -> int:
     for function in functions:
         for n in sizes:
             for tool in tools:
-                if n >= PROBE_ONLY_FROM and tool not in PROBE_STYLE:
+                if not runs_at(tool, n):
                     continue
                 spec = {
                     "tool": tool,

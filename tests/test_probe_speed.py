@@ -121,3 +121,28 @@ def test_torch_model_size_right_and_wrong():
     wrong = gradguard.check(rule(12345), x, mode="probe")
     assert wrong.verdict == "fail"
     assert (12345,) in [tuple(w.index) for w in wrong.worst if w.status == "wrong"]
+
+
+def _bench():
+    """benchmarks/run.py, as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+    spec = importlib.util.spec_from_file_location("bench_run", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_pairs_probe_mode_with_fast_mode_up_to_a_million():
+    bench = _bench()
+    pairs = {(f, n) for tool, other, f, n in bench.PAIRS if other == "gradcheck-fast"}
+    wanted = {(f, n) for f in ("elementwise", "scalar") for n in (1000, 10_000, 1_000_000)}
+    assert wanted <= pairs
+    assert bench.runs_at("gradguard-torch-probe", 1_000_000)
+    assert bench.runs_at("gradcheck-fast", 1_000_000)
+    # A full check at 10^6 inputs (10^6 evaluations) never runs.
+    full = [t for t in bench.TOOLS if t not in bench.PROBE_STYLE]
+    assert full and not any(bench.runs_at(t, 1_000_000) for t in full)
+    assert all(bench.runs_at(t, 10_000) for t in bench.TOOLS)
