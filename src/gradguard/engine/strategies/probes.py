@@ -127,34 +127,7 @@ class RandomProbes:
         received = u
         grads, wide = parts.analytical.vjp(u)  # (2 count, n)
 
-        def pairs(a: Any) -> Any:  # (2 count, width) -> (count, 2, width)
-            return xp.reshape(a, (count, 2, a.shape[1]))
-
-        def weighted(w: Any, values: Any) -> Any:  # (count, 2, k), (count, k) -> (count, 2)
-            return (w @ values[:, :, None])[:, :, 0]
-
-        def squares(a: Any) -> Any:  # (count, 2, k) -> (count, 2): sum of squares per row
-            return (a[:, :, None, :] @ a[:, :, :, None])[:, :, 0, 0]
-
-        # Each sum is reduced on its own, as a matrix product where it can:
-        # one pass, without stacking (count, 2, n)-sized copies first.
-        v = dd.direction
-        terms = pairs(grads) * v[:, None, :]  # the analytical u.J.v, term by term
-        over_inputs = [xp.sum(terms, axis=2), squares(terms)]
-        if wide is not None:
-            over_inputs.append(weighted(pairs(wide), v))
-        u = pairs(u)
-        size = xp.abs(u)
-        nonfinite = xp.astype(xp.any(dd.nonfinite, axis=1), u.dtype)
-        over_outputs = [
-            weighted(u, dd.value),
-            squares(u * dd.value[:, None, :]),
-            squares(u * dd.truncation[:, None, :]),
-            weighted(size, rnd),
-            weighted(size, dd.roughness),
-            xp.broadcast_to(nonfinite[:, None], (count, 2)),
-        ]
-        sums = xp.stack(over_inputs + over_outputs)
+        sums = _sums(xp, grads, wide, u, dd, rnd)
         host = p.adapter.to_numpy(sums).reshape(sums.shape[0], 2 * count)
         ana, ana_sq = host[0], host[1]
         num, num_sq, trunc_sq, rounding, roughness, nonfinite = host[-6:]
@@ -196,3 +169,64 @@ class RandomProbes:
             error=None if wide is None else host[7],
         )
         locate_forward(parts, directions, dd)
+
+
+#: Entries (count * (n + m)) up to which a probe's sums are taken from two
+#: stacks (fewest framework calls); beyond, each on its own as a matrix
+#: product (no stacked copies: at 10^6 entries they cost more than the calls).
+STACKED_SUMS = 1 << 17
+
+
+def _sums(xp: Any, grads: Any, wide: Any, u: Any, dd: DirectionalDerivatives, rnd: Any) -> Any:
+    """The sums a reverse probe compares, one row each, per (direction,
+    cotangent): over the inputs the analytical terms g_j v_j, their squares
+    (and the wider dtypes' terms); over the outputs u . (J v) measured, its
+    terms' squares, the truncation, rounding and roughness they carry, and
+    whether any output was not finite. ``grads`` and ``u`` are (2 count, .),
+    the fields of ``dd`` (count, .)."""
+    count, n = dd.direction.shape
+    m = u.shape[1]
+
+    def pairs(a: Any) -> Any:  # (2 count, width) -> (count, 2, width)
+        return xp.reshape(a, (count, 2, a.shape[1]))
+
+    v = dd.direction
+    terms = pairs(grads) * v[:, None, :]  # the analytical u.J.v, term by term
+    u = pairs(u)
+    size = xp.abs(u)
+    if count * (n + m) <= STACKED_SUMS:
+        over_inputs = [terms, terms * terms]
+        if wide is not None:
+            over_inputs.append(pairs(wide) * v[:, None, :])
+        weighted = u * dd.value[:, None, :]
+        over_outputs = [
+            weighted,
+            weighted * weighted,
+            (u * dd.truncation[:, None, :]) ** 2,
+            size * rnd[:, None, :],
+            size * dd.roughness[:, None, :],
+            xp.broadcast_to(xp.astype(dd.nonfinite, u.dtype)[:, None, :], u.shape),
+        ]
+        return xp.concat(
+            [xp.sum(xp.stack(over_inputs), axis=3), xp.sum(xp.stack(over_outputs), axis=3)]
+        )
+
+    def weighted_sums(w: Any, values: Any) -> Any:  # (count, 2, k), (count, k) -> (count, 2)
+        return (w @ values[:, :, None])[:, :, 0]
+
+    def squares(a: Any) -> Any:  # (count, 2, k) -> (count, 2): sum of squares per row
+        return (a[:, :, None, :] @ a[:, :, :, None])[:, :, 0, 0]
+
+    sums = [xp.sum(terms, axis=2), squares(terms)]
+    if wide is not None:
+        sums.append(weighted_sums(pairs(wide), v))
+    nonfinite = xp.astype(xp.any(dd.nonfinite, axis=1), u.dtype)
+    sums += [
+        weighted_sums(u, dd.value),
+        squares(u * dd.value[:, None, :]),
+        squares(u * dd.truncation[:, None, :]),
+        weighted_sums(size, rnd),
+        weighted_sums(size, dd.roughness),
+        xp.broadcast_to(nonfinite[:, None], (count, 2)),
+    ]
+    return xp.stack(sums)
