@@ -55,7 +55,17 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-SIZES = (10, 100, 1000, 3000, 10_000)
+SIZES = (10, 100, 1000, 3000, 10_000, 1_000_000)
+#: From this size only the probe-style tools run (PROBE_STYLE): a full
+#: check there takes one evaluation or VJP row per input.
+PROBE_ONLY_FROM = 100_000
+PROBE_STYLE = (
+    "gradguard-torch-probe",
+    "gradcheck-fast",
+    "gradguard-jax-probe",
+    "gradguard-tf-probe",
+    "gradguard-numpy-probe",
+)
 FUNCTIONS = ("elementwise", "scalar")
 #: tool -> the framework it runs on
 TOOLS: dict[str, str] = {
@@ -95,10 +105,11 @@ RATIOS: tuple[tuple[str, str], ...] = (
 PAIRS: tuple[tuple[str, str, str, int], ...] = (
     ("gradguard-torch-full", "floor-torch", "elementwise", 3000),
     ("gradguard-torch-full-columns", "floor-torch", "elementwise", 3000),
-    ("gradguard-torch-probe", "gradcheck-fast", "elementwise", 1000),
-    ("gradguard-torch-probe", "gradcheck-fast", "elementwise", 3000),
-    ("gradguard-torch-probe", "gradcheck-fast", "elementwise", 10_000),
-    ("gradguard-torch-probe", "gradcheck-fast", "scalar", 3000),
+    *(
+        ("gradguard-torch-probe", "gradcheck-fast", function, n)
+        for function in ("elementwise", "scalar")
+        for n in (1000, 10_000, 1_000_000)
+    ),
 )
 PAIRED_ROUNDS = 9
 #: A side of a paired round runs for at least this long (quick calls repeat).
@@ -108,6 +119,11 @@ PAIRED_WARMUP_CALLS = 3
 SENSITIVITY_N = 1000
 SENSITIVITY_POSITIONS = 20
 SENSITIVITY_TOOLS = ("gradguard-torch-probe", "gradcheck-fast")
+
+
+def runs_at(tool: str, n: int) -> bool:
+    """Whether ``tool`` runs at ``n`` inputs (only PROBE_STYLE from PROBE_ONLY_FROM)."""
+    return n < PROBE_ONLY_FROM or tool in PROBE_STYLE
 
 
 # -- the cases (run inside the subprocess) ------------------------------------------
@@ -866,6 +882,8 @@ def main(argv: list[str] | None = None) -> int:
     for function in functions:
         for n in sizes:
             for tool in tools:
+                if not runs_at(tool, n):
+                    continue
                 spec = {
                     "tool": tool,
                     "function": function,
