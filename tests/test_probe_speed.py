@@ -60,6 +60,12 @@ def test_model_size_open_first_probe_measures_the_second():
     assert report.evaluations == ONE_PROBE + 4
 
 
+def test_two_probes_the_caller_asks_for_at_model_size_are_both_measured():
+    report = gradguard.check(f, _x(MODEL_SIZE), vjp=vjp_off(), mode="probe", probes=2)
+    assert report.verdict == "pass"
+    assert report.evaluations == ONE_PROBE + 4
+
+
 @pytest.mark.parametrize("probes", [2, 3])
 def test_probes_the_caller_asks_for_below_model_size_are_all_measured(probes):
     report = gradguard.check(f, _x(1000), vjp=vjp_off(), mode="probe", probes=probes)

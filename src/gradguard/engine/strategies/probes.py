@@ -69,17 +69,13 @@ class RandomProbes:
     transfer (one sync on a GPU), where a few dozen NumPy operations cost
     less than as many framework calls."""
 
-    def __init__(
-        self, parts: Parts, direction: str, count: int, second_if_open: bool | None = None
-    ):
+    def __init__(self, parts: Parts, direction: str, count: int, second_if_open: bool):
         """``second_if_open``: measure the second of two probes only while
-        the first leaves the verdict open (see OPEN); by default, for the
-        two probes that are the default at model size."""
+        the first leaves the verdict open (see OPEN): for the two probes that
+        are the default at model size, not for probes the caller asked for."""
         self.parts = parts
         self.direction = direction
         self.count = count
-        if second_if_open is None:
-            second_if_open = count == 2 == default_count(parts)
         self.second_if_open = second_if_open and count == 2
         self.widest = 0.0  # the largest error / tolerance compared so far
 
