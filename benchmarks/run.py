@@ -1,6 +1,6 @@
 """gradguard beside the gradient checkers people use instead, in one run.
 
-    python benchmarks/run.py                  # everything: n = 10 ... 10^4
+    python benchmarks/run.py                  # everything: n = 10 ... 10^4 (10^6: probes)
     python benchmarks/run.py --sizes 10,1000  # a subset
     python -m nox -s bench                    # the same, in its own environment
 
@@ -74,7 +74,17 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-SIZES = (10, 100, 1000, 3000, 10_000)
+SIZES = (10, 100, 1000, 3000, 10_000, 1_000_000)
+#: From this size only the probe-style tools run (PROBE_STYLE): a full
+#: check there takes one evaluation or VJP row per input.
+PROBE_ONLY_FROM = 100_000
+PROBE_STYLE = (
+    "gradguard-torch-probe",
+    "gradcheck-fast",
+    "gradguard-jax-probe",
+    "gradguard-tf-probe",
+    "gradguard-numpy-probe",
+)
 #: Functions with a structured (block-diagonal, banded) Jacobian: torch and JAX only.
 STRUCTURED = ("softmax-rows", "layernorm-rows", "conv1d")
 STRUCTURED_SIZES = (1000, 10_000)
@@ -124,10 +134,11 @@ RATIOS: tuple[tuple[str, str], ...] = (
 PAIRS: tuple[tuple[str, str, str, int], ...] = (
     ("gradguard-torch-full", "floor-torch", "elementwise", 3000),
     ("gradguard-torch-full-columns", "floor-torch", "elementwise", 3000),
-    ("gradguard-torch-probe", "gradcheck-fast", "elementwise", 1000),
-    ("gradguard-torch-probe", "gradcheck-fast", "elementwise", 3000),
-    ("gradguard-torch-probe", "gradcheck-fast", "elementwise", 10_000),
-    ("gradguard-torch-probe", "gradcheck-fast", "scalar", 3000),
+    *(
+        ("gradguard-torch-probe", "gradcheck-fast", function, n)
+        for function in ("elementwise", "scalar")
+        for n in (1000, 10_000, 1_000_000)
+    ),
 )
 #: The full checks of structured Jacobians against their floors (issue 19).
 STRUCTURED_PAIRS: tuple[tuple[str, str, str, int], ...] = (
@@ -161,6 +172,11 @@ PAIRED_WARMUP_SECONDS = 10.0
 SENSITIVITY_N = 1000
 SENSITIVITY_POSITIONS = 20
 SENSITIVITY_TOOLS = ("gradguard-torch-probe", "gradcheck-fast")
+
+
+def runs_at(tool: str, n: int) -> bool:
+    """Whether ``tool`` runs at ``n`` inputs (only PROBE_STYLE from PROBE_ONLY_FROM)."""
+    return n < PROBE_ONLY_FROM or tool in PROBE_STYLE
 
 
 # -- the cases (run inside the subprocess) ------------------------------------------
@@ -1136,6 +1152,8 @@ def main(argv: list[str] | None = None) -> int:
     for function in functions:
         for n in _function_sizes(function, chosen):
             for tool in [t for t in tools if _tool_applies(t, function)]:
+                if not runs_at(tool, n):
+                    continue
                 spec = {
                     "tool": tool,
                     "function": function,

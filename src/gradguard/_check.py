@@ -123,7 +123,9 @@ def check(
     - ``seed``: seeds the random cotangents and directions; the same seed
       gives the same verdict and numbers.
     - ``probes``: number of random probes in probe mode (default 1; 2 from
-      100,000 inputs, a model's size; 8 when either side runs in low
+      100,000 inputs, a model's size, the second measured only where the
+      first leaves the verdict open: uncertain, or an error above 1/18 of its
+      tolerance, as with ``probes=2`` there; 8 when either side runs in low
       precision). A probe is one random direction
       v, compared through two random cotangents u (``u . J v``: finite
       differences against the VJP) in reverse mode and through its JVP in

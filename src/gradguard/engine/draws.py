@@ -13,6 +13,9 @@ import numpy as np
 
 from .problem import _to_xp
 
+#: Entries transformed at a time (see random_entries).
+PIECE = 1 << 16
+
 
 def random_entries(rng: np.random.Generator, rows: int, cols: int, xp: Any, like: Any) -> Any:
     """Random directions or cotangents: either sign, magnitude uniform in
@@ -25,7 +28,12 @@ def random_entries(rng: np.random.Generator, rows: int, cols: int, xp: Any, like
     quarter of a normal one, which dominates a probe of 10^4 entries.
     ``like`` fixes the dtype and device of the result."""
     host = rng.random((rows, cols))
-    host *= 4.0
-    host -= 2.0  # [-2, 2)
-    host += np.copysign(1.0, host)  # [-3, -1) and [1, 3)
+    flat = host.reshape(-1)
+    # In pieces that stay in cache: at 10^6 entries and more, one pass over
+    # the whole draw per operation (and its temporary) cost a third more.
+    for start in range(0, flat.size, PIECE):
+        piece = flat[start : start + PIECE]
+        piece *= 4.0
+        piece -= 2.0  # [-2, 2)
+        piece += np.copysign(1.0, piece)  # [-3, -1) and [1, 3)
     return _to_xp(host, xp, like)

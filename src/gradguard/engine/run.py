@@ -86,8 +86,9 @@ class _Run:
         """The one place where a way of measuring is chosen."""
         parts = self.parts
         if mode == "probe":
-            count = probe_count if probe_count is not None else self.default_probes()
-            return RandomProbes(parts, direction, count)
+            if probe_count is None:
+                return RandomProbes(parts, direction, self.default_probes(), second_if_open=True)
+            return RandomProbes(parts, direction, probe_count, second_if_open=False)
         # Settlers, in order: coloured columns first, then columns from two points.
         settlers: list[SettlerKind] = []
         if colouring.applies(parts, direction):
