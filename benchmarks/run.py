@@ -349,8 +349,13 @@ def _floor(
 ) -> Callable[[], str]:
     """The floor's call: both parts, each in its fastest batch size."""
     # 2 points of n float64 per column; a one-hot row and its VJP row per output.
-    columns, evaluated = _fastest(evaluations, {max(1, b // (16 * n)) for b in FLOOR_BATCH_BYTES})
-    rows, pulled = _fastest(vjp_rows, {max(1, b // (8 * (n + m))) for b in FLOOR_BATCH_BYTES})
+    # (At most n columns and m rows: larger batches are the same one batch.)
+    columns, evaluated = _fastest(
+        evaluations, {min(n, max(1, b // (16 * n))) for b in FLOOR_BATCH_BYTES}
+    )
+    rows, pulled = _fastest(
+        vjp_rows, {min(m, max(1, b // (8 * (n + m)))) for b in FLOOR_BATCH_BYTES}
+    )
     # The parts' CPU seconds while tuning: a check that computes every VJP
     # row costs at least the second, whatever it saves on evaluations.
     parts = f"evaluations {_seconds(evaluated)} s, VJP rows {_seconds(pulled)} s when tuned"
