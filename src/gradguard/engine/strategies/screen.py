@@ -20,7 +20,7 @@ from ...core.verdict import ANALYTICAL, SAFETY, Entries
 from ..ledger import KEEP_JACOBIAN_ENTRIES, WORST
 from ..parts import Parts
 from ..spans import Ranges, chunks, runs
-from .reverse_jacobian import DENSE_PROBES, ReverseSide
+from .reverse_jacobian import ReverseSide
 from .settled import SettledBook
 
 #: Inputs from which a full reverse check screens columns with two points
@@ -228,10 +228,14 @@ class Screen:
             sub_round = (
                 eps * (xp.abs(plus[lo:hi, :]) + xp.abs(minus[lo:hi, :])) + noise[None, :]
             ) / size[lo:hi, :]
+            # What the settled entries' own errors carry into u . num,
+            # sum |u| |num - ana|: entries settle within an allowance for the
+            # quotient's truncation (tan near a pole: 6e-8 of the entry),
+            # which the products must allow too, or they fail a right rule.
             book.add_dense(
                 first,
                 book.cotangents @ xp.matrix_transpose(sub),
-                xp.zeros((DENSE_PROBES, hi - lo), dtype=p.work_dtype, device=parts.device),
+                weights @ xp.matrix_transpose(xp.abs(sub - ana[lo:hi, :])),
                 weights @ xp.matrix_transpose(sub_round),
                 weights @ xp.matrix_transpose(xp.abs(sub)),
             )
