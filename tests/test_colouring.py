@@ -423,3 +423,25 @@ def test_no_cliff_between_neighbouring_sizes(n):
     past the screen's threshold."""
     report = gradguard.check(_sin_times_x, _x(n), vjp=_vjp, mode="full")
     assert report.verdict == "pass" and report.evaluations <= 8, str(report)
+
+
+def test_a_small_check_measured_together_fills_its_error_map():
+    """Small checks carry error / tolerance per entry (report.error_map, the
+    plot's heatmap): settled colours fill it where the analytical Jacobian
+    has entries, as the column-by-column path would."""
+    x = _x(100)
+    report = gradguard.check(_sin_times_x, x, vjp=_vjp, mode="full")
+    assert report.evaluations <= 8
+    table = np.array(report.error_map)
+    assert table.shape == (100, 100)
+    diagonal = np.diag(table)
+    assert (diagonal > 0).all() and (diagonal < 1).all()
+    assert not (table - np.diag(diagonal)).any()
+
+    def off(g, x):
+        d = _derivative(x)
+        d[7] *= 1.001
+        return (g * d,)
+
+    wrong_map = np.array(gradguard.check(_sin_times_x, x, vjp=off, mode="full").error_map)
+    assert wrong_map[7, 7] > 1 and np.sum(wrong_map > 1) == 1

@@ -107,8 +107,8 @@ class _Sums:
 
 def applies(parts: Parts, direction: str) -> bool:
     """Whether a full check colours columns before the screen and the full
-    stencil: reverse float64 checks with the default stencil and no per-entry
-    error map. (Forward checks need every column's stencil for their JVPs.)"""
+    stencil: reverse float64 checks with the default stencil. (Forward checks
+    need every column's stencil for their JVPs.)"""
     xp, p, numerical = parts.xp, parts.problem, parts.numerical
     return (
         COLOUR_COLUMNS
@@ -117,7 +117,6 @@ def applies(parts: Parts, direction: str) -> bool:
         and numerical.accuracy == 4
         and float(xp.finfo(p.work_dtype).eps) < 1e-10
         and numerical.output_eps is None
-        and parts.ledger.error_map_t is None
         and p.in_layout.size >= 2
         and p.out_layout.size > 0
     )
@@ -328,6 +327,8 @@ class Colouring:
         index = xp.asarray(rows, device=parts.device)
         part = entries.map(lambda a: xp.take(a, index, axis=0))
         ledger.count_flags(part, xp)
+        if ledger.error_map_t is not None:
+            self._map(t, owner[rows], part)
         owned_at = np.flatnonzero(owner[rows].ravel() >= 0)
         if owned_at.size:
             at_xp = xp.asarray(owned_at, device=parts.device)
@@ -335,6 +336,22 @@ class Colouring:
             inputs = owner[rows].ravel()[owned_at] + t.lo
             located = (inputs.tolist(), (owned_at % m).tolist())
             ledger.keep_worst("entry", picked, 0, located=located)
+
+    def _map(self, t: _Argument, owner: np.ndarray, part: Entries) -> None:
+        """Error / tolerance of the settled colours' entries into the
+        per-entry map (small checks only: on the host); the entries the
+        analytical Jacobian has as zero stay 0, agreeing."""
+        parts = self.parts
+        p, ledger = parts.problem, parts.ledger
+        host = p.adapter.to_numpy
+        error, tolerance = host(part.error), host(part.tolerance)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(tolerance > 0, error / tolerance, np.where(error > 0, np.inf, 0.0))
+        owned = owner >= 0
+        table = host(ledger.error_map_t).copy()
+        columns, outputs = owner[owned] + t.lo, np.nonzero(owned)[1]
+        table[columns, outputs] = np.maximum(table[columns, outputs], ratio[owned])
+        ledger.error_map_t[t.lo : t.hi, :] = _to_xp(table[t.lo : t.hi], parts.xp, p.x0)
 
     # -- the book ----------------------------------------------------------------
     def _book(self, t: _Argument, sums: _Sums, side: ReverseSide, book: SettledBook) -> None:
