@@ -180,13 +180,16 @@ class Colouring:
         Jacobian, SCAN_ROWS of its rows at a time; None as soon as some
         output has more of them than could ever pay (a dense Jacobian costs
         one batch)."""
-        xp, p = self.parts.xp, self.parts.problem
+        p = self.parts.problem
         width, m = hi - lo, p.out_layout.size
         pattern = Pattern(width, m, width // COLUMNS_PER_COLOUR, MAX_PATTERN_ENTRIES)
         host = p.adapter.to_numpy
         for a in range(0, m, SCAN_ROWS):
-            rows, columns = xp.nonzero(side.jac[a : min(m, a + SCAN_ROWS), lo:hi])
-            pattern.add(host(rows) + a, host(columns))
+            # NumPy's flatnonzero of a flat boolean block: 0.03 s for 10^8
+            # entries, where a 2-D nonzero took 0.13 (torch) to 0.35 s (NumPy).
+            nonzero = np.asarray(host(side.jac[a : min(m, a + SCAN_ROWS), lo:hi] != 0))
+            rows, columns = np.divmod(np.flatnonzero(nonzero), width)
+            pattern.add(rows + a, columns)
             if not pattern.possible:
                 return None
         return pattern
