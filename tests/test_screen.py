@@ -243,3 +243,21 @@ def test_entries_settled_near_a_pole_do_not_fail_their_products(seed):
         return (g * d,)
 
     assert_fail_at(gradguard.check(np.tan, x, vjp=off, mode="full"), "x", indices=[(100,)])
+
+
+def test_a_rule_not_linear_in_its_cotangent_fails_where_entries_settle_one_by_one():
+    """A dense Jacobian of 300 x 300 (the per-entry map kept, so columns
+    settle entry by entry): a rule right for one-hot cotangents and 1e-4 off
+    for any other fails, by the products with random cotangents."""
+    a = np.random.default_rng(0).standard_normal((300, 300)) / 20
+
+    def f(x):
+        return np.tanh(a @ x)
+
+    def vjp(g, x):
+        right = a.T @ (g * (1 - np.tanh(a @ x) ** 2))
+        return (right if np.count_nonzero(g) <= 1 else right * 1.0001,)
+
+    report = gradguard.check(f, _x(300, seed=1), vjp=vjp, mode="full")
+    assert report.verdict == "fail", str(report)
+    assert "not linear in the incoming gradient" in diagnosis(report), str(report)

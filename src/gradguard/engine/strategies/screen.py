@@ -223,21 +223,25 @@ class Screen:
                 else entries.map(lambda t, lo=lo, hi=hi: t[lo:hi, :])
             )
             parts.ledger.record("entry", part, start + a + lo, rows=True)
-            first = start + a + lo
-            sub = num[lo:hi, :]
             sub_round = (
                 eps * (xp.abs(plus[lo:hi, :]) + xp.abs(minus[lo:hi, :])) + noise[None, :]
             ) / size[lo:hi, :]
-            # What the settled entries' own errors carry into u . num,
-            # sum |u| |num - ana|: entries settle within an allowance for the
-            # quotient's truncation (tan near a pole: 6e-8 of the entry),
-            # which the products must allow too, or they fail a right rule.
+            # These entries settled one by one, within an allowance for the
+            # quotient's truncation that u . num would have to carry (tan
+            # near a pole: 6e-8 of the entry; allowed as truncation, it left
+            # products that cancel to nearly 0 unresolved). What is left to
+            # compare is whether the rule is linear in its cotangent: the
+            # dense VJPs against u times the one-hot rows, which agree with
+            # f's differences here, to rounding.
+            rows_ana = ana[lo:hi, :]
             book.add_dense(
-                first,
-                book.cotangents @ xp.matrix_transpose(sub),
-                weights @ xp.matrix_transpose(xp.abs(sub - ana[lo:hi, :])),
+                start + a + lo,
+                book.cotangents @ xp.matrix_transpose(rows_ana),
+                xp.zeros(
+                    (book.cotangents.shape[0], hi - lo), dtype=p.work_dtype, device=parts.device
+                ),
                 weights @ xp.matrix_transpose(sub_round),
-                weights @ xp.matrix_transpose(xp.abs(sub)),
+                weights @ xp.matrix_transpose(xp.abs(rows_ana)),
             )
         return open_ranges
 
