@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
 from ...core.differences import coordinate_points
 from ...core.norms import row_norms
@@ -139,17 +140,8 @@ class Screen:
                 rows = slice(start + a, start + b)
                 bound = xp.abs(diff[a:b, :]) / floor
                 ledger.error_map_t[rows, :] = xp.maximum(ledger.error_map_t[rows, :], bound)
-            # Random dense cotangents u: |u . (num - ana)| <= |u| |num - ana|
-            # (Cauchy-Schwarz) bounds what the settled entries' measured errors
-            # carry into u . num; beyond that, dense VJPs must agree with the
-            # one-hot rows: the rule is linear in its cotangent.
-            book.add_dense(
-                start + a,
-                book.cotangents @ xp.matrix_transpose(num[a:b, :]),
-                book.weights * diff_norms[None, a:b],
-                book.rounding_at_x[:, None] / xp.matrix_transpose(size[a:b, :]),
-                book.weights * num_norms[None, a:b],
-            )
+            rounding = book.rounding_at_x[:, None] / xp.matrix_transpose(size[a:b, :])
+            _book_linearity(book, start + a, ana[a:b, :], rounding)
         if quick.any():
             errors = np.where(quick, p.adapter.to_numpy(column_error), -math.inf)
             self._worst_candidates(start, errors, sides, largest)
@@ -231,23 +223,8 @@ class Screen:
             sub_round = (
                 eps * (xp.abs(plus[lo:hi, :]) + xp.abs(minus[lo:hi, :])) + noise[None, :]
             ) / size[lo:hi, :]
-            # These entries settled one by one, within an allowance for the
-            # quotient's truncation that u . num would have to carry (tan
-            # near a pole: 6e-8 of the entry; allowed as truncation, it left
-            # products that cancel to nearly 0 unresolved). What is left to
-            # compare is whether the rule is linear in its cotangent: the
-            # dense VJPs against u times the one-hot rows, which agree with
-            # f's differences here, to rounding.
-            rows_ana = ana[lo:hi, :]
-            book.add_dense(
-                start + a + lo,
-                book.cotangents @ xp.matrix_transpose(rows_ana),
-                xp.zeros(
-                    (book.cotangents.shape[0], hi - lo), dtype=p.work_dtype, device=parts.device
-                ),
-                weights @ xp.matrix_transpose(sub_round),
-                weights @ xp.matrix_transpose(xp.abs(rows_ana)),
-            )
+            rounding = weights @ xp.matrix_transpose(sub_round)
+            _book_linearity(book, start + a + lo, ana[lo:hi, :], rounding)
         return open_ranges
 
     # -- the worst list --------------------------------------------------------
@@ -292,3 +269,22 @@ class Screen:
             entries = self._screen_entries(*sides)
             self.parts.ledger.keep_worst("entry", entries, 0, positions=columns)
             self.candidates = None
+
+
+def _book_linearity(book: SettledBook, first: int, rows: Any, rounding: Any) -> None:
+    """Book settled columns from ``first`` for the products with random
+    cotangents u. Their entries agree with f's differences, each within its
+    tolerance; what is left to compare is whether the rule is linear in its
+    cotangent: the dense VJPs against u times the one-hot rows ``rows``
+    (columns, m), to rounding. (Carrying the entries' allowance for the
+    quotient's truncation into u . num instead made products that cancel to
+    nearly 0 unresolved: multi_head_attention_forward inconclusive; and
+    carrying none failed tan near a pole.)"""
+    xp = array_namespace(rows)
+    book.add_dense(
+        first,
+        book.cotangents @ xp.matrix_transpose(rows),
+        xp.zeros_like(rounding),
+        rounding,
+        xp.abs(book.cotangents) @ xp.matrix_transpose(xp.abs(rows)),
+    )
