@@ -129,6 +129,10 @@ class JaxAdapter(Adapter):
     name = "jax"
     module = "jax"
     has_autodiff = True
+    #: Each batch of VJPs crosses to the device and back: at n = m = 10^4
+    #: (softmax over rows), 771 batches of 2 MiB took 1.1-1.7 s of CPU, 25
+    #: batches of 32 MiB 0.8 s.
+    vjp_batch_bytes = 1 << 25
 
     def owns(self, obj: Any) -> bool:
         return isinstance(obj, jax.Array)

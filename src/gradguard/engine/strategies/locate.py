@@ -35,6 +35,7 @@ import numpy as np
 
 from ...core.differences import DirectionalDerivatives, directional_derivatives
 from ...core.verdict import ARRAY_FIELDS, Entries, Tally
+from .reverse_jacobian import vjp_rows_per_batch
 
 if TYPE_CHECKING:
     from ..parts import Parts
@@ -48,9 +49,6 @@ PATHS = 3
 #: 64 MB each new batch costs page faults (tiling 10^6 float64 entries 8 times
 #: took 26 ms against 2.6 ms for 4 times).
 BATCH_BYTES = 1 << 25
-
-#: Bytes of cotangents and VJP rows per batched VJP (as a full reverse check's).
-VJP_BATCH_BYTES = 1 << 21
 
 #: One range of flat coordinates, [lo, hi).
 Group = tuple[int, int]
@@ -334,8 +332,7 @@ class _Probe:
             masks[j, lo:hi] = 1.0
         cots = masks * u[None, :]
         disagree, ratio, leaves = [], [], []
-        n = parts.problem.in_layout.size
-        rows_per_vjp = max(1, VJP_BATCH_BYTES // (8 * (n + m + 1)))
+        rows_per_vjp = vjp_rows_per_batch(parts)
         for first in range(0, len(groups), rows_per_vjp):
             block = cots[first : first + rows_per_vjp]
             rows, wide = parts.analytical.vjp(

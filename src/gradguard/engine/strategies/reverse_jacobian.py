@@ -17,9 +17,6 @@ DENSE_PROBES = 2
 #: unscaling is exact in every dtype, and never +-1, so a rule that ignores
 #: its incoming gradient can neither pass nor pass for a sign flip.
 ONE_HOT_SCALES = (-2.0, -0.5, 0.5, 2.0)
-#: Bytes of one-hot cotangents and VJP rows per batched VJP (43 rows at
-#: n = m = 3000; 350 rows measured twice as slow there).
-VJP_BATCH_BYTES = 1 << 21
 #: Jacobian entries beyond which the analytical Jacobian is stored in float32
 #: (800 MB in float64 at n = m = 10^4; half that in float32).
 STORE_ENTRIES = 1 << 25
@@ -108,8 +105,8 @@ def _one_hot_rows_through_one_buffer(
     fresh (rows, m) array of zeros per batch took a tenth of the VJP's time,
     8 ms of a check at n = 3000."""
     xp, p, ledger = parts.xp, parts.problem, parts.ledger
-    n, m = p.in_layout.size, p.out_layout.size
-    rows_per_vjp = max(1, VJP_BATCH_BYTES // (8 * (n + m + 1)))
+    m = p.out_layout.size
+    rows_per_vjp = vjp_rows_per_batch(parts)
     # The scales are powers of two: multiplying by their reciprocals
     # unscales exactly, and a product is several times cheaper than a
     # quotient.
@@ -133,3 +130,11 @@ def _one_hot_rows_through_one_buffer(
             err = xp.abs(rows - wide) * xp.abs(row_unscale)
             jac_err[start:stop, :] = xp.astype(err, storage, copy=False)
         onehot[ones] = 0.0  # after the last use of rows, which may be onehot
+
+
+def vjp_rows_per_batch(parts: Parts) -> int:
+    """Cotangents per batched VJP: as many as fit the framework's
+    ``vjp_batch_bytes`` with their VJP rows."""
+    p = parts.problem
+    n, m = p.in_layout.size, p.out_layout.size
+    return max(1, p.adapter.vjp_batch_bytes // (8 * (n + m + 1)))
