@@ -182,7 +182,7 @@ class Ledger:
             self.row_num_sq = self.row_num_sq + xp.sum(n0 * n0, axis=0)
         self.keep_worst(kind, entries, start, xp=xp, forward=forward)
         if kind == "entry" and self.error_map_t is not None:
-            ratio = _ratio(entries, xp)
+            ratio = error_ratio(entries, xp)
             stop = start + ratio.shape[0]
             self.error_map_t[start:stop, :] = xp.maximum(self.error_map_t[start:stop, :], ratio)
             self.undecided_cells += undecided_cells(entries, start, self.p.adapter.to_numpy)
@@ -277,7 +277,7 @@ class Ledger:
         when given, are those (from ``start``) of the batch's rows;
         ``located``, the (input, output) of each entry of a one-row batch."""
         xp = self.xp if xp is None else xp
-        ratio = _ratio(entries, xp)
+        ratio = error_ratio(entries, xp)
         if math.prod(ratio.shape) == 0:
             return
         if (
@@ -388,7 +388,7 @@ def entry_scale(num: Any, xp: Any) -> Any:
     return xp.max(magnitude) if math.prod(magnitude.shape) else xp.zeros_like(magnitude)
 
 
-def _ratio(entries: Entries, xp: Any) -> Any:
+def error_ratio(entries: Entries, xp: Any) -> Any:
     """error / tolerance: 0 where both are 0, inf where only the tolerance is
     (or either is NaN); never a division warning."""
     tol = entries.tolerance

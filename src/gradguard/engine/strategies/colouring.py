@@ -27,7 +27,7 @@ import numpy as np
 from ...core.differences import directional_derivatives
 from ...core.sparsity import Pattern, distance2_colouring, owners
 from ...core.verdict import Entries
-from ..ledger import entry_scale
+from ..ledger import entry_scale, error_ratio
 from ..parts import Parts
 from ..problem import _to_xp
 from ..spans import Ranges, extend, runs, subtract
@@ -128,9 +128,6 @@ class Colouring:
 
     def __init__(self, parts: Parts):
         self.parts = parts
-
-    def watch_rows(self, rows: Any, start: int) -> None:
-        pass
 
     def settle(self, ranges: Ranges, side: ReverseSide, book: SettledBook) -> Ranges:
         settled: Ranges = []
@@ -347,9 +344,7 @@ class Colouring:
         parts = self.parts
         p, ledger = parts.problem, parts.ledger
         host = p.adapter.to_numpy
-        error, tolerance = host(part.error), host(part.tolerance)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(tolerance > 0, error / tolerance, np.where(error > 0, np.inf, 0.0))
+        ratio = host(error_ratio(part, parts.xp))
         owned = owner >= 0
         table = host(ledger.error_map_t).copy()
         columns, outputs = owner[owned] + t.lo, np.nonzero(owned)[1]

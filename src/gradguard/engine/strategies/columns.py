@@ -49,7 +49,7 @@ class ColumnByColumn:
         settlers = [make(parts) for make in self.settler_kinds]
         side = None
         if self.rev:
-            side = measure_reverse_side(parts, [s.watch_rows for s in settlers])
+            side = measure_reverse_side(parts)
         forward = _ForwardProducts(parts) if self.fwd else None
         if ledger.keep:
             ledger.num_t = xp.empty((n, m), dtype=p.work_dtype, device=parts.device)

@@ -4,7 +4,6 @@ that compares it column by column: the Jacobian from one-hot cotangents
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,10 +19,6 @@ ONE_HOT_SCALES = (-2.0, -0.5, 0.5, 2.0)
 #: Jacobian entries beyond which the analytical Jacobian is stored in float32
 #: (800 MB in float64 at n = m = 10^4; half that in float32).
 STORE_ENTRIES = 1 << 25
-
-#: Called with each batch of VJP rows ``(rows, n)`` and the first output they
-#: belong to, while the rows are valid (they may be the cotangent buffer).
-RowWatcher = Callable[[Any, int], None]
 
 
 @dataclass
@@ -53,10 +48,10 @@ def _transposed_copy(block: Any, dtype: Any, xp: Any) -> Any:
     return xp.astype(xp.matrix_transpose(block), dtype, copy=True)
 
 
-def measure_reverse_side(parts: Parts, watchers: Sequence[RowWatcher] = ()) -> ReverseSide:
+def measure_reverse_side(parts: Parts) -> ReverseSide:
     """Every VJP of a full reverse check: one-hot cotangents scaled by
     ONE_HOT_SCALES (drawn per output, kept in the ledger for the diagnosis),
-    then the random dense cotangents. ``watchers`` see each batch of rows."""
+    then the random dense cotangents."""
     xp, p, ledger = parts.xp, parts.problem, parts.ledger
     n, m = p.in_layout.size, p.out_layout.size
     parts.evaluator.expected += m  # the VJP rows count as work too
@@ -68,7 +63,7 @@ def measure_reverse_side(parts: Parts, watchers: Sequence[RowWatcher] = ()) -> R
     jac_err = None
     if p.wide_primals is not None:
         jac_err = p.adapter.empty((m, n), storage, p.x0)
-    _one_hot_rows_through_one_buffer(parts, jac, jac_err, storage, watchers)
+    _one_hot_rows_through_one_buffer(parts, jac, jac_err, storage)
     dense_cots = parts.analytical.random_cotangents(DENSE_PROBES)
     dense_ana, dense_wide = parts.analytical.vjp(dense_cots)
     parts.analytical.watch_vjps(dense_ana)
@@ -91,9 +86,7 @@ def _storage_dtype(parts: Parts, n: int, m: int) -> Any:
     return storage
 
 
-def _one_hot_rows_through_one_buffer(
-    parts: Parts, jac: Any, jac_err: Any, storage: Any, watchers: Sequence[RowWatcher]
-) -> None:
+def _one_hot_rows_through_one_buffer(parts: Parts, jac: Any, jac_err: Any, storage: Any) -> None:
     """Fill ``jac`` (and ``jac_err``) from batched VJPs of scaled
     one-hot cotangents.
 
@@ -121,8 +114,6 @@ def _one_hot_rows_through_one_buffer(
         rows, wide = parts.analytical.vjp(cotangents)
         parts.evaluator.advance(stop - start)
         parts.analytical.watch_vjps(rows)
-        for watch in watchers:
-            watch(rows, start)
         # Rows in place, contiguous: stored transposed, the strided writes
         # took 0.43 s of a 1.8 s check at n = m = 10^4.
         jac[start:stop, :] = xp.astype(rows * row_unscale, storage, copy=False)

@@ -64,9 +64,6 @@ class Screen:
         # Worst-list candidates: (errors, columns, rows of their sides).
         self.candidates: tuple[list[float], list[int], tuple[Any, ...]] | None = None
 
-    def watch_rows(self, rows: Any, start: int) -> None:
-        pass
-
     def settle(self, ranges: Ranges, side: ReverseSide, book: SettledBook) -> Ranges:
         numerical = self.parts.numerical
         # Two points per column screened instead of the full stencil's; the

@@ -24,9 +24,6 @@ from .reverse_jacobian import ReverseSide
 class Settler(Protocol):
     """A way to settle columns of a full reverse check before the full stencil."""
 
-    def watch_rows(self, rows: Any, start: int) -> None:
-        """See a batch of one-hot VJP rows as they come (see reverse_jacobian)."""
-
     def settle(self, ranges: Ranges, side: ReverseSide, book: SettledBook) -> Ranges:
         """Settle what it can of ``ranges``, book it, return what stays open."""
         ...
